@@ -1,0 +1,190 @@
+"""The Python API the CLI wraps: compile, inspect, compare, bench."""
+
+from __future__ import annotations
+
+import collections
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxpress.errors import BadInputError, CheckFailedError
+from onnxpress.frontends.onnx_loader import ModelSource, load
+from onnxpress.ir.analysis import count_nodes, count_parameters, parameter_bytes
+from onnxpress.passes.calibration_data import Batch, CalibrationData
+from onnxpress.passes.manager import PassManager
+from onnxpress.passes.pipeline import build, load_config, split_pipeline
+from onnxpress.passes.registry import PassRegistry
+from onnxpress.passes.report import Report
+
+#: the pipeline each target runs when no passes are given
+TARGET_PIPELINES = {"ort-cpu": "cleanup", "tensorrt": "cleanup"}
+
+
+def compile(  # noqa: A001 - the public name DESIGN.md promises
+    model: ModelSource,
+    passes: str | Sequence[Any] | None = None,
+    *,
+    config: str | os.PathLike | None = None,
+    target: str | None = None,
+    calibration: str | os.PathLike | Iterable[Batch] | CalibrationData | None = None,
+    report: str | os.PathLike | None = None,
+    check: bool = False,
+    tolerance: float = 1e-4,
+    verify: bool = True,
+    registry: PassRegistry | None = None,
+    progress: bool | None = None,
+    return_report: bool = False,
+) -> ir.Model | tuple[ir.Model, Report]:
+    """Load ``model`` (unless it is already IR), run the pipeline in place, return it.
+
+    ``passes`` is a pipeline string or a list of Pass instances; else ``config``'s; else the
+    ``target``'s default pipeline (``ort-cpu`` when nothing is said). ``check`` compares the
+    outputs with the input model's on ``calibration`` data (or random inputs) and raises
+    CheckFailedError beyond ``tolerance``; the report is written first either way.
+    """
+    registry = registry or PassRegistry.default()
+    settings = load_config(config) if config is not None else None
+    if passes is None and settings is not None:
+        pass_list = build(settings.passes, registry)
+    elif passes is None or isinstance(passes, str):
+        text = passes or TARGET_PIPELINES.get(target or "ort-cpu")
+        if text is None:
+            raise BadInputError(f"unknown target {target!r}; use one of {sorted(TARGET_PIPELINES)}")
+        pass_list = build(split_pipeline(text), registry)
+    else:
+        pass_list = list(passes)
+    if settings is not None:
+        check = check or settings.check
+        calibration = calibration if calibration is not None else settings.calibration
+    data = _calibration(calibration)
+    ir_model = load(model)
+    manager = PassManager(pass_list, verify=verify, check=check, check_data=data,
+                          tolerance=tolerance, progress=progress)
+    result = manager.run(ir_model)
+    if report is not None:
+        result.write(report)
+    if result.check_failed:
+        worst = max(result.check or [], key=lambda c: c.max_rel)
+        raise CheckFailedError(
+            f"numeric check failed: output {worst.name!r} differs by {worst.max_rel:.3g} "
+            f"(relative) > {tolerance:g}; see the report for the pass list"
+        )
+    return (ir_model, result) if return_report else ir_model
+
+
+def _calibration(source) -> CalibrationData | None:
+    if source is None or isinstance(source, CalibrationData):
+        return source
+    return CalibrationData(source)
+
+
+def inspect(model: ModelSource) -> dict[str, Any]:
+    """Ops, parameters, size, opsets, inputs and outputs."""
+    ir_model = load(model, keep_initializer_inputs=True)
+    ops = collections.Counter(
+        f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+        for n in ir_model.graph.all_nodes()
+    )
+
+    def describe(value: ir.Value) -> dict[str, Any]:
+        dims = None if value.shape is None else [
+            d if isinstance(d, int) else str(d) for d in value.shape.dims
+        ]
+        return {"name": value.name, "dtype": str(value.dtype), "shape": dims}
+
+    return {
+        "ir_version": ir_model.ir_version,
+        "producer": f"{ir_model.producer_name or ''} {ir_model.producer_version or ''}".strip(),
+        "opsets": dict(ir_model.opset_imports),
+        "nodes": count_nodes(ir_model),
+        "parameters": count_parameters(ir_model),
+        "weight_bytes": parameter_bytes(ir_model),
+        "ops": dict(ops.most_common()),
+        "inputs": [describe(v) for v in ir_model.graph.inputs],
+        "outputs": [describe(v) for v in ir_model.graph.outputs],
+    }
+
+
+def compare(
+    a: ModelSource,
+    b: ModelSource,
+    data: str | os.PathLike | Iterable[Batch] | CalibrationData | None = None,
+    *,
+    batches: int = 4,
+) -> list[dict[str, Any]]:
+    """Per output of A: max |a-b|, mean cosine per sample, top-1 agreement (argmax over
+    the last axis, for float outputs of rank >= 2)."""
+    from onnxpress.backends.ort_runner import Runner
+
+    runner_a, runner_b = Runner(_runnable(a)), Runner(_runnable(b))
+    dataset = _calibration(data)
+    feeds = (dataset.take(batches) if dataset is not None
+             else [runner_a.sample_inputs(seed=s) for s in range(batches)])
+    totals: dict[str, dict[str, list[float]]] = {}
+    for feed in feeds:
+        out_a, out_b = runner_a.run(feed), runner_b.run(feed)
+        for name, x in out_a.items():
+            if name not in out_b:
+                raise BadInputError(f"model B has no output named {name!r}")
+            _accumulate(totals.setdefault(name, {"abs": [], "cos": [], "top1": []}), x, out_b[name])
+    return [
+        {
+            "output": name,
+            "max_abs": max(t["abs"]),
+            "cosine": float(np.mean(t["cos"])),
+            "top1_agreement": float(np.mean(t["top1"])) if t["top1"] else None,
+        }
+        for name, t in totals.items()
+    ]
+
+
+def _accumulate(total: dict[str, list[float]], x: np.ndarray, y: np.ndarray) -> None:
+    if x.shape != y.shape:
+        raise BadInputError(f"output shapes differ: {x.shape} vs {y.shape}")
+    xf, yf = x.astype(np.float64), y.astype(np.float64)
+    total["abs"].append(float(np.abs(xf - yf).max()) if x.size else 0.0)
+    a = xf.reshape(len(xf), -1) if xf.ndim > 1 else xf.reshape(1, -1)
+    b = yf.reshape(a.shape)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    same = np.all(a == b, axis=1)
+    total["cos"].extend(np.where(norms > 0, (a * b).sum(1) / np.where(norms > 0, norms, 1),
+                                 same.astype(float)).tolist())
+    if x.ndim >= 2 and np.issubdtype(x.dtype, np.floating):
+        total["top1"].extend((x.argmax(-1) == y.argmax(-1)).ravel().astype(float).tolist())
+
+
+def _runnable(model: ModelSource):
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.is_file():
+            raise BadInputError(f"{path}: no such file; check the model path")
+        load(path)  # one-line errors for corrupt files before ONNX Runtime sees them
+        return os.fspath(path)
+    return load(model)
+
+
+def bench(
+    models: Sequence[ModelSource],
+    *,
+    threads: int = 2,
+    batch: int = 1,
+    repeats: int = 20,
+    warmup: int = 3,
+    progress: bool | None = None,
+) -> list[dict[str, Any]]:
+    """Median latency per model, measured interleaved in one run."""
+    from dataclasses import asdict
+
+    from onnxpress.backends.bench import bench_models
+
+    labelled = [
+        (os.fspath(m) if isinstance(m, (str, os.PathLike)) else f"model{i}", _runnable(m))
+        for i, m in enumerate(models)
+    ]
+    rows = bench_models(labelled, threads=threads, batch=batch, repeats=repeats,
+                        warmup=warmup, progress=progress)
+    return [asdict(row) for row in rows]

@@ -1,0 +1,124 @@
+"""The one runner interface passes and tools use to execute a model (ONNX Runtime here).
+
+Passes that need to run a model (calibration, numeric checks) call ``Runner``; nothing else
+in the passes imports onnxruntime, so the runtime can be swapped.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxpress.errors import BadInputError
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(uint16)": np.uint16,
+    "tensor(uint32)": np.uint32,
+    "tensor(uint64)": np.uint64,
+    "tensor(bool)": np.bool_,
+    "tensor(string)": np.str_,
+}
+
+
+class Runner:
+    """An ONNX Runtime CPU session over an IR model, a path or serialized bytes."""
+
+    def __init__(
+        self,
+        model: ir.Model | str | os.PathLike | bytes,
+        *,
+        threads: int | None = None,
+        providers: list[str] | None = None,
+        optimize: bool = True,
+    ) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        if not optimize:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        source = self._materialize(model)
+        try:
+            self.session = ort.InferenceSession(
+                source, options, providers=providers or ["CPUExecutionProvider"]
+            )
+        except Exception as error:  # ORT raises its own classes for every load failure
+            first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise BadInputError(f"ONNX Runtime cannot load the model: {first}") from None
+        finally:
+            if self._tmp is not None:
+                self._tmp.cleanup()
+                self._tmp = None
+
+    def _materialize(self, model: ir.Model | str | os.PathLike | bytes) -> str | bytes:
+        if isinstance(model, (bytes, str)):
+            return model
+        if isinstance(model, os.PathLike):
+            return os.fspath(model)
+        from onnxpress.backends.onnx_writer import PROTOBUF_LIMIT, save
+        from onnxpress.ir.analysis import parameter_bytes
+
+        if parameter_bytes(model) < PROTOBUF_LIMIT // 2:
+            return ir.serde.serialize_model(model).SerializeToString()
+        self._tmp = tempfile.TemporaryDirectory(prefix="onnxpress-run-")
+        return os.fspath(save(model, Path(self._tmp.name) / "model.onnx", external_data=True))
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.session.get_inputs()]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise BadInputError(f"no data for model input {missing[0]!r}; add it to the data")
+        wanted = {name: feeds[name] for name in self.input_names}
+        outputs = self.session.run(None, wanted)
+        return dict(zip(self.output_names, outputs))
+
+    def sample_inputs(self, *, seed: int = 0, batch: int = 1) -> dict[str, np.ndarray]:
+        """Random inputs that fit the model's input types; unknown dims become ``batch``
+        for the first axis and 1 elsewhere; integers are drawn from [0, 2) so index-like
+        inputs stay in range."""
+        rng = np.random.default_rng(seed)
+        feeds = {}
+        for arg in self.session.get_inputs():
+            dtype = _ORT_TYPES.get(arg.type)
+            if dtype is None:
+                raise BadInputError(f"input {arg.name!r} has type {arg.type}; give data for it")
+            shape = [
+                d if isinstance(d, int) and d >= 0 else (batch if axis == 0 else 1)
+                for axis, d in enumerate(arg.shape)
+            ]
+            feeds[arg.name] = _random(rng, dtype, shape)
+        return feeds
+
+
+def _random(rng: np.random.Generator, dtype: type, shape: list[int]) -> np.ndarray:
+    if dtype is np.str_:
+        return np.full(shape, "a", dtype=object)
+    if dtype is np.bool_:
+        return rng.random(shape) < 0.5
+    if np.issubdtype(dtype, np.integer):
+        return rng.integers(0, 2, size=shape).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)

@@ -1,0 +1,158 @@
+"""The command line: argument parsing and printing only; every command calls the API.
+
+Exit codes: 0 success, 1 a requested check or budget failed, 2 bad input or usage; each
+failure is one line on stderr (the traceback only with --debug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from onnxpress.errors import BadInputError, OnnxpressError
+
+PROG = "onnxpress"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="ONNX graph-rewriting compiler")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what passes do")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    comp = commands.add_parser("compile", help="run a pass pipeline on a model")
+    comp.add_argument("model", nargs="?", help="input .onnx (default: the embedded model)")
+    comp.add_argument("-o", "--output", required=True, help="output .onnx (never the input)")
+    comp.add_argument("--passes", help='pipeline, e.g. "cleanup,fold-constants"')
+    comp.add_argument("--config", help="TOML config file with the pipeline and options")
+    comp.add_argument("--calibration", help=".npz file or folder of them")
+    comp.add_argument("--report", help="write the JSON report here")
+    comp.add_argument("--check", action="store_true",
+                      help="compare outputs with the input model's; exit 1 if they differ")
+    comp.add_argument("--tolerance", type=float, default=1e-4,
+                      help="relative output error --check accepts (default 1e-4)")
+    comp.add_argument("--target", choices=["ort-cpu", "tensorrt"],
+                      help="the runtime to tune for; picks the default pipeline")
+    comp.add_argument("--opset", type=int, help="convert to this opset before the passes")
+    comp.add_argument("--keep-initializer-inputs", action="store_true",
+                      help="keep initializers that are also graph inputs overridable")
+    comp.add_argument("--no-verify", action="store_true", help="skip IR checks between passes")
+
+    insp = commands.add_parser("inspect", help="ops, parameters, size, opsets, inputs/outputs")
+    insp.add_argument("model")
+    insp.add_argument("--json", action="store_true", help="print JSON")
+
+    cmp_ = commands.add_parser("compare", help="compare two models' outputs")
+    cmp_.add_argument("a")
+    cmp_.add_argument("b")
+    cmp_.add_argument("--data", help=".npz file or folder (default: random inputs)")
+    cmp_.add_argument("--json", action="store_true", help="print JSON")
+
+    ben = commands.add_parser("bench", help="latency/throughput on ONNX Runtime CPU")
+    ben.add_argument("models", nargs="+")
+    ben.add_argument("--threads", type=int, default=2)
+    ben.add_argument("--batch", type=int, default=1)
+    ben.add_argument("--repeats", type=int, default=20)
+    ben.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _COMMANDS[args.command](args)
+    except OnnxpressError as error:
+        if args.debug:
+            raise
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 2
+    except Exception as error:  # the last line of defence: one line, exit 2
+        if args.debug:
+            raise
+        first = str(error).splitlines()[0] if str(error) else ""
+        print(f"{PROG}: internal error: {type(error).__name__}: {first} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
+        return 2
+
+
+def _compile(args: argparse.Namespace) -> int:
+    import onnxpress
+    from onnxpress.frontends.onnx_loader import load
+    from onnxpress.models import default_model_path
+
+    source = Path(args.model) if args.model else default_model_path()
+    output = Path(args.output)
+    if output.exists() and source.exists() and output.resolve() == source.resolve():
+        raise BadInputError(f"{output} is the input model; choose another output path")
+    if not output.parent.is_dir():
+        raise BadInputError(f"{output}: the folder {output.parent} does not exist; create it")
+    model = load(source, opset=args.opset, keep_initializer_inputs=args.keep_initializer_inputs)
+    model, report = onnxpress.compile(
+        model, args.passes, config=args.config, target=args.target,
+        calibration=args.calibration, report=args.report, check=args.check,
+        tolerance=args.tolerance, verify=not args.no_verify, return_report=True,
+    )
+    onnxpress.save(model, output)
+    print(f"{source} -> {output}")
+    for line in report.lines():
+        print(line)
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import onnxpress
+
+    info = onnxpress.inspect(args.model)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{args.model}: IR {info['ir_version']}, opsets {info['opsets']}, "
+          f"producer {info['producer'] or '?'}")
+    print(f"nodes {info['nodes']}, parameters {info['parameters']:,}, "
+          f"weights {info['weight_bytes'] / 2**20:.2f} MiB")
+    for kind in ("inputs", "outputs"):
+        for value in info[kind]:
+            print(f"{kind[:-1]:<7}{value['name']}: {value['dtype']} {value['shape']}")
+    print("ops: " + ", ".join(f"{op} {n}" for op, n in info["ops"].items()))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import onnxpress
+
+    rows = onnxpress.compare(args.a, args.b, args.data)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'output':<24}{'max|diff|':>12}{'cosine':>12}{'top-1 agree':>13}")
+    for row in rows:
+        top1 = "-" if row["top1_agreement"] is None else f"{row['top1_agreement']:.4f}"
+        print(f"{row['output']:<24}{row['max_abs']:>12.4g}{row['cosine']:>12.6f}{top1:>13}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import onnxpress
+
+    rows = onnxpress.bench(args.models, threads=args.threads, batch=args.batch,
+                           repeats=args.repeats)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'model':<40}{'median ms':>11}{'p10':>9}{'p90':>9}{'samples/s':>11}")
+    for row in rows:
+        print(f"{row['model']:<40}{row['median_ms']:>11.3f}{row['p10_ms']:>9.3f}"
+              f"{row['p90_ms']:>9.3f}{row['throughput']:>11.1f}")
+    return 0
+
+
+_COMMANDS = {"compile": _compile, "inspect": _inspect, "compare": _compare, "bench": _bench}

@@ -1,0 +1,113 @@
+"""ONNX in: a path, bytes, an ``onnx.ModelProto`` or an IR model -> ``ir.Model``.
+
+Weights stored as external data stay memory-mapped; nothing reads them until a pass asks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+from onnx_ir.passes.common import RemoveInitializersFromInputsPass
+
+from onnxpress.errors import BadInputError
+
+logger = logging.getLogger(__name__)
+
+ModelSource = str | os.PathLike | bytes | onnx.ModelProto | ir.Model
+
+_FIRST_IR_WITHOUT_INITIALIZER_INPUTS = 4
+
+#: key in ``model.meta`` where the loader leaves notes the report repeats.
+LOAD_NOTES = "onnxpress.load_notes"
+
+
+def load(
+    source: ModelSource,
+    *,
+    opset: int | None = None,
+    keep_initializer_inputs: bool = False,
+) -> ir.Model:
+    """Load a model into the IR.
+
+    Args:
+        source: a file path, the serialized bytes, a ModelProto, or an IR model (returned
+            as is, apart from the options below).
+        opset: convert the default domain to this opset (onnxscript's version converter),
+            so passes see one canonical form. None keeps the model's own opset.
+        keep_initializer_inputs: old exporters list every initializer as a graph input too,
+            which makes weights overridable and hides them from constant folding. By default
+            such inputs become plain constants (the model's outputs do not change, since
+            ONNX Runtime feeds them their initializer values); True keeps them as inputs.
+    """
+    model = source if isinstance(source, ir.Model) else _deserialize(source)
+    notes: list[str] = model.meta.setdefault(LOAD_NOTES, [])
+    if not keep_initializer_inputs:
+        overridable = [v.name for v in model.graph.inputs if v.const_value is not None]
+        if overridable:
+            RemoveInitializersFromInputsPass()(model)
+            notes.append(
+                f"{len(overridable)} initializers listed as graph inputs are treated as "
+                "constants (load with keep_initializer_inputs=True to keep them overridable)"
+            )
+            if model.ir_version < _FIRST_IR_WITHOUT_INITIALIZER_INPUTS:
+                # Before IR 4 every initializer had to be a graph input too.
+                model.ir_version = _FIRST_IR_WITHOUT_INITIALIZER_INPUTS
+                notes.append("IR version raised to 4 so initializers need not be inputs")
+    if opset is not None:
+        _convert_opset(model, opset)
+        notes.append(f"default-domain opset converted to {opset}")
+    return model
+
+
+def _deserialize(source: str | os.PathLike | bytes | onnx.ModelProto) -> ir.Model:
+    if isinstance(source, onnx.ModelProto):
+        return ir.serde.deserialize_model(source)
+    if isinstance(source, bytes):
+        return ir.serde.deserialize_model(_parse(source, "the given bytes"))
+    if not isinstance(source, (str, os.PathLike)):
+        raise BadInputError(
+            f"cannot load a model from {type(source).__name__}: give a path, bytes, "
+            "an onnx.ModelProto or an onnx_ir.Model"
+        )
+    path = Path(source)
+    if not path.is_file():
+        raise BadInputError(f"{path}: no such file; check the model path")
+    with open(path, "rb") as stream:
+        proto = _parse(stream.read(), str(path))
+    model = ir.serde.deserialize_model(proto)
+    ir.external_data.set_base_dir(model.graph, str(path.parent))
+    return model
+
+
+def _parse(data: bytes, where: str) -> onnx.ModelProto:
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except DecodeError as error:
+        raise BadInputError(
+            f"{where}: not a readable ONNX model ({error}); the file may be truncated or "
+            "not ONNX"
+        ) from None
+    if not proto.HasField("graph") or proto.ir_version == 0:
+        raise BadInputError(
+            f"{where}: parsed, but holds no ONNX graph (ir_version "
+            f"{proto.ir_version}); is it an ONNX model file?"
+        )
+    return proto
+
+
+def _convert_opset(model: ir.Model, opset: int) -> None:
+    from onnxscript import version_converter
+
+    try:
+        version_converter.convert_version(model, target_version=opset)
+    except Exception as error:  # the converter raises many types; all mean "cannot convert"
+        raise BadInputError(
+            f"cannot convert the model to opset {opset}: {error}; load it without "
+            "opset= to keep its own"
+        ) from error

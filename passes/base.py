@@ -1,0 +1,68 @@
+"""The pass protocol: an onnx_ir in-place pass that is also a frozen dataclass of options.
+
+A pass's fields are its options, so ``FoldConstants(max_output_elements=4096)`` is both the
+pass and its configuration; ``spec()`` writes it back as the pipeline string that makes it.
+Statistics and notes (what a pass could not handle, and why) come back on ``PassStats``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import onnx_ir as ir
+
+
+@dataclasses.dataclass
+class PassStats(ir.passes.PassResult):
+    """A PassResult with counters (``stats``) and human-readable ``notes``."""
+
+    stats: dict[str, Any] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pass(ir.passes.InPlacePass):
+    """Base of every onnxpress pass. Subclasses are ``@dataclass(frozen=True)`` too, set
+    ``name`` (as the CLI spells it) and implement ``call``."""
+
+    name: ClassVar[str] = ""
+
+    def spec(self) -> str:
+        """The pipeline string for this pass: the name, then options that differ from
+        their defaults."""
+        changed = [
+            f"{field.name}={_format(getattr(self, field.name))}"
+            for field in dataclasses.fields(self)
+            if field.init and getattr(self, field.name) != _default(field)
+        ]
+        return f"{self.name}({','.join(changed)})" if changed else self.name
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def structure_signature(model: ir.Model) -> tuple:
+    """A cheap fingerprint of the graph's structure (ops, wiring, initializer set), used to
+    tell whether a wrapped third-party pass really changed something."""
+    nodes = tuple(
+        (node.op_type, node.domain, tuple(id(v) for v in node.inputs), len(node.attributes))
+        for node in model.graph.all_nodes()
+    )
+    initializers = tuple(
+        id(v.const_value) for g in (model.graph, *model.graph.subgraphs())
+        for v in g.initializers.values()
+    )
+    outputs = tuple(id(v) for v in model.graph.outputs)
+    return nodes, initializers, outputs

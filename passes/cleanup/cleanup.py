@@ -1,0 +1,68 @@
+"""``cleanup``: the cleanup passes repeated until none of them changes the graph.
+
+Order per round: fold-constants, fuse-shape-ops, eliminate-identity, fold-batchnorm, cse,
+dce. Each member keeps its own exactness promise (all bit-exact but fold-batchnorm, which
+is exact up to float rounding). Stops after ``max_rounds`` even without a fixed point and
+says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import onnx_ir as ir
+
+from onnxpress.passes.base import Pass, PassStats
+from onnxpress.passes.cleanup.batchnorm import FoldBatchNorm
+from onnxpress.passes.cleanup.cse import Cse
+from onnxpress.passes.cleanup.dce import Dce
+from onnxpress.passes.cleanup.fold_constants import FoldConstants
+from onnxpress.passes.cleanup.identity import EliminateIdentity
+from onnxpress.passes.cleanup.shape_ops import FuseShapeOps
+
+__all__ = ["Cleanup"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cleanup(Pass):
+    name = "cleanup"
+    max_rounds: int = 8
+    fold_batchnorm: bool = True
+    max_output_elements: int = FoldConstants.max_output_elements
+
+    def members(self) -> list[Pass]:
+        members: list[Pass] = [
+            FoldConstants(max_output_elements=self.max_output_elements),
+            FuseShapeOps(),
+            EliminateIdentity(),
+        ]
+        if self.fold_batchnorm:
+            members.append(FoldBatchNorm())
+        return [*members, Cse(), Dce()]
+
+    def call(self, model: ir.Model) -> PassStats:
+        result = PassStats(model, modified=False, stats={"rounds": 0})
+        members = self.members()
+        for _ in range(self.max_rounds):
+            result.stats["rounds"] += 1
+            changed = False
+            notes: list[str] = []
+            for member in members:
+                step = member(model)
+                changed |= step.modified
+                if isinstance(step, PassStats):
+                    notes = notes + step.notes
+                    for key, value in step.stats.items():
+                        if isinstance(value, int):
+                            counter = f"{member.name}.{key}"
+                            result.stats[counter] = result.stats.get(counter, 0) + value
+            result.modified |= changed
+            if not changed:
+                result.notes = notes
+                break
+        else:
+            result.notes = [f"no fixed point after {self.max_rounds} rounds", *notes]
+        return result

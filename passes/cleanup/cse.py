@@ -1,0 +1,41 @@
+"""``cse``: merge nodes that compute the same thing from the same inputs, and initializers
+with identical contents (bit-exact).
+
+onnx_ir's CommonSubexpressionEliminationPass does the nodes (subgraphs included);
+DeduplicateInitializersPass does the weights, capped so that large weights are never read
+just to be compared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import onnx_ir as ir
+from onnx_ir.passes.common import (
+    CommonSubexpressionEliminationPass,
+    DeduplicateInitializersPass,
+)
+
+from onnxpress.passes.base import Pass, PassStats
+from onnxpress.passes.cleanup._wrapped import run_wrapped
+
+__all__ = ["Cse"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Cse(Pass):
+    name = "cse"
+    #: initializers with more elements than this are not compared
+    max_dedup_elements: int = 1 << 20
+
+    def call(self, model: ir.Model) -> PassStats:
+        initializers = len(model.graph.initializers)
+        result = run_wrapped(
+            model,
+            [
+                DeduplicateInitializersPass(size_limit=self.max_dedup_elements),
+                CommonSubexpressionEliminationPass(),
+            ],
+        )
+        result.stats["initializers_merged"] = initializers - len(model.graph.initializers)
+        return result

@@ -1,0 +1,60 @@
+"""``fold-constants``: evaluate every node whose inputs are all constant, and store the
+result as an initializer (exact: the value ONNX's reference evaluator computes).
+
+Uses onnxscript's FoldConstantsPass (which evaluates with ``onnx.reference``, partially
+evaluates Shape/Size on static or symbolic dims, and descends into subgraphs), then lifts
+the folded Constant nodes into initializers.
+
+Size cap, so folding never blows up the file: a result with more than
+``max_output_elements`` elements is kept only when it is not larger than the constant
+inputs it frees; nodes reading an input larger than ``max_input_elements`` are left alone.
+``ConstantOfShape`` is folded only up to ``max_output_elements``; Quantize/DequantizeLinear
+are never folded (they carry quantization parameters later passes read).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx_ir as ir
+from onnx_ir.passes.common import LiftConstantsToInitializersPass
+from onnxscript.optimizer._constant_folding import FoldConstantsPass
+
+from onnxpress.ir.analysis import constant_array
+from onnxpress.passes.base import Pass, PassStats
+from onnxpress.passes.cleanup._wrapped import run_wrapped
+
+__all__ = ["FoldConstants"]
+
+_NEVER_FOLD = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldConstants(Pass):
+    name = "fold-constants"
+    max_output_elements: int = 1 << 16
+    max_input_elements: int = 1 << 24
+    shape_inference: bool = True
+
+    def _should_fold(self, node: ir.Node) -> bool | None:
+        if node.domain not in ("", "ai.onnx"):
+            return None
+        if node.op_type in _NEVER_FOLD:
+            return False
+        if node.op_type == "ConstantOfShape":
+            shape = constant_array(node.inputs[0]) if node.inputs else None
+            if shape is None:
+                return False
+            return int(np.prod(shape, dtype=np.int64)) <= self.max_output_elements
+        return None
+
+    def call(self, model: ir.Model) -> PassStats:
+        folder = FoldConstantsPass(
+            shape_inference=self.shape_inference,
+            input_size_limit=self.max_input_elements,
+            output_size_limit=self.max_output_elements,
+            should_fold=self._should_fold,
+        )
+        lift = LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)
+        return run_wrapped(model, [folder, lift])

@@ -1,0 +1,118 @@
+"""PassManager: run an ordered list of passes, timing and measuring each, verifying the IR
+after each one, and optionally checking the result's outputs against the input model's."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import onnx_ir as ir
+from tqdm import tqdm
+
+from onnxpress.errors import PassFailedError
+from onnxpress.frontends.onnx_loader import LOAD_NOTES
+from onnxpress.ir.analysis import count_nodes, count_parameters, parameter_bytes
+from onnxpress.ir.verify import VerificationError, verify
+from onnxpress.passes.base import Pass, PassStats
+from onnxpress.passes.calibration_data import CalibrationData
+from onnxpress.passes.numeric_check import compare_outputs, merge_checks
+from onnxpress.passes.pipeline import format_pipeline
+from onnxpress.passes.report import PassRecord, Report
+
+logger = logging.getLogger(__name__)
+
+#: models with more weight bytes than this are not kept in memory for the numeric check
+CHECK_MAX_BYTES = 1 << 30
+
+
+class PassManager:
+    def __init__(
+        self,
+        passes: Sequence[Pass],
+        *,
+        verify: bool = True,
+        check: bool = False,
+        check_data: CalibrationData | None = None,
+        check_batches: int = 2,
+        tolerance: float = 1e-4,
+        progress: bool | None = None,
+    ) -> None:
+        """Args:
+        verify: run ``verify()`` after every pass; a broken invariant stops the run.
+        check: run the input and the result on sample inputs (``check_data``, else random
+            inputs) and compare outputs; relative error above ``tolerance`` fails.
+        progress: show a progress bar (None: only when stderr is a terminal).
+        """
+        self.passes = list(passes)
+        self.verify = verify
+        self.check = check
+        self.check_data = check_data
+        self.check_batches = check_batches
+        self.tolerance = tolerance
+        self.progress = progress
+
+    def run(self, model: ir.Model) -> Report:
+        """Run the passes on ``model`` in place and return the report."""
+        report = Report(pipeline=format_pipeline(self.passes))
+        report.notes.extend(model.meta.get(LOAD_NOTES, []))
+        original = self._snapshot(model, report) if self.check else None
+        bar = tqdm(self.passes, desc="passes", unit="pass", disable=not self.progress
+                   if self.progress is not None else None, leave=False)
+        for current in bar:
+            bar.set_postfix_str(current.name)
+            report.passes.append(self._run_one(current, model))
+        if original is not None:
+            self._check(original, model, report)
+        return report
+
+    def _run_one(self, current: Pass, model: ir.Model) -> PassRecord:
+        nodes, params, size = count_nodes(model), count_parameters(model), parameter_bytes(model)
+        start = time.perf_counter()
+        try:
+            result = current(model)
+        except Exception as error:
+            raise PassFailedError(f"pass {current.name!r} failed: {error}") from error
+        seconds = time.perf_counter() - start
+        if self.verify:
+            try:
+                verify(model)
+            except VerificationError as error:
+                raise PassFailedError(f"pass {current.name!r} broke the IR: {error}") from error
+        stats = result.stats if isinstance(result, PassStats) else {}
+        notes = result.notes if isinstance(result, PassStats) else []
+        logger.info("%s: %.3fs, %d -> %d nodes", current.name, seconds, nodes, count_nodes(model))
+        return PassRecord(
+            name=current.name,
+            spec=current.spec(),
+            seconds=seconds,
+            modified=result.modified,
+            nodes_before=nodes,
+            nodes_after=count_nodes(model),
+            parameters_before=params,
+            parameters_after=count_parameters(model),
+            bytes_before=size,
+            bytes_after=parameter_bytes(model),
+            stats=stats,
+            notes=notes,
+        )
+
+    def _snapshot(self, model: ir.Model, report: Report) -> bytes | None:
+        if parameter_bytes(model) > CHECK_MAX_BYTES:
+            report.notes.append("numeric check skipped: the model's weights exceed 1 GiB")
+            return None
+        return ir.serde.serialize_model(model).SerializeToString()
+
+    def _check(self, original: bytes, model: ir.Model, report: Report) -> None:
+        from onnxpress.backends.ort_runner import Runner
+
+        reference, candidate = Runner(original), Runner(model)
+        if self.check_data is not None:
+            batches = self.check_data.take(self.check_batches)
+        else:
+            batches = [reference.sample_inputs(seed=s) for s in range(self.check_batches)]
+        report.check = merge_checks(
+            compare_outputs(reference.run(b), candidate.run(b), tolerance=self.tolerance)
+            for b in batches
+        )
+        report.check_tolerance = self.tolerance

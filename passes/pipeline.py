@@ -1,0 +1,182 @@
+"""Pipeline strings and TOML configs -> pass instances, and back.
+
+Grammar: ``pipeline := item ("," item)*``, ``item := name | name "(" key "=" value
+("," key "=" value)* ")"``. Values are converted to the option's declared type
+(int, float, bool as true/false/1/0/yes/no, str, Literal choices, ``X | None``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from onnxpress.errors import BadInputError
+from onnxpress.passes.base import Pass
+from onnxpress.passes.registry import PassRegistry
+
+
+@dataclasses.dataclass(frozen=True)
+class PassSpec:
+    name: str
+    params: dict[str, Any]
+
+
+def split_pipeline(text: str) -> list[PassSpec]:
+    """Parse a pipeline string into names and raw (string) parameters."""
+    specs: list[PassSpec] = []
+    for item in _split_top_level(text, ","):
+        item = item.strip()
+        if not item:
+            continue
+        name, _, rest = item.partition("(")
+        name = name.strip()
+        params: dict[str, Any] = {}
+        if rest:
+            if not rest.rstrip().endswith(")"):
+                raise BadInputError(f"pipeline item {item!r} lacks its closing ')'")
+            for pair in _split_top_level(rest.rstrip()[:-1], ","):
+                if not pair.strip():
+                    continue
+                key, eq, value = pair.partition("=")
+                if not eq:
+                    raise BadInputError(f"option {pair.strip()!r} of {name!r} needs key=value")
+                params[key.strip()] = value.strip().strip("'\"")
+        specs.append(PassSpec(name, params))
+    if not specs:
+        raise BadInputError("the pipeline is empty; name at least one pass, e.g. 'cleanup'")
+    return specs
+
+
+def _split_top_level(text: str, sep: str) -> list[str]:
+    parts, depth, current = [], 0, []
+    for char in text:
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        if char == sep and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if depth != 0:
+        raise BadInputError(f"unbalanced brackets in pipeline {text!r}")
+    parts.append("".join(current))
+    return parts
+
+
+def build(specs: Sequence[PassSpec], registry: PassRegistry) -> list[Pass]:
+    return [instantiate(registry.get(spec.name), spec.params) for spec in specs]
+
+
+def parse_pipeline(text: str, registry: PassRegistry | None = None) -> list[Pass]:
+    """``"cleanup,fold-constants(max_output_elements=1024)"`` -> pass instances."""
+    return build(split_pipeline(text), registry or PassRegistry.default())
+
+
+def format_pipeline(passes: Sequence[Pass]) -> str:
+    return ",".join(p.spec() for p in passes)
+
+
+def instantiate(cls: type[Pass], params: dict[str, Any]) -> Pass:
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, raw in params.items():
+        if key not in fields:
+            known = ", ".join(sorted(fields)) or "none"
+            raise BadInputError(f"pass {cls.name!r} has no option {key!r} (options: {known})")
+        kwargs[key] = _convert(raw, hints[key], f"{cls.name}({key}=...)")
+    return cls(**kwargs)
+
+
+def _convert(raw: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if type(None) in options and str(raw).lower() in ("none", "null", ""):
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(raw, option, where)
+            except BadInputError as error:
+                errors.append(str(error))
+        raise BadInputError(errors[0] if errors else f"{where}: cannot read {raw!r}")
+    if origin is typing.Literal:
+        choices = typing.get_args(hint)
+        if raw in choices:
+            return raw
+        raise BadInputError(f"{where}: {raw!r} is not one of {', '.join(map(str, choices))}")
+    if not isinstance(raw, str):
+        if hint is float and isinstance(raw, int) and not isinstance(raw, bool):
+            return float(raw)
+        if isinstance(raw, hint):
+            return raw
+        raise BadInputError(f"{where}: expected {hint.__name__}, got {raw!r}")
+    try:
+        if hint is bool:
+            lowered = raw.lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(raw)
+        return hint(raw)
+    except (TypeError, ValueError):
+        name = getattr(hint, "__name__", str(hint))
+        raise BadInputError(f"{where}: cannot read {raw!r} as {name}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileConfig:
+    """What a TOML config file may set; CLI flags given explicitly take precedence."""
+
+    passes: list[PassSpec]
+    check: bool = False
+    verify: bool = True
+    target: str | None = None
+    calibration: str | None = None
+
+
+def load_config(path: str | Path) -> CompileConfig:
+    """Read a TOML config. ``passes`` is a pipeline string, a list of pipeline items, or an
+    array of tables ``[[passes]] name = "tome" r = 13``."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise BadInputError(f"{path}: not valid TOML ({error})") from None
+    unknown = set(data) - {"passes", "check", "verify", "target", "calibration"}
+    if unknown:
+        raise BadInputError(f"{path}: unknown key {sorted(unknown)[0]!r} in config")
+    raw = data.get("passes", "cleanup")
+    if isinstance(raw, str):
+        specs = split_pipeline(raw)
+    elif isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+        specs = split_pipeline(",".join(raw))
+    elif isinstance(raw, list) and all(isinstance(item, dict) for item in raw):
+        specs = []
+        for table in raw:
+            if "name" not in table:
+                raise BadInputError(f"{path}: a [[passes]] table lacks 'name'")
+            params = {k: v for k, v in table.items() if k != "name"}
+            specs.append(PassSpec(str(table["name"]), params))
+    else:
+        raise BadInputError(f"{path}: 'passes' must be a string, strings, or [[passes]] tables")
+    return CompileConfig(
+        passes=specs,
+        check=bool(data.get("check", False)),
+        verify=bool(data.get("verify", True)),
+        target=data.get("target"),
+        calibration=data.get("calibration"),
+    )
