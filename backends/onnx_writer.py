@@ -7,9 +7,11 @@ file stays small enough to read quickly.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
@@ -26,9 +28,46 @@ EXTERNAL_DATA_THRESHOLD = 1 << 30
 SMALL_TENSOR_BYTES = 1024
 
 
-def to_proto(model: ir.Model) -> onnx.ModelProto:
-    """The model as a ModelProto; external weights are read into it (mind the 2 GB limit)."""
-    return ir.serde.serialize_model(model)
+#: before IR version 4 every initializer also had to be a graph input
+_FIRST_IR_WITHOUT_INITIALIZER_INPUTS = 4
+
+
+def to_proto(model: ir.Model, *, inline_external: bool = True) -> onnx.ModelProto:
+    """The model as a ModelProto. External weights are read into it (so the proto stands on
+    its own) unless ``inline_external=False`` or they would pass protobuf's 2 GB limit, in
+    which case the proto keeps pointing at the files."""
+    with _valid_ir_version(model):
+        proto = ir.serde.serialize_model(model)
+    if inline_external and parameter_bytes(model) < PROTOBUF_LIMIT:
+        _inline_external(proto, model)
+    return proto
+
+
+def _inline_external(proto: onnx.ModelProto, model: ir.Model) -> None:
+    for tensor_proto in proto.graph.initializer:
+        if tensor_proto.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        tensor = model.graph.initializers[tensor_proto.name].const_value
+        tensor_proto.raw_data = tensor.tobytes()
+        tensor_proto.ClearField("data_location")
+        del tensor_proto.external_data[:]
+
+
+@contextlib.contextmanager
+def _valid_ir_version(model: ir.Model) -> Iterator[None]:
+    """Passes may add initializers to an IR-3 model, which IR 3 forbids unless they are
+    inputs; such a model is written as IR 4 (same semantics), leaving the IR model as it
+    was."""
+    original = model.ir_version
+    inputs = set(model.graph.inputs)
+    if original < _FIRST_IR_WITHOUT_INITIALIZER_INPUTS and any(
+        v not in inputs for v in model.graph.initializers.values()
+    ):
+        model.ir_version = _FIRST_IR_WITHOUT_INITIALIZER_INPUTS
+    try:
+        yield
+    finally:
+        model.ir_version = original
 
 
 def save(
@@ -66,13 +105,14 @@ def save(
     try:
         # onnx_ir writes the external data file itself atomically; the model file, which
         # points at it, is renamed into place last so a reader never sees a half model.
-        ir.save(
-            model,
-            tmp,
-            format="protobuf",
-            external_data=data_name,
-            size_threshold_bytes=SMALL_TENSOR_BYTES,
-        )
+        with _valid_ir_version(model):
+            ir.save(
+                model,
+                tmp,
+                format="protobuf",
+                external_data=data_name,
+                size_threshold_bytes=SMALL_TENSOR_BYTES,
+            )
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

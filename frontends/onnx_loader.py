@@ -20,8 +20,6 @@ logger = logging.getLogger(__name__)
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto | ir.Model
 
-_FIRST_IR_WITHOUT_INITIALIZER_INPUTS = 4
-
 #: key in ``model.meta`` where the loader leaves notes the report repeats.
 LOAD_NOTES = "onnxpress.load_notes"
 
@@ -54,10 +52,6 @@ def load(
                 f"{len(overridable)} initializers listed as graph inputs are treated as "
                 "constants (load with keep_initializer_inputs=True to keep them overridable)"
             )
-            if model.ir_version < _FIRST_IR_WITHOUT_INITIALIZER_INPUTS:
-                # Before IR 4 every initializer had to be a graph input too.
-                model.ir_version = _FIRST_IR_WITHOUT_INITIALIZER_INPUTS
-                notes.append("IR version raised to 4 so initializers need not be inputs")
     if opset is not None:
         _convert_opset(model, opset)
         notes.append(f"default-domain opset converted to {opset}")

@@ -36,6 +36,7 @@ from onnxpress.ir.analysis import (
     opset_version,
     parameter_bytes,
     static_shape,
+    unknown_ops,
 )
 from onnxpress.ir.builder import Builder
 from onnxpress.ir.graph_view import to_networkx
@@ -75,5 +76,6 @@ __all__ = [
     "to_networkx",
     "to_proto",
     "traversal",
+    "unknown_ops",
     "verify",
 ]

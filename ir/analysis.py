@@ -95,3 +95,20 @@ def opset_version(model_or_graph: ir.Model | ir.Graph, domain: str = "") -> int 
     if domain in ("", "ai.onnx"):
         return imports.get("", imports.get("ai.onnx"))
     return imports.get(domain)
+
+
+def unknown_ops(model: ir.Model) -> dict[str, int]:
+    """``domain::op`` -> count for nodes whose op no ONNX schema nor model-local function
+    defines; passes cannot reason about them and leave them as they are."""
+    import onnx
+
+    functions = set(model.functions)
+    counts: dict[str, int] = {}
+    for node in model.graph.all_nodes():
+        if node.op_identifier() in functions:
+            continue
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        if not onnx.defs.has(node.op_type, domain):
+            key = f"{node.domain}::{node.op_type}"
+            counts[key] = counts.get(key, 0) + 1
+    return counts

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from onnxpress.errors import PassFailedError
 from onnxpress.frontends.onnx_loader import LOAD_NOTES
-from onnxpress.ir.analysis import count_nodes, count_parameters, parameter_bytes
+from onnxpress.ir.analysis import count_nodes, count_parameters, parameter_bytes, unknown_ops
 from onnxpress.ir.verify import VerificationError, verify
 from onnxpress.passes.base import Pass, PassStats
 from onnxpress.passes.calibration_data import CalibrationData
@@ -56,6 +56,10 @@ class PassManager:
         """Run the passes on ``model`` in place and return the report."""
         report = Report(pipeline=format_pipeline(self.passes))
         report.notes.extend(model.meta.get(LOAD_NOTES, []))
+        unknown = unknown_ops(model)
+        if unknown:
+            listed = ", ".join(f"{op} x{n}" for op, n in sorted(unknown.items()))
+            report.notes.append(f"ops no ONNX schema defines are left untouched: {listed}")
         original = self._snapshot(model, report) if self.check else None
         bar = tqdm(self.passes, desc="passes", unit="pass", disable=not self.progress
                    if self.progress is not None else None, leave=False)

@@ -28,6 +28,19 @@ from onnxpress.passes.cleanup._wrapped import run_wrapped
 __all__ = ["FoldConstants"]
 
 _NEVER_FOLD = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+#: onnxscript rewrites these into Split/Unsqueeze/Squeeze with axes as inputs, which only
+#: exist from opset 13; below that we leave them to the runtime.
+_AXES_AS_INPUTS_OPSET = 13
+_SEQUENCE_REWRITES = frozenset({"ConcatFromSequence", "SplitToSequence"})
+
+
+class _OpsetAwareFolder(FoldConstantsPass):
+    def process_node(self, node: ir.Node, is_function: bool):
+        version = self._opset_imports.get(node.domain or "", _AXES_AS_INPUTS_OPSET)
+        if (node.op_type in _SEQUENCE_REWRITES and node.domain in ("", "ai.onnx")
+                and version < _AXES_AS_INPUTS_OPSET):
+            return None
+        return super().process_node(node, is_function)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +63,7 @@ class FoldConstants(Pass):
         return None
 
     def call(self, model: ir.Model) -> PassStats:
-        folder = FoldConstantsPass(
+        folder = _OpsetAwareFolder(
             shape_inference=self.shape_inference,
             input_size_limit=self.max_input_elements,
             output_size_limit=self.max_output_elements,

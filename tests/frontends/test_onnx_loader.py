@@ -1,0 +1,53 @@
+"""Loading from a path, bytes, a ModelProto; opset conversion; initializer inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+
+import onnxpress
+from onnxpress.errors import BadInputError
+from onnxpress.models import default_model_path
+
+
+def test_sources_agree() -> None:
+    path = default_model_path()
+    data = path.read_bytes()
+    models = [onnxpress.load(path), onnxpress.load(data), onnxpress.load(onnx.load(path))]
+    protos = [onnxpress.to_proto(m).SerializeToString() for m in models]
+    assert protos[0] == protos[1] == protos[2]
+
+
+def test_opset_conversion() -> None:
+    model = onnxpress.load(default_model_path(), opset=18)
+    assert model.opset_imports[""] == 18
+    assert "opset converted to 18" in " ".join(model.meta["onnxpress.load_notes"])
+    onnx.checker.check_model(onnxpress.to_proto(model), full_check=True)
+
+
+def test_initializer_inputs_become_constants_unless_kept() -> None:
+    light = Path(onnx.__file__).parent / "backend/test/data/light/light_resnet50.onnx"
+    kept = onnxpress.load(light, keep_initializer_inputs=True)
+    default = onnxpress.load(light)
+    assert len(kept.graph.inputs) > 100
+    assert [v.name for v in default.graph.inputs] == ["gpu_0/data_0"]
+    onnx.checker.check_model(onnxpress.to_proto(default), full_check=True)
+
+
+def test_wrong_source_type() -> None:
+    with pytest.raises(BadInputError, match="cannot load a model from int"):
+        onnxpress.load(3)
+
+
+def test_external_data_threshold(tmp_path: Path) -> None:
+    model = onnxpress.load(default_model_path())
+    onnxpress.save(model, tmp_path / "inline.onnx")
+    onnxpress.save(model, tmp_path / "split.onnx", external_threshold=1000)
+    assert not (tmp_path / "inline.onnx.data").exists()
+    assert (tmp_path / "split.onnx.data").stat().st_size > 1000
+    reread = onnxpress.load(tmp_path / "split.onnx")
+    assert onnxpress.to_proto(reread).SerializeToString() == onnxpress.to_proto(
+        model).SerializeToString()
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary files left behind

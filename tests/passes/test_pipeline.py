@@ -1,0 +1,92 @@
+"""Pipeline strings, TOML configs, the registry and the PassManager's bookkeeping."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+import onnxpress
+from onnxpress.errors import BadInputError, PassFailedError
+from onnxpress.models import default_model_path
+from onnxpress.passes.base import Pass, PassStats
+from onnxpress.passes.cleanup import Cleanup, Cse, FoldConstants
+from onnxpress.passes.manager import PassManager
+from onnxpress.passes.pipeline import format_pipeline, load_config, parse_pipeline
+from onnxpress.passes.registry import PassRegistry
+
+
+def test_parse_typed_options_and_round_trip() -> None:
+    text = "cleanup(max_rounds=3,fold_batchnorm=false),cse,fold-constants(max_output_elements=64)"
+    passes = parse_pipeline(text)
+    assert passes == [Cleanup(max_rounds=3, fold_batchnorm=False), Cse(),
+                      FoldConstants(max_output_elements=64)]
+    assert format_pipeline(passes) == text
+    assert parse_pipeline(format_pipeline(passes)) == passes
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("cleanup(max_rounds=three)", "cannot read 'three' as int"),
+        ("cleanup(colour=red)", "has no option 'colour'"),
+        ("cleanup(max_rounds=3", "unbalanced"),
+        ("nonsense", "unknown pass 'nonsense'"),
+        (" , ", "pipeline is empty"),
+        ("cse(max_dedup_elements)", "needs key=value"),
+    ],
+)
+def test_bad_pipelines_say_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(BadInputError, match=message):
+        parse_pipeline(text)
+
+
+def test_toml_forms(tmp_path: Path) -> None:
+    as_string = tmp_path / "a.toml"
+    as_string.write_text('passes = "cleanup(max_rounds=2),dce"\ncheck = true\n')
+    as_tables = tmp_path / "b.toml"
+    as_tables.write_text('[[passes]]\nname = "cleanup"\nmax_rounds = 2\n[[passes]]\nname = "dce"\n')
+    registry = PassRegistry.default()
+    from onnxpress.passes.pipeline import build
+
+    a, b = load_config(as_string), load_config(as_tables)
+    assert a.check and not b.check
+    assert build(a.passes, registry) == build(b.passes, registry)
+    bad = tmp_path / "c.toml"
+    bad.write_text("passes = [1, 2]\n")
+    with pytest.raises(BadInputError, match="'passes' must be"):
+        load_config(bad)
+
+
+@dataclasses.dataclass(frozen=True)
+class _BreaksTheGraph(Pass):
+    name = "break"
+
+    def call(self, model):
+        node = next(iter(model.graph))
+        model.graph.outputs[0] = node.outputs[0]  # fine
+        model.graph.remove(node, safe=False)  # leaves its users dangling
+        return PassStats(model, modified=True)
+
+
+def test_third_party_registry_and_verification_names_the_pass() -> None:
+    registry = PassRegistry.default()
+    registry.register(_BreaksTheGraph)
+    assert "break" in registry.names()
+    model = onnxpress.load(default_model_path())
+    with pytest.raises(PassFailedError, match="pass 'break' broke the IR"):
+        PassManager(parse_pipeline("break", registry)).run(model)
+
+
+def test_report_records_each_pass() -> None:
+    model = onnxpress.load(default_model_path())
+    report = PassManager(parse_pipeline("eliminate-identity,fold-batchnorm,dce"),
+                         check=True).run(model)
+    names = [p.name for p in report.passes]
+    assert names == ["eliminate-identity", "fold-batchnorm", "dce"]
+    assert report.passes[1].stats["folded"] == 2
+    assert all(p.nodes_after <= p.nodes_before for p in report.passes)
+    assert report.passes[-1].parameters_after < report.passes[0].parameters_before
+    assert report.check and all(c.ok for c in report.check)
+    assert "fold-batchnorm" in "\n".join(report.lines())
