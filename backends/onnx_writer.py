@@ -113,6 +113,7 @@ def save(
                 external_data=data_name,
                 size_threshold_bytes=SMALL_TENSOR_BYTES,
             )
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it private; give it a normal file's mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -120,6 +121,12 @@ def save(
     logger.info("saved %s (%d bytes of weights%s)", path, weights,
                 ", external" if data_name else "")
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _refuse_overwriting_sources(model: ir.Model, data_path: Path) -> None:

@@ -64,6 +64,7 @@ class Report:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "w") as stream:
             json.dump(self.to_dict(), stream, indent=2, default=str)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
 
     def lines(self) -> list[str]:

@@ -1,9 +1,9 @@
 """``cleanup``: the cleanup passes repeated until none of them changes the graph.
 
 Order per round: fold-constants, fuse-shape-ops, eliminate-identity, fold-batchnorm, cse,
-dce. Each member keeps its own exactness promise (all bit-exact but fold-batchnorm, which
-is exact up to float rounding). Stops after ``max_rounds`` even without a fixed point and
-says so.
+dce, cycling until every member has run once since the last change. Each member keeps
+its own exactness promise (all bit-exact but fold-batchnorm, which is exact up to float
+rounding). Stops after ``max_rounds`` even without a fixed point and says so.
 """
 
 from __future__ import annotations
@@ -46,23 +46,25 @@ class Cleanup(Pass):
     def call(self, model: ir.Model) -> PassStats:
         result = PassStats(model, modified=False, stats={"rounds": 0})
         members = self.members()
-        for _ in range(self.max_rounds):
-            result.stats["rounds"] += 1
-            changed = False
-            notes: list[str] = []
-            for member in members:
-                step = member(model)
-                changed |= step.modified
-                if isinstance(step, PassStats):
-                    notes = notes + step.notes
-                    for key, value in step.stats.items():
-                        if isinstance(value, int):
-                            counter = f"{member.name}.{key}"
-                            result.stats[counter] = result.stats.get(counter, 0) + value
-            result.modified |= changed
-            if not changed:
-                result.notes = notes
-                break
-        else:
-            result.notes = [f"no fixed point after {self.max_rounds} rounds", *notes]
+        # Cycle through the members; stop once every member has run since the last change
+        # (a member that saw no change since its own last run would find nothing new).
+        quiet, steps, notes = 0, 0, []
+        while quiet < len(members) and steps < self.max_rounds * len(members):
+            member = members[steps % len(members)]
+            if steps % len(members) == 0:
+                result.stats["rounds"] += 1
+                notes = []
+            steps += 1
+            step = member(model)
+            quiet = 0 if step.modified else quiet + 1
+            result.modified |= step.modified
+            if isinstance(step, PassStats):
+                notes.extend(step.notes)
+                for key, value in step.stats.items():
+                    if isinstance(value, int):
+                        counter = f"{member.name}.{key}"
+                        result.stats[counter] = result.stats.get(counter, 0) + value
+        result.notes = notes
+        if quiet < len(members):
+            result.notes.insert(0, f"no fixed point after {self.max_rounds} rounds")
         return result

@@ -1,9 +1,10 @@
 """``cse``: merge nodes that compute the same thing from the same inputs, and initializers
 with identical contents (bit-exact).
 
-onnx_ir's CommonSubexpressionEliminationPass does the nodes (subgraphs included);
-DeduplicateInitializersPass does the weights, capped so that large weights are never read
-just to be compared.
+onnx_ir's CommonSubexpressionEliminationPass does the nodes of the main graph, and we
+apply its per-graph routine to every If/Loop/Scan body too (bodies are never merged with
+each other); DeduplicateInitializersPass does the weights, capped so that large weights are
+never read just to be compared.
 """
 
 from __future__ import annotations
@@ -38,4 +39,11 @@ class Cse(Pass):
             ],
         )
         result.stats["initializers_merged"] = initializers - len(model.graph.initializers)
+        per_graph = getattr(CommonSubexpressionEliminationPass(), "_eliminate_common_subexpression",
+                            None)
+        if per_graph is None:  # onnx_ir changed its internals: bodies stay as they are
+            result.notes.append("cse: subgraph bodies left untouched")
+            return result
+        for body in model.graph.subgraphs():
+            result.modified |= bool(per_graph(body))
         return result

@@ -5,7 +5,7 @@ known statically (bit-exact).
 - ``Transpose(Transpose(x, p), q)``     -> ``Transpose(x, p∘q)`` (or ``x``)
 - ``Unsqueeze(Unsqueeze(x))``, ``Reshape(Squeeze(x), [-1])``, ``Flatten`` -> one op
 - ``Cast(Cast(x))`` where the inner cast loses nothing -> one Cast
-- adjacent ``Slice``s that split a tensor, and collapsible Slices -> ``Split``/fewer Slices
+- collapsible Slices -> fewer Slices
 - ``Reshape(x, Concat(Gather(Shape(x)), ...))`` with a statically known result shape
   -> ``Reshape(x, constant)`` (at most one symbolic dim becomes -1)
 - ``Reshape(x, Concat(Slice(Shape(x), 0, k), c))`` -> ``Reshape(x, [0]*k + c)``
@@ -45,7 +45,6 @@ def shape_rules() -> RewriteRuleSet:
             _basic_rules.cast_cast_rule,
             _basic_rules.flatten_to_reshape_rule,
             _basic_rules.reshape_reshape_rule,
-            _basic_rules.slice_split_rule,
             _basic_rules.transpose_transpose_rule,
             _basic_rules.unsqueeze_unsqueeze_rule,
             _basic_rules.squeeze_reshape_1d_rule,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import onnx
@@ -51,3 +52,6 @@ def test_external_data_threshold(tmp_path: Path) -> None:
     assert onnxpress.to_proto(reread).SerializeToString() == onnxpress.to_proto(
         model).SerializeToString()
     assert not list(tmp_path.glob(".*tmp"))  # no temporary files left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "split.onnx").stat().st_mode & 0o777 == 0o666 & ~umask
