@@ -147,7 +147,8 @@ def _constant_derived(value: ir.Value) -> bool:
 
 def _apply(graph: ir.Graph, bn: ir.Node, producer: ir.Node, plan: _Plan) -> None:
     weight = producer.inputs[1]
-    dtype = weight.dtype.numpy() if weight.dtype is not None else np.float32
+    known = weight.dtype or bn.inputs[1].dtype or ir.DataType.FLOAT
+    dtype = known.numpy()
     builder = Builder(graph)
     prefix = bn.name or producer.name or "bn"
     stored = constant_array(weight) if len(weight.uses()) == 1 else None
@@ -159,7 +160,8 @@ def _apply(graph: ir.Graph, bn: ir.Node, producer: ir.Node, plan: _Plan) -> None
         shape[plan.axis] = -1
         scale = builder.initializer(plan.scale.reshape(shape).astype(dtype), f"{prefix}_scale")
         new_weight = builder.op("Mul", [weight, scale])
-        new_weight.dtype, new_weight.shape = weight.dtype, weight.shape
+        if weight.dtype is not None:
+            new_weight.dtype, new_weight.shape = weight.dtype, weight.shape
     bias = builder.initializer(plan.bias.astype(dtype), f"{prefix}_bias")
     inputs = [producer.inputs[0], new_weight]
     if not plan.add_bias_node:

@@ -31,6 +31,7 @@ class Cse(Pass):
 
     def call(self, model: ir.Model) -> PassStats:
         initializers = len(model.graph.initializers)
+        declared = [(v.type, v.shape) for v in model.graph.outputs]
         result = run_wrapped(
             model,
             [
@@ -39,6 +40,10 @@ class Cse(Pass):
             ],
         )
         result.stats["initializers_merged"] = initializers - len(model.graph.initializers)
+        # A merged duplicate can become a graph output; it must carry the declared type.
+        for value, (kind, shape) in zip(model.graph.outputs, declared):
+            value.type = value.type or kind
+            value.shape = value.shape or shape
         per_graph = getattr(CommonSubexpressionEliminationPass(), "_eliminate_common_subexpression",
                             None)
         if per_graph is None:  # onnx_ir changed its internals: bodies stay as they are

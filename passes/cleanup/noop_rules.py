@@ -3,6 +3,9 @@
 - ``Reshape(x, s)``        -> ``x``  when x's static shape already is the target shape
 - ``Slice(x, b, e, a, s)`` -> ``x``  when every sliced axis keeps its full range, step 1
 - ``Pad(x, pads)``         -> ``x``  when every pad is 0
+- ``x*1``, ``1*x``, ``x/1``, ``x+0``, ``0+x``, ``x-0`` -> ``x`` when the constant is exactly
+  1 (or 0) everywhere and does not broadcast x to a larger shape (``-0.0 + 0`` is ``+0.0``:
+  equal, though not the same bits)
 - ``Dropout(x)``           -> ``x``  in inference (no training_mode, or constant false;
                                       before opset 7 only with is_test=1), mask unused
 
@@ -132,6 +135,46 @@ class DropoutInference(RewriteRuleClassBase):
         return op.Identity(x)
 
 
+def _neutral(x: ir.Value, constant: ir.Value, neutral: float) -> MatchResult:
+    result = MatchResult()
+    array = constant_array(constant)
+    if array is None or not np.all(array == neutral):
+        return result.fail(f"the other operand is not exactly {neutral:g} everywhere")
+    if x.dtype is None or constant.dtype != x.dtype:
+        return result.fail("the operand types are unknown or differ")
+    if array.ndim == 0:
+        return result
+    dims = static_shape(x)
+    if dims is None or array.ndim > len(dims):
+        return result.fail("the constant may broadcast x to a larger shape")
+    for size, dim in zip(reversed(array.shape), reversed(dims)):
+        if size not in (1, dim):
+            return result.fail("the constant broadcasts x to a larger shape")
+    return result
+
+
+class _ArithmeticNoOp(RewriteRuleClassBase):
+    op_type = ""
+    neutral = 0.0
+    constant_first = False
+
+    def pattern(self, op, x, c):
+        args = (c, x) if self.constant_first else (x, c)
+        return getattr(op, self.op_type)(*args)
+
+    def check(self, context, x, c) -> MatchResult:
+        return _neutral(x, c, self.neutral)
+
+    def rewrite(self, op, x, c):
+        return op.Identity(x)
+
+
+def _arithmetic_rule(op_type: str, neutral: float, constant_first: bool = False):
+    cls = type(f"{op_type}NoOp{'Left' if constant_first else ''}", (_ArithmeticNoOp,),
+               {"op_type": op_type, "neutral": neutral, "constant_first": constant_first})
+    return cls.rule()
+
+
 def rules() -> RewriteRuleSet:
     return RewriteRuleSet(
         [
@@ -140,5 +183,11 @@ def rules() -> RewriteRuleSet:
             PadNoOp.rule(),
             PadAttributeNoOp.rule(),
             DropoutInference.rule(),
+            _arithmetic_rule("Mul", 1.0),
+            _arithmetic_rule("Mul", 1.0, constant_first=True),
+            _arithmetic_rule("Div", 1.0),
+            _arithmetic_rule("Add", 0.0),
+            _arithmetic_rule("Add", 0.0, constant_first=True),
+            _arithmetic_rule("Sub", 0.0),
         ]
     )

@@ -3,7 +3,7 @@ known statically (bit-exact).
 
 - ``Reshape(Reshape(x, a), b)``         -> ``Reshape(x, b)``
 - ``Transpose(Transpose(x, p), q)``     -> ``Transpose(x, p∘q)`` (or ``x``)
-- ``Unsqueeze(Unsqueeze(x))``, ``Reshape(Squeeze(x), [-1])``, ``Flatten`` -> one op
+- ``Unsqueeze(Unsqueeze(x))``, ``Reshape(Squeeze(x), [-1])`` -> one op
 - ``Cast(Cast(x))`` where the inner cast loses nothing -> one Cast
 - collapsible Slices -> fewer Slices
 - ``Reshape(x, Concat(Gather(Shape(x)), ...))`` with a statically known result shape
@@ -43,7 +43,6 @@ def shape_rules() -> RewriteRuleSet:
     return RewriteRuleSet(
         [
             _basic_rules.cast_cast_rule,
-            _basic_rules.flatten_to_reshape_rule,
             _basic_rules.reshape_reshape_rule,
             _basic_rules.transpose_transpose_rule,
             _basic_rules.unsqueeze_unsqueeze_rule,
