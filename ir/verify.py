@@ -6,7 +6,8 @@ Checked, in the main graph, every subgraph and every model-local function:
   initializers, earlier nodes, or values of an enclosing graph);
 - use lists: a node's inputs and its inputs' ``uses()`` agree both ways;
 - initializers: the tensor's dtype and shape agree with the value's declared type and shape;
-- opsets: every node's domain is imported, and standard ops exist at the imported version.
+- opsets: every node's domain is imported, and standard ops exist at the imported version;
+- graph outputs: defined, and each listed once.
 """
 
 from __future__ import annotations
@@ -66,9 +67,13 @@ class _Checker:
                 names.add(output.name)
                 visible.add(output)
                 self.check_uses(output, where)
+        seen_outputs: set[str | None] = set()
         for value in graph.outputs:
             if value not in visible:
                 self.fail(scope, f"output {value.name!r} is not defined in the graph")
+            if value.name in seen_outputs:
+                self.fail(scope, f"output {value.name!r} is listed twice")
+            seen_outputs.add(value.name)
 
     def check_node_inputs(self, node: ir.Node, visible: set[ir.Value], where: str) -> None:
         for index, value in enumerate(node.inputs):

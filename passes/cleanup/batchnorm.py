@@ -99,6 +99,7 @@ class _Plan:
     bias: np.ndarray  # the new bias, already computed
     add_bias_node: bool  # MatMul has no bias slot: an Add follows it
     scale: np.ndarray
+    weight_rank: int
 
 
 def _plan(producer: ir.Node, scale: np.ndarray, mean: np.ndarray, beta: np.ndarray):
@@ -107,11 +108,14 @@ def _plan(producer: ir.Node, scale: np.ndarray, mean: np.ndarray, beta: np.ndarr
     weight = inputs[1] if len(inputs) > 1 else None
     if weight is None or not _constant_derived(weight):
         return f"the weight of {op} {producer.name!r} depends on a graph input"
+    rank = _weight_rank(producer, weight)
+    if rank is None:
+        return f"the rank of {op} {producer.name!r}'s weight is unknown"
     if op == "MatMul":
         out_shape, w_shape = producer.outputs[0].shape, weight.shape
         if out_shape is None or len(out_shape) != 2 or w_shape is None or len(w_shape) != 2:
             return "MatMul output is not known to be 2-D, so its channels are not BN's axis 1"
-        return _Plan(1, 1, beta - mean * scale, True, scale)
+        return _Plan(1, 1, beta - mean * scale, True, scale, rank)
     bias_value = inputs[2] if len(inputs) > 2 else None
     old_bias = np.zeros(1) if bias_value is None else constant_array(bias_value)
     if old_bias is None:
@@ -120,12 +124,24 @@ def _plan(producer: ir.Node, scale: np.ndarray, mean: np.ndarray, beta: np.ndarr
     if op == "Gemm":
         old_bias = old_bias * producer.attributes.get_float("beta", 1.0)
         axis = 0 if producer.attributes.get_int("transB", 0) else 1
-        return _Plan(axis, 1, (old_bias - mean) * scale + beta, False, scale)
+        return _Plan(axis, 1, (old_bias - mean) * scale + beta, False, scale, rank)
     groups = producer.attributes.get_int("group", 1) if op == "ConvTranspose" else 1
     if groups > 1 and constant_array(weight) is None:
         return "grouped ConvTranspose with a computed weight is not supported"
     axis = 0 if op == "Conv" else 1
-    return _Plan(axis, groups, (old_bias - mean) * scale + beta, False, scale)
+    return _Plan(axis, groups, (old_bias - mean) * scale + beta, False, scale, rank)
+
+
+def _weight_rank(producer: ir.Node, weight: ir.Value) -> int | None:
+    if weight.shape is not None:
+        return len(weight.shape)
+    if producer.op_type in ("Gemm", "MatMul"):
+        return 2
+    kernel = producer.attributes.get_ints("kernel_shape")
+    if kernel:
+        return len(kernel) + 2
+    x = producer.inputs[0]
+    return len(x.shape) if x is not None and x.shape is not None else None
 
 
 def _constant_derived(value: ir.Value) -> bool:
@@ -155,8 +171,7 @@ def _apply(graph: ir.Graph, bn: ir.Node, producer: ir.Node, plan: _Plan) -> None
     if stored is not None:
         new_weight = builder.initializer(_scaled(stored, plan), f"{weight.name}_bnfold")
     else:
-        rank = len(weight.shape) if weight.shape is not None else (2 if plan.axis else 4)
-        shape = [1] * rank
+        shape = [1] * plan.weight_rank
         shape[plan.axis] = -1
         scale = builder.initializer(plan.scale.reshape(shape).astype(dtype), f"{prefix}_scale")
         new_weight = builder.op("Mul", [weight, scale])

@@ -1,5 +1,8 @@
 """``fold-constants``: evaluate every node whose inputs are all constant, and store the
-result as an initializer (exact: the value ONNX's reference evaluator computes).
+result as an initializer. Exact: the value ONNX's reference evaluator (numpy) computes,
+bit-identical to a runtime for integer, data-movement and IEEE arithmetic ops; for
+transcendental float ops (Exp, Log, Tanh, Sigmoid, ...) numpy and a runtime's kernels may
+differ by a few ulp (about 1e-7 of the output's scale).
 
 Uses onnxscript's FoldConstantsPass (which evaluates with ``onnx.reference``, partially
 evaluates Shape/Size on static or symbolic dims, and descends into subgraphs), then lifts

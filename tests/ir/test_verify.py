@@ -72,3 +72,10 @@ def test_builder_inserts_before_anchor_and_analyses() -> None:
     assert view.number_of_edges() == 2
     proto = onnxpress.to_proto(model)
     onnx.checker.check_model(proto, full_check=True)
+
+
+def test_duplicate_graph_outputs_are_found() -> None:
+    model = _model()
+    model.graph.outputs.append(model.graph.outputs[0])
+    with pytest.raises(VerificationError, match="listed twice"):
+        verify(model)
