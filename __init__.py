@@ -26,7 +26,21 @@ _LAZY = {
     "CheckFailedError": "onnxpress.errors",
 }
 
-__all__ = [*sorted(_LAZY), "__version__"]
+__all__ = [
+    "BadInputError",
+    "CalibrationData",
+    "CheckFailedError",
+    "OnnxpressError",
+    "PassManager",
+    "__version__",
+    "bench",
+    "compare",
+    "compile",
+    "inspect",
+    "load",
+    "save",
+    "to_proto",
+]
 
 if TYPE_CHECKING:
     from onnxpress.api import bench, compare, compile, inspect

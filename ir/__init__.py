@@ -21,9 +21,12 @@ from onnx_ir import (
     TensorType,
     Value,
     from_proto,
+    passes,
+    serde,
+    tensor,
     to_proto,
+    traversal,
 )
-from onnx_ir import passes, serde, tensor, traversal
 from onnx_ir.passes import InPlacePass, PassResult
 
 from onnxpress.ir.analysis import (

@@ -69,7 +69,9 @@ def build_bert(cfg: BertConfig, *, seed: int = 0) -> "torch.nn.Module":
                 "position_ids", torch.arange(cfg.max_position).expand((1, -1)), persistent=False
             )
             self.register_buffer(
-                "token_type_ids", torch.zeros((1, cfg.max_position), dtype=torch.long), persistent=False
+                "token_type_ids",
+                torch.zeros((1, cfg.max_position), dtype=torch.long),
+                persistent=False,
             )
 
         def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -93,7 +95,11 @@ def build_bert(cfg: BertConfig, *, seed: int = 0) -> "torch.nn.Module":
             return x.view(x.size()[:-1] + (cfg.heads, head_dim)).permute(0, 2, 1, 3)
 
         def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
+            q, k, v = (
+                self._heads(self.query(x)),
+                self._heads(self.key(x)),
+                self._heads(self.value(x)),
+            )
             scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(head_dim) + mask
             ctx = torch.matmul(scores.softmax(dim=-1), v).permute(0, 2, 1, 3).contiguous()
             return ctx.view(ctx.size()[:-2] + (cfg.hidden,))

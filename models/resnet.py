@@ -132,12 +132,18 @@ def build_resnet(
     return model.eval()
 
 
-def resnet18(num_classes: int = 1000, *, seed: int = 0, calibrate_bn: bool = True) -> "torch.nn.Module":
+def resnet18(
+    num_classes: int = 1000, *, seed: int = 0, calibrate_bn: bool = True
+) -> "torch.nn.Module":
     """ResNet-18: BasicBlock x (2, 2, 2, 2); [B,3,224,224] -> [B,num_classes]."""
-    return build_resnet("basic", (2, 2, 2, 2), num_classes=num_classes, seed=seed, calibrate_bn=calibrate_bn)
+    return build_resnet(
+        "basic", (2, 2, 2, 2), num_classes=num_classes, seed=seed, calibrate_bn=calibrate_bn
+    )
 
 
-def resnet50(num_classes: int = 1000, *, seed: int = 0, calibrate_bn: bool = True) -> "torch.nn.Module":
+def resnet50(
+    num_classes: int = 1000, *, seed: int = 0, calibrate_bn: bool = True
+) -> "torch.nn.Module":
     """ResNet-50: Bottleneck x (3, 4, 6, 3); [B,3,224,224] -> [B,2048,7,7] -> [B,num_classes]."""
     return build_resnet(
         "bottleneck", (3, 4, 6, 3), num_classes=num_classes, seed=seed, calibrate_bn=calibrate_bn

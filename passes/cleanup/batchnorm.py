@@ -22,7 +22,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from onnxpress.ir.analysis import all_graphs, constant_array, opset_version, static_shape
+from onnxpress.ir.analysis import all_graphs, constant_array, opset_version
 from onnxpress.ir.builder import Builder
 from onnxpress.passes.base import Pass, PassStats
 
