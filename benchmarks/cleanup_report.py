@@ -103,42 +103,12 @@ def print_table(results: dict[str, Any]) -> None:
     rows = []
     for r in results["runs"]:
         if "tool" not in r:
-            rows.append(
-                (
-                    r["model"],
-                    r["exporter"],
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    r["status"],
-                )
-            )
+            rows.append((r["model"], r["exporter"], *["-"] * 10, r["status"]))
             continue
         if r["status"] != "ok":
-            rows.append(
-                (
-                    r["model"],
-                    r["exporter"],
-                    r["tool"],
-                    f"{r['nodes_before']}->?",
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    f"{r['status']}: {(r.get('error') or '')[:70]}",
-                )
-            )
+            error = f"{r['status']}: {(r.get('error') or '')[:70]}"
+            nodes = f"{r['nodes_before']}->?"
+            rows.append((r["model"], r["exporter"], r["tool"], nodes, *["-"] * 8, error))
             continue
         num = r.get("numeric", {})
         diff = f"{num['max_abs_diff']:.2e}" if "max_abs_diff" in num else "ERR"
