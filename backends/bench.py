@@ -41,8 +41,8 @@ def bench_models(
         for _ in range(warmup):
             runner.run(feed)
     times: list[list[float]] = [[] for _ in runners]
-    for _ in tqdm(range(repeats), desc="bench", disable=not progress if progress is not None
-                  else None, leave=False):
+    hidden = None if progress is None else not progress  # None: tty decides
+    for _ in tqdm(range(repeats), desc="bench", disable=hidden, leave=False):
         for index, ((_, runner), feed) in enumerate(zip(runners, feeds)):
             start = time.perf_counter()
             runner.run(feed)

@@ -61,8 +61,8 @@ class PassManager:
             listed = ", ".join(f"{op} x{n}" for op, n in sorted(unknown.items()))
             report.notes.append(f"ops no ONNX schema defines are left untouched: {listed}")
         original = self._snapshot(model, report) if self.check else None
-        bar = tqdm(self.passes, desc="passes", unit="pass", disable=not self.progress
-                   if self.progress is not None else None, leave=False)
+        hidden = None if self.progress is None else not self.progress  # None: tty decides
+        bar = tqdm(self.passes, desc="passes", unit="pass", disable=hidden, leave=False)
         for current in bar:
             bar.set_postfix_str(current.name)
             report.passes.append(self._run_one(current, model))
