@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--data", help=".npz file or folder (default: random inputs)")
     cmp_.add_argument("--json", action="store_true", help="print JSON")
 
+    ev = commands.add_parser("evaluate", help="the model's metric on a data set (last line)")
+    ev.add_argument("model")
+    ev.add_argument("--data", required=True, help="digits, or a .npz with inputs and 'label'")
+    ev.add_argument("--batch", type=int, default=64)
+
     ben = commands.add_parser("bench", help="latency/throughput on ONNX Runtime CPU")
     ben.add_argument("models", nargs="+")
     ben.add_argument("--threads", type=int, default=2)
@@ -155,4 +160,19 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"compile": _compile, "inspect": _inspect, "compare": _compare, "bench": _bench}
+def _evaluate(args: argparse.Namespace) -> int:
+    import onnxpress
+
+    result = onnxpress.evaluate(args.model, args.data, batch_size=args.batch)
+    print(f"{args.model} on {result.data} ({result.samples} samples)")
+    print(f"{result.metric} {result.value:.4f}")
+    return 0
+
+
+_COMMANDS = {
+    "compile": _compile,
+    "inspect": _inspect,
+    "compare": _compare,
+    "evaluate": _evaluate,
+    "bench": _bench,
+}
