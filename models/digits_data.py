@@ -1,0 +1,67 @@
+"""scikit-learn's digits set (8x8 grey images of 0-9) as float32 images, and its test file.
+
+``load_digits()`` holds 1797 images. :func:`load_split` splits them once, stratified, into
+1347 training and 450 test images; :func:`write_test_npz` writes the 450 test images to
+``digits_test.npz`` so that evaluation needs neither scikit-learn nor this split.
+
+scikit-learn is imported inside the functions only.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+TEST_NPZ = Path(__file__).with_name("digits_test.npz")
+
+# A fixed zip timestamp (the earliest zip allows) keeps the .npz bytes reproducible.
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def load_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(X_train, y_train, X_test, y_test)`` from scikit-learn's digits.
+
+    Images are float32 ``[N, 1, 8, 8]`` = pixel values (0..16) / 16, so in ``[0, 1]``;
+    labels are int64 ``[N]``. The split is ``train_test_split(test_size=0.25,
+    random_state=seed, stratify=y)``: with the default ``seed=0``, 1347 training and 450
+    test images (of 1797).
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = (digits.images.astype(np.float32) / np.float32(16.0))[:, None, :, :]
+    labels = digits.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, labels, test_size=0.25, random_state=seed, stratify=labels
+    )
+    return x_train, y_train, x_test, y_test
+
+
+def _savez_compressed(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> None:
+    """What ``np.savez_compressed`` writes, but with fixed zip timestamps (byte-reproducible).
+
+    ``np.savez_compressed`` stamps each member with the current time, so two runs differ in
+    their bytes; ``np.load`` reads this file exactly as it reads one from ``savez_compressed``.
+    """
+    with zipfile.ZipFile(path, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for key, value in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(value), allow_pickle=False)
+
+
+def write_test_npz(path: str | os.PathLike[str] = TEST_NPZ, seed: int = 0) -> Path:
+    """Write the test split to ``path`` as a compressed .npz; return the path.
+
+    Keys: ``image`` float32 ``[450, 1, 8, 8]`` and ``label`` int64 ``[450]`` (the input name
+    of the digits models, and the key ``onnxpress evaluate`` reads labels from).
+    """
+    _, _, x_test, y_test = load_split(seed)
+    path = Path(path)
+    _savez_compressed(path, {"image": x_test, "label": y_test})
+    return path
