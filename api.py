@@ -76,9 +76,20 @@ def compile(  # noqa: A001 - the public name DESIGN.md promises
     return (ir_model, result) if return_report else ir_model
 
 
+#: samples per batch when a named or encoder data set serves as sample inputs
+DATASET_BATCH = 16
+
+
 def _calibration(source) -> CalibrationData | None:
+    """Sample inputs from a CalibrationData source, or from a data set (``digits``,
+    ``minilm-texts``, an .npz with ``reference``) whose labels and reference embeddings are
+    not model inputs and must not be fed."""
+    from onnxpress.models.datasets import is_dataset, load_dataset
+
     if source is None or isinstance(source, CalibrationData):
         return source
+    if is_dataset(source):
+        return CalibrationData(list(load_dataset(os.fspath(source)).batches(DATASET_BATCH)))
     return CalibrationData(source)
 
 
@@ -117,7 +128,9 @@ def compare(
     batches: int = 4,
 ) -> list[dict[str, Any]]:
     """Per output of A: max |a-b|, mean cosine per sample, top-1 agreement (argmax over
-    the last axis, for float outputs of rank >= 2)."""
+    the last axis, for float outputs of rank >= 2), over ``batches`` batches of ``data``: a
+    named data set (batches of ``DATASET_BATCH``), .npz file or folder, or batches; random
+    inputs when None."""
     from onnxpress.backends.ort_runner import Runner
 
     runner_a, runner_b = Runner(_runnable(a)), Runner(_runnable(b))

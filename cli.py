@@ -49,12 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     cmp_ = commands.add_parser("compare", help="compare two models' outputs")
     cmp_.add_argument("a")
     cmp_.add_argument("b")
-    cmp_.add_argument("--data", help=".npz file or folder (default: random inputs)")
+    cmp_.add_argument("--data", help="named data set, .npz file or folder (default: random inputs)")
     cmp_.add_argument("--json", action="store_true", help="print JSON")
 
     ev = commands.add_parser("evaluate", help="the model's metric on a data set (last line)")
     ev.add_argument("model")
-    ev.add_argument("--data", required=True, help="digits, or a .npz with inputs and 'label'")
+    ev.add_argument("--data", required=True,
+                    help="digits, minilm-texts, or a .npz with inputs and 'label' or 'reference'")
     ev.add_argument("--batch", type=int, default=64)
 
     ben = commands.add_parser("bench", help="latency/throughput on ONNX Runtime CPU")
@@ -165,7 +166,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     result = onnxpress.evaluate(args.model, args.data, batch_size=args.batch)
     print(f"{args.model} on {result.data} ({result.samples} samples)")
-    print(f"{result.metric} {result.value:.4f}")
+    for name, value in result.metrics.items():
+        if name != result.metric:
+            print(f"{name} {value:.4f}")
+    print(f"{result.metric} {result.value:.4f}")  # last, so that scripts can take the last line
     return 0
 
 

@@ -9,15 +9,21 @@ Linear, scores ``q @ k^T / sqrt(head_dim) + mask``, Softmax, ``@ v``, output Lin
 residual, LayerNorm (post-norm); then an erf-GELU FFN, residual, LayerNorm. A pooler
 (Linear + Tanh on the first token) follows, as in ``BertModel``.
 
-Shapes (BERT-base): inputs ``input_ids`` int64 ``[B, S]`` and ``attention_mask`` int64
-``[B, S]`` -> outputs ``last_hidden_state`` float32 ``[B, S, 768]`` and ``pooler_output``
-float32 ``[B, 768]``. ``S <= max_position`` (512).
+Shapes (BERT-base): inputs ``input_ids`` int64 ``[B, S]``, ``attention_mask`` int64
+``[B, S]`` and, optionally, ``token_type_ids`` int64 ``[B, S]`` -> outputs
+``last_hidden_state`` float32 ``[B, S, 768]`` and ``pooler_output`` float32 ``[B, 768]``.
+``S <= max_position`` (512).
+
+``load_hf_weights`` loads a Hugging Face ``BertModel`` checkpoint (e.g. the tensors of a
+``model.safetensors``) into a ``build_bert`` module, mapping HF's parameter names to ours.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,7 +53,8 @@ BERT_SMALL = BertConfig(hidden=256, layers=4, heads=4, intermediate=1024, seq_le
 def build_bert(cfg: BertConfig, *, seed: int = 0) -> "torch.nn.Module":
     """Build a BERT encoder in eval mode with seeded weights (HF-style normal(0, 0.02) init).
 
-    ``forward(input_ids, attention_mask)`` -> ``(last_hidden_state, pooler_output)``.
+    ``forward(input_ids, attention_mask, token_type_ids=None)`` ->
+    ``(last_hidden_state, pooler_output)``; no ``token_type_ids`` means all zeros.
     """
     import torch
     from torch import nn
@@ -74,10 +81,13 @@ def build_bert(cfg: BertConfig, *, seed: int = 0) -> "torch.nn.Module":
                 persistent=False,
             )
 
-        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        def forward(
+            self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None
+        ) -> torch.Tensor:
             batch, seq = input_ids.shape
             position_ids = self.position_ids[:, :seq]
-            token_type_ids = self.token_type_ids[:, :seq].expand(batch, seq)
+            if token_type_ids is None:
+                token_type_ids = self.token_type_ids[:, :seq].expand(batch, seq)
             x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
             x = x + self.position_embeddings(position_ids)
             return self.LayerNorm(x)
@@ -130,9 +140,12 @@ def build_bert(cfg: BertConfig, *, seed: int = 0) -> "torch.nn.Module":
             self.pooler = nn.Linear(cfg.hidden, cfg.hidden)
 
         def forward(
-            self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+            self,
+            input_ids: torch.Tensor,
+            attention_mask: torch.Tensor,
+            token_type_ids: torch.Tensor | None = None,
         ) -> tuple[torch.Tensor, torch.Tensor]:
-            x = self.embeddings(input_ids)
+            x = self.embeddings(input_ids, token_type_ids)
             dtype = x.dtype
             ext = attention_mask[:, None, None, :].to(dtype=dtype)
             ext = (1.0 - ext) * torch.finfo(dtype).min
@@ -153,6 +166,44 @@ def build_bert(cfg: BertConfig, *, seed: int = 0) -> "torch.nn.Module":
                 m.weight.uniform_(0.8, 1.2)
                 m.bias.normal_(0.0, 0.02)
     return model.eval()
+
+
+# HF BertModel name fragment -> ours, applied in order (attention.output before output).
+_HF_RENAMES = (
+    (r"^encoder\.layer\.", "layer."),
+    (r"\.attention\.self\.", ".attention."),
+    (r"\.attention\.output\.dense\.", ".attention_output."),
+    (r"\.attention\.output\.LayerNorm\.", ".attention_norm."),
+    (r"\.intermediate\.dense\.", ".intermediate."),
+    (r"\.output\.dense\.", ".output."),
+    (r"\.output\.LayerNorm\.", ".output_norm."),
+    (r"^pooler\.dense\.", "pooler."),
+)
+
+
+def load_hf_weights(model: "torch.nn.Module", tensors: Mapping[str, "torch.Tensor"]) -> None:
+    """Load a Hugging Face ``BertModel`` state dict into ``model`` (from ``build_bert``), strictly.
+
+    Every tensor must land on a parameter and every parameter must be set, else ``ValueError``
+    names the leftovers (a wrong shape raises torch's ``RuntimeError``): a silently half-loaded
+    encoder still runs and produces plausible-looking garbage. HF's ``embeddings.position_ids``
+    buffer is not a weight; it is checked to be the ``arange`` ours holds, then skipped.
+    """
+    import torch
+
+    state: dict[str, torch.Tensor] = {}
+    for name, tensor in tensors.items():
+        if name == "embeddings.position_ids":
+            ours = model.embeddings.position_ids
+            if not torch.equal(tensor.reshape(-1), ours[0, : tensor.numel()]):
+                raise ValueError("embeddings.position_ids is not 0, 1, 2, ...")
+            continue
+        for pattern, replacement in _HF_RENAMES:
+            name = re.sub(pattern, replacement, name)
+        state[name] = tensor
+    missing, unused = model.load_state_dict(state, strict=False)
+    if missing or unused:
+        raise ValueError(f"weights do not fit the model: missing {missing}, unused {unused}")
 
 
 def bert_base(seq_len: int = 128, *, seed: int = 0) -> "torch.nn.Module":

@@ -41,11 +41,12 @@ def load_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     return x_train, y_train, x_test, y_test
 
 
-def _savez_compressed(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> None:
+def savez_compressed(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> None:
     """What ``np.savez_compressed`` writes, but with fixed zip timestamps (byte-reproducible).
 
     ``np.savez_compressed`` stamps each member with the current time, so two runs differ in
     their bytes; ``np.load`` reads this file exactly as it reads one from ``savez_compressed``.
+    Public because every committed ``.npz`` (digits, MiniLM texts) is written through it.
     """
     with zipfile.ZipFile(path, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:
         for key, value in arrays.items():
@@ -63,5 +64,5 @@ def write_test_npz(path: str | os.PathLike[str] = TEST_NPZ, seed: int = 0) -> Pa
     """
     _, _, x_test, y_test = load_split(seed)
     path = Path(path)
-    _savez_compressed(path, {"image": x_test, "label": y_test})
+    savez_compressed(path, {"image": x_test, "label": y_test})
     return path

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
+from onnxpress.models.batchnorm_stats import calibrate_batchnorm
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -121,14 +123,8 @@ def build_resnet(
             elif isinstance(m, nn.BatchNorm2d):
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.normal_(0.0, 0.1)
-        if calibrate_bn:
-            for m in model.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.momentum = None  # cumulative average over the calibration batches
-            model.train()
-            g = torch.Generator().manual_seed(seed + 1)
-            for _ in range(2):
-                model(torch.randn(4, 3, calib_img_size, calib_img_size, generator=g))
+    if calibrate_bn:
+        calibrate_batchnorm(model, seed=seed + 1, img_size=calib_img_size)
     return model.eval()
 
 
