@@ -6,8 +6,9 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import numpy as np
 from tqdm import tqdm
 
 from onnxpress.backends.ort_runner import Runner
@@ -22,6 +23,7 @@ class BenchRow:
     p10_ms: float
     p90_ms: float
     throughput: float  # samples per second at the median
+    repeats: int  # timed runs per model: ``repeats``, or fewer where ``budget_s`` ran out
 
 
 def bench_models(
@@ -32,25 +34,44 @@ def bench_models(
     warmup: int = 3,
     repeats: int = 20,
     progress: bool | None = None,
+    budget_s: float | None = None,
+    min_repeats: int = 3,
+    feeds: Mapping[str, np.ndarray] | None = None,
 ) -> list[BenchRow]:
     """``models``: (label, path or IR model) pairs; every model gets the same inputs when
-    their signatures match."""
+    their signatures match.
+
+    ``budget_s``: stop after the round in which the timed rounds passed ``budget_s`` seconds
+    (but not before ``min_repeats`` rounds), so that a suite of slow and fast models can share
+    one time budget; ``BenchRow.repeats`` says how many rounds ran.
+
+    ``feeds``: inputs for every model (the first ``batch`` samples of each array; a model
+    takes the ones it names), for models whose random inputs would not be representative
+    (a dynamic sequence axis gets length 1). Default: random inputs fitting each model."""
     runners = [(label, Runner(model, threads=threads)) for label, model in models]
-    feeds = [runner.sample_inputs(seed=0, batch=batch) for _, runner in runners]
-    for (_, runner), feed in zip(runners, feeds):
+    inputs = [
+        runner.sample_inputs(seed=0, batch=batch) if feeds is None
+        else {name: feeds[name][:batch] for name in runner.input_names}
+        for _, runner in runners
+    ]
+    for (_, runner), feed in zip(runners, inputs):
         for _ in range(warmup):
             runner.run(feed)
     times: list[list[float]] = [[] for _ in runners]
     hidden = None if progress is None else not progress  # None: tty decides
-    for _ in tqdm(range(repeats), desc="bench", disable=hidden, leave=False):
-        for index, ((_, runner), feed) in enumerate(zip(runners, feeds)):
+    started = time.perf_counter()
+    for done in tqdm(range(1, repeats + 1), desc="bench", disable=hidden, leave=False):
+        for index, ((_, runner), feed) in enumerate(zip(runners, inputs)):
             start = time.perf_counter()
             runner.run(feed)
             times[index].append((time.perf_counter() - start) * 1e3)
+        if budget_s is not None and done >= min_repeats:
+            if time.perf_counter() - started >= budget_s:
+                break
     rows = []
     for (label, _), samples in zip(runners, times):
         deciles = statistics.quantiles(samples, n=10) if len(samples) > 1 else samples * 9
         median = statistics.median(samples)
         rows.append(BenchRow(label, batch, threads, median, deciles[0], deciles[-1],
-                             batch * 1e3 / median))
+                             batch * 1e3 / median, len(samples)))
     return rows
