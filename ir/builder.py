@@ -40,7 +40,7 @@ class Builder:
         while unique in taken:
             counter += 1
             unique = f"{name}_{counter}"
-        tensor = ir.tensor(np.ascontiguousarray(array), name=unique)
+        tensor = ir.tensor(np.ascontiguousarray(array).reshape(array.shape), name=unique)
         value = ir.Value(
             name=unique,
             shape=ir.Shape(array.shape),
@@ -52,6 +52,15 @@ class Builder:
 
     def insert_before(self, anchor: ir.Node) -> None:
         self.graph.insert_before(anchor, self._tape.nodes)
+
+    def insert_after(self, anchor: ir.Node | None) -> None:
+        """After ``anchor``; at the start of the graph when it is None (a graph input)."""
+        if anchor is not None:
+            self.graph.insert_after(anchor, self._tape.nodes)
+        elif len(self.graph):
+            self.graph.insert_before(self.graph.node(0), self._tape.nodes)
+        else:
+            self.append()
 
     def append(self) -> None:
         self.graph.extend(self._tape.nodes)

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 TEST_NPZ = Path(__file__).with_name("digits_test.npz")
+CALIBRATION_NPZ = Path(__file__).with_name("digits_calibration.npz")
+CALIBRATION_SAMPLES = 128
 
 # A fixed zip timestamp (the earliest zip allows) keeps the .npz bytes reproducible.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -65,4 +67,16 @@ def write_test_npz(path: str | os.PathLike[str] = TEST_NPZ, seed: int = 0) -> Pa
     _, _, x_test, y_test = load_split(seed)
     path = Path(path)
     savez_compressed(path, {"image": x_test, "label": y_test})
+    return path
+
+
+def write_calibration_npz(
+    path: str | os.PathLike[str] = CALIBRATION_NPZ, seed: int = 0,
+    samples: int = CALIBRATION_SAMPLES,
+) -> Path:
+    """Write the first ``samples`` training images to ``path`` (key ``image``): calibration
+    data for quantizing the digits models that is not the test split they are scored on."""
+    x_train, _, _, _ = load_split(seed)
+    path = Path(path)
+    savez_compressed(path, {"image": x_train[:samples]})
     return path

@@ -35,7 +35,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from onnxpress.models.digits_data import TEST_NPZ, load_split, write_test_npz
+from onnxpress.models.digits_data import (
+    TEST_NPZ,
+    load_split,
+    write_calibration_npz,
+    write_test_npz,
+)
 from onnxpress.models.export import export_onnx
 from onnxpress.models.vit import ViTConfig, build_vit
 
@@ -365,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.holdout:
         print(f"wrote {write_test_npz(TEST_NPZ, SEED)}")
+        print(f"wrote {write_calibration_npz(seed=SEED)}")
     for name in ["cnn", "vit"] if args.model == "all" else [args.model]:
         cfg = RECIPES[name]
         if args.epochs is not None:

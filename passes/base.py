@@ -34,9 +34,26 @@ class Pass(ir.passes.InPlacePass):
         changed = [
             f"{field.name}={_format(getattr(self, field.name))}"
             for field in dataclasses.fields(self)
-            if field.init and getattr(self, field.name) != _default(field)
+            if field.init and field.metadata.get("spec", True)
+            and getattr(self, field.name) != _default(field)
         ]
         return f"{self.name}({','.join(changed)})" if changed else self.name
+
+
+def data_field() -> Any:
+    """The ``data`` field of a pass that needs sample inputs (calibration, sensitivity):
+    ``PassManager`` fills it from ``--calibration`` when it is left None, and it is never
+    written into the pipeline string (data is not an option)."""
+    return dataclasses.field(default=None, compare=False, repr=False,
+                             metadata={"spec": False, "data": True})
+
+
+def with_data(current: Pass, data: Any) -> Pass:
+    """``current`` with its data field set to ``data``, when it has one that is still None."""
+    for field in dataclasses.fields(current):
+        if field.metadata.get("data") and getattr(current, field.name) is None:
+            return dataclasses.replace(current, **{field.name: data})
+    return current
 
 
 def _default(field: dataclasses.Field) -> Any:

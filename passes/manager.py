@@ -10,11 +10,11 @@ from collections.abc import Sequence
 import onnx_ir as ir
 from tqdm import tqdm
 
-from onnxpress.errors import PassFailedError
+from onnxpress.errors import BadInputError, PassFailedError
 from onnxpress.frontends.onnx_loader import LOAD_NOTES
 from onnxpress.ir.analysis import count_nodes, count_parameters, parameter_bytes, unknown_ops
 from onnxpress.ir.verify import VerificationError, verify
-from onnxpress.passes.base import Pass, PassStats
+from onnxpress.passes.base import Pass, PassStats, with_data
 from onnxpress.passes.calibration_data import CalibrationData
 from onnxpress.passes.numeric_check import compare_outputs, merge_checks
 from onnxpress.passes.pipeline import format_pipeline
@@ -42,6 +42,8 @@ class PassManager:
         verify: run ``verify()`` after every pass; a broken invariant stops the run.
         check: run the input and the result on sample inputs (``check_data``, else random
             inputs) and compare outputs; relative error above ``tolerance`` fails.
+        check_data: also the data of passes that need some (``quantize``'s calibration)
+            and were given none.
         progress: show a progress bar (None: only when stderr is a terminal).
         """
         self.passes = list(passes)
@@ -65,6 +67,8 @@ class PassManager:
         bar = tqdm(self.passes, desc="passes", unit="pass", disable=hidden, leave=False)
         for current in bar:
             bar.set_postfix_str(current.name)
+            if self.check_data is not None:
+                current = with_data(current, self.check_data)
             report.passes.append(self._run_one(current, model))
         if original is not None:
             self._check(original, model, report)
@@ -75,6 +79,8 @@ class PassManager:
         start = time.perf_counter()
         try:
             result = current(model)
+        except BadInputError:
+            raise  # the user's to fix (missing data, unsupported model): one line, exit 2
         except Exception as error:
             raise PassFailedError(f"pass {current.name!r} failed: {error}") from error
         seconds = time.perf_counter() - start

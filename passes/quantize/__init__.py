@@ -1,0 +1,1 @@
+"""The quantization family: calibration, QDQ insertion and the rewrites around QDQ."""

@@ -1,0 +1,150 @@
+"""Which tensors ``quantize`` puts Q/DQ on: a policy, not "everything".
+
+Compute ops (Conv, MatMul, Gemm by default) get their weight stored as int8 + DequantizeLinear
+(per output channel) and their activation inputs wrapped in QuantizeLinear -> DequantizeLinear;
+a Conv's output too, after a following Relu/Clip when it has one, because ONNX Runtime only
+fuses ``DQ -> Conv -> Q`` into an integer convolution when the output is quantized, while
+``DQ -> MatMul`` without an output Q already runs as an integer MatMul.
+
+Never quantized, each with a note:
+- mask, position and index paths: tensors computed only from integer inputs and constants
+  (an attention mask turned into an additive float bias, position ids, shapes). A tensor is
+  "data" when it derives from a float graph input or from an embedding lookup (Gather from a
+  float constant table); everything else is such a path. ONNX Runtime's quantizer wrecks
+  MiniLM by quantizing exactly this (a mask of -3.4e38 gives a scale of 1e36);
+- graph outputs (kept exact for the caller);
+- tensors whose rank or dtype the op does not allow (only float32 is quantized).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+import onnx_ir as ir
+
+from onnxpress.ir.analysis import constant_array
+
+FLOAT = ir.DataType.FLOAT
+#: ops whose output is quantized after them rather than before their consumer
+_FUSED_ACTIVATIONS = ("Relu", "Clip")
+
+
+@dataclasses.dataclass
+class Target:
+    """A compute node to quantize: its constant weight's input index and output-channel
+    axis, and its constant 1-D bias's input index (int32 bias when its input is quantized)."""
+
+    node: ir.Node
+    weight: int | None = None
+    axis: int | None = None
+    bias: int | None = None
+
+
+@dataclasses.dataclass
+class Plan:
+    targets: list[Target]
+    activations: list[ir.Value]  # each gets one Q -> DQ pair shared by all its consumers
+    notes: list[str]
+
+
+def plan(
+    graph: ir.Graph,
+    *,
+    ops: Iterable[str],
+    quantize_outputs: Iterable[str] = ("Conv",),
+    activation_matmul: bool = True,
+    exclude: Iterable[str] = (),
+) -> Plan:
+    ops, quantize_outputs, exclude = set(ops), set(quantize_outputs), set(exclude)
+    data = data_values(graph)
+    outputs = set(graph.outputs)
+    targets: list[Target] = []
+    chosen: dict[ir.Value, None] = {}  # insertion-ordered set
+    notes: list[str] = []
+
+    def want(value: ir.Value | None, node: ir.Node) -> bool:
+        if value is None or value.dtype != FLOAT:
+            return False
+        if value not in data:
+            notes.append(f"{node.op_type} {node.name!r}: input {value.name!r} is a mask, position "
+                         "or index path; left in float")
+            return False
+        if value in outputs:
+            return False
+        return True
+
+    for node in graph:
+        if node.op_type not in ops or node.domain != "" or node.name in exclude:
+            continue
+        target = _target(node)
+        if target is None:
+            notes.append(f"{node.op_type} {node.name!r}: no supported weight/input layout; "
+                         "left in float")
+            continue
+        activations = [i for i, v in enumerate(node.inputs[:2]) if i != target.weight
+                       and v is not None and constant_array(v) is None]
+        if target.weight is None and not activation_matmul:
+            continue
+        wanted = [node.inputs[i] for i in activations if want(node.inputs[i], node)]
+        if len(wanted) != len(activations):
+            continue  # an integer kernel needs every non-weight input quantized
+        targets.append(target)
+        chosen.update(dict.fromkeys(wanted))
+        if node.op_type in quantize_outputs:
+            out = _fused_output(node.outputs[0])
+            if out.dtype == FLOAT and out not in outputs:
+                chosen[out] = None
+    return Plan(targets, list(chosen), notes)
+
+
+def _target(node: ir.Node) -> Target | None:
+    inputs = node.inputs
+    if node.op_type == "Conv":
+        if len(inputs) < 2 or constant_array(inputs[1]) is None:
+            return Target(node)  # a computed weight: quantized like an activation
+        bias = 2 if len(inputs) > 2 and _is_vector(inputs[2]) else None
+        return Target(node, weight=1, axis=0, bias=bias)
+    if node.op_type == "Gemm":
+        attrs = node.attributes
+        if attrs.get_int("transA", 0) or len(inputs) < 2 or constant_array(inputs[1]) is None:
+            return None
+        axis = 0 if attrs.get_int("transB", 0) else 1
+        bias = 2 if len(inputs) > 2 and _is_vector(inputs[2]) else None
+        return Target(node, weight=1, axis=axis, bias=bias)
+    if node.op_type == "MatMul":
+        weight = constant_array(inputs[1])
+        if weight is None:
+            return Target(node)  # activation x activation (attention)
+        if weight.ndim != 2:
+            return None
+        return Target(node, weight=1, axis=1)
+    return None
+
+
+def _is_vector(value: ir.Value | None) -> bool:
+    array = constant_array(value)
+    return array is not None and array.ndim == 1
+
+
+def _fused_output(value: ir.Value) -> ir.Value:
+    """The Relu/Clip output when ``value``'s only consumer is one (ORT fuses it into the
+    integer Conv when the Q comes after it)."""
+    uses = list(value.uses())
+    if len(uses) == 1:
+        consumer = uses[0].node
+        if consumer.op_type in _FUSED_ACTIVATIONS and consumer.domain == "":
+            return consumer.outputs[0]
+    return value
+
+
+def data_values(graph: ir.Graph) -> set[ir.Value]:
+    """Values that derive from a float graph input or an embedding lookup (see module doc)."""
+    data = {v for v in graph.inputs if v.dtype is not None and v.dtype.is_floating_point()}
+    for node in graph:
+        fed = any(v in data for v in node.inputs if v is not None)
+        lookup = (node.op_type == "Gather" and node.inputs and constant_array(node.inputs[0])
+                  is not None and node.inputs[0].dtype == FLOAT)
+        if fed or lookup:
+            data.update(node.outputs)
+    return data
