@@ -17,6 +17,7 @@ from onnxpress.ir.analysis import count_nodes, count_parameters, parameter_bytes
 from onnxpress.passes.calibration_data import Batch, CalibrationData
 from onnxpress.passes.manager import PassManager
 from onnxpress.passes.pipeline import build, load_config, split_pipeline
+from onnxpress.passes.presets import expand_presets
 from onnxpress.passes.registry import PassRegistry
 from onnxpress.passes.report import Report
 
@@ -54,7 +55,7 @@ def compile(  # noqa: A001 - the public name DESIGN.md promises
         text = passes or TARGET_PIPELINES.get(target or "ort-cpu")
         if text is None:
             raise BadInputError(f"unknown target {target!r}; use one of {sorted(TARGET_PIPELINES)}")
-        pass_list = build(split_pipeline(text), registry)
+        pass_list = build(expand_presets(split_pipeline(text), target or "ort-cpu"), registry)
     else:
         pass_list = list(passes)
     if settings is not None:

@@ -41,7 +41,7 @@ class PassRegistry:
 
     @classmethod
     def default(cls) -> PassRegistry:
-        from onnxpress.passes.cleanup import BUILTIN_PASSES
+        from onnxpress.passes.catalogue import BUILTIN_PASSES
 
         registry = cls(list(BUILTIN_PASSES))
         for entry in entry_points(group=ENTRY_POINT_GROUP):

@@ -1,0 +1,12 @@
+"""Every built-in pass, by family: what ``PassRegistry.default()`` registers."""
+
+from __future__ import annotations
+
+from onnxpress.passes.base import Pass
+from onnxpress.passes.cleanup import BUILTIN_PASSES as CLEANUP
+from onnxpress.passes.quantize.fold_qdq import FoldQdq
+from onnxpress.passes.quantize.quantize import Quantize
+from onnxpress.passes.quantize.smooth import Smooth
+
+QUANTIZATION: tuple[type[Pass], ...] = (Smooth, Quantize, FoldQdq)
+BUILTIN_PASSES: tuple[type[Pass], ...] = (*CLEANUP, *QUANTIZATION)

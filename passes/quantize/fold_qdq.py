@@ -1,0 +1,250 @@
+"""``fold-qdq``: tidy a model that arrives with QuantizeLinear (Q) / DequantizeLinear (DQ)
+nodes (ONNX Runtime's static QDQ output, PyTorch fake-quant exports, ModelOpt-style
+models, ours). Rewrites, each bit-exact unless marked:
+
+- ``DQ(Q(W, s, zp))``, W constant  -> ``DQ(Wq)``, Wq an int8/uint8/int16/uint16
+  initializer: the file stores 1 byte per weight instead of 4. Wq is what the runtime's Q
+  computes (``ir.quant_math.quantize``: x / s in float32, round half to even, saturate;
+  per tensor, per axis, or blocked), so the DQ sees the same integers (exact).
+- ``Q(DQ(q, s, zp), s, zp)`` -> ``q``; ``Q(op(DQ(q)))`` -> ``op(q)`` for data-movement ops;
+  ``Shape(DQ(q))`` -> ``Shape(q)``; ``Q(Relu(x))`` / ``Q(Clip(x))`` -> ``Q(x)`` when Q
+  saturates what they cut: onnxscript pattern rules, exact, with the argument in
+  :mod:`.qdq_rules`. Run to a fixed point.
+- Lossy, off by default (``drop_unfusable=true``): ``DQ(Q(x))`` -> ``x`` (equal parameters)
+  when neither the producer of x nor any consumer of the DQ is an op ONNX Runtime may run
+  on quantized data (``ORT_QDQ_OPS``, a generous list): the pair is then only a simulated
+  rounding that costs two kernels. Removing it removes that rounding (up to half a step)
+  and the clamp to the quantized range, so outputs change. Types must be known (shape
+  inference), else the pair stays.
+
+Left alone, with the node and reason in the notes: a requantization ``Q2(DQ1(q))`` with
+other parameters (it rounds), per-axis parameters through an op that moves the axis, float8
+or int4 weights, non-float32 weights or scales, scales or zero points that are not
+constant, a Q whose output is a graph output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxpress.ir import quant_math
+from onnxpress.ir.analysis import all_graphs, constant_array, is_constant
+from onnxpress.ir.builder import Builder
+from onnxpress.passes.base import Pass, PassStats
+from onnxpress.passes.quantize.qdq_params import QdqParams, is_op, read
+from onnxpress.passes.quantize.qdq_rules import RuleLog, absorb_rules, move_rules, pair_rules
+
+__all__ = ["ORT_QDQ_OPS", "FoldQdq"]
+
+logger = logging.getLogger(__name__)
+
+#: ops that ONNX Runtime's QDQ fusions (CPU) can run on quantized inputs or outputs
+ORT_QDQ_OPS = frozenset({
+    "Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Mul", "Concat", "Where",
+    "AveragePool", "GlobalAveragePool", "MaxPool", "LeakyRelu", "Sigmoid", "Softmax",
+    "Relu", "Clip", "Resize", "Pad", "Split", "Gather", "GatherElements", "Reshape",
+    "Expand", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Tile",
+    "DepthToSpace", "SpaceToDepth", "ArgMax", "ArgMin", "InstanceNormalization",
+    "LayerNormalization", "QuantizeLinear", "DequantizeLinear",
+})
+_FOLDED_TYPES = (ir.DataType.INT8, ir.DataType.UINT8, ir.DataType.INT16, ir.DataType.UINT16)
+_NOT_CONSTANT = "its input is not constant"
+_MAX_ROUNDS = 16
+#: ONNX Runtime's row-blocked QuantizeLinear (block axis not last) gives 0 instead of
+#: saturating when |x / s| >= 2**31 or x is infinite; such weights are left to the runtime
+_INT32_LIMIT = 2.0**31
+_BLOCKED_OVERFLOW = ("|w / s| reaches 2**31 in a blocked weight, where runtimes disagree "
+                     "with the spec's saturation")
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldQdq(Pass):
+    name = "fold-qdq"
+
+    drop_unfusable: bool = False  # lossy: remove Q->DQ pairs no ORT kernel can fuse
+
+    def call(self, model: ir.Model) -> PassStats:
+        stats = {"weights_folded": 0, "redundant_pairs": 0, "moved_through": 0,
+                 "activations_absorbed": 0, "dropped_lossy": 0, "kept": 0}
+        result = PassStats(model, modified=False, stats=stats)
+        constants = _qdq_constants(model)
+        kept: dict[ir.Node, str] = {}
+        stats["weights_folded"] = self._fold_weights(model, kept)
+        log = RuleLog()
+        rule_sets = {"activations_absorbed": absorb_rules(log), "moved_through": move_rules(log),
+                     "redundant_pairs": pair_rules(log)}
+        for _ in range(_MAX_ROUNDS):
+            applied = 0
+            for key, rules in rule_sets.items():
+                count = rules.apply_to_model(model)
+                stats[key] += count
+                applied += count
+                _remove_identities(log)
+                _sweep(log.maybe_dead)
+                _drop_unused(log.maybe_unused)
+                log.maybe_unused.clear()
+            if not applied:
+                break
+        if self.drop_unfusable:
+            stats["dropped_lossy"] = _drop_unfusable(model)
+        _drop_unused(constants)
+        kept.update(log.kept)
+        result.notes.extend(_notes(kept))
+        stats["kept"] = len(result.notes)
+        result.modified = any(v for k, v in stats.items() if k != "kept")
+        logger.debug("fold-qdq: %s", stats)
+        return result
+
+    def _fold_weights(self, model: ir.Model, kept: dict[ir.Node, str]) -> int:
+        folded = 0
+        for graph in list(all_graphs(model)):
+            for node in [n for n in graph if is_op(n, "QuantizeLinear")]:
+                reason = _fold_weight(graph, node)
+                if reason is None:
+                    folded += 1
+                elif reason != _NOT_CONSTANT:
+                    kept[node] = f"weight not folded: {reason}"
+        return folded
+
+
+def _fold_weight(graph: ir.Graph, q: ir.Node) -> str | None:
+    """Replace a Q of a constant by the quantized constant; None when done, else why not."""
+    weight = constant_array(q.inputs[0])
+    if weight is None:
+        return _NOT_CONSTANT
+    params = read(q)
+    if isinstance(params, str):
+        return params
+    if q.outputs[0].is_graph_output():
+        return "its output is a graph output"
+    if weight.dtype != np.float32 or params.scale.dtype != np.float32:
+        return f"{weight.dtype} weights with {params.scale.dtype} scales are not folded"
+    if params.qtype not in _FOLDED_TYPES:
+        return f"{params.qtype.name} weights are not folded"
+    if np.isnan(weight).any():
+        return "the weight contains NaN (its quantized value is unspecified)"
+    quantized = _quantize(weight, params)
+    if isinstance(quantized, str):
+        return quantized
+    source = q.inputs[0]
+    name = f"{source.name or q.name}_quantized"
+    value = Builder(graph).initializer(quantized, name)
+    q.outputs[0].replace_all_uses_with(value)
+    graph.remove(q, safe=True)
+    _drop_unused([source])
+    return None
+
+
+def _quantize(weight: np.ndarray, params: QdqParams) -> np.ndarray | str:
+    dtype = params.qtype.numpy()
+    zero = params.zero_point.astype(dtype)
+    if params.block_size:
+        axis, block = params.axis, params.block_size
+        if axis is None or params.scale.ndim != weight.ndim:
+            return "blocked scale does not match the weight's rank"
+        picks = np.arange(weight.shape[axis]) // block
+        scale = np.take(params.scale, picks, axis=axis)
+        zero = np.take(zero, picks, axis=axis)
+        if scale.shape != weight.shape:
+            return "blocked scale does not match the weight's shape"
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            if not np.all(np.abs(weight / scale) < _INT32_LIMIT):
+                return _BLOCKED_OVERFLOW
+        flat = quant_math.QuantParams(scale.reshape(-1), zero.reshape(-1), 0)
+        return quant_math.quantize(weight.reshape(-1), flat).reshape(weight.shape)
+    if params.axis is not None and (params.axis >= weight.ndim
+                                    or params.scale.shape != (weight.shape[params.axis],)):
+        return "per-axis scale does not match the weight's axis"
+    return quant_math.quantize(weight, quant_math.QuantParams(params.scale, zero, params.axis))
+
+
+def _qdq_constants(model: ir.Model) -> list[ir.Value]:
+    """The constant inputs of every Q/DQ, to be dropped at the end if nothing reads them."""
+    values: dict[int, ir.Value] = {}
+    for node in model.graph.all_nodes():
+        if is_op(node, "QuantizeLinear") or is_op(node, "DequantizeLinear"):
+            for value in node.inputs:
+                if is_constant(value):
+                    values.setdefault(id(value), value)
+    return list(values.values())
+
+
+def _drop_unused(values: list[ir.Value | None]) -> None:
+    """Remove initializers and Constant nodes among ``values`` that nothing reads any more."""
+    for value in values:
+        if value is None or value.uses() or value.is_graph_output() or value.is_graph_input():
+            continue
+        if value.is_initializer() and value.graph is not None:
+            del value.graph.initializers[value.name]
+            continue
+        producer = value.producer()
+        if is_op(producer, "Constant") and producer.graph is not None:
+            producer.graph.remove(producer, safe=True)
+
+
+def _sweep(nodes: list[ir.Node]) -> None:
+    """Remove those of ``nodes`` that lost every user, then constants only they read."""
+    while nodes:
+        node = nodes.pop()
+        graph = node.graph
+        if graph is None or any(o.uses() or o.is_graph_output() for o in node.outputs):
+            continue
+        inputs = list(node.inputs)
+        graph.remove(node, safe=True)
+        _drop_unused(inputs)
+
+
+def _remove_identities(log: RuleLog) -> None:
+    """The Identity left for ``Q(DQ(q)) -> q``: its users read q directly, unless its output
+    is a graph output (then it stays, to keep the output's name)."""
+    while log.identities:
+        node = log.identities.pop()
+        graph, output = node.graph, node.outputs[0]
+        if graph is None or output.is_graph_output():
+            continue
+        output.replace_all_uses_with(node.inputs[0])
+        graph.remove(node, safe=True)
+
+
+def _drop_unfusable(model: ir.Model) -> int:
+    dropped = 0
+    for graph in list(all_graphs(model)):
+        for node in [n for n in graph if is_op(n, "QuantizeLinear")]:
+            dropped += _drop_pair(graph, node)
+    return dropped
+
+
+def _drop_pair(graph: ir.Graph, q: ir.Node) -> int:
+    """``DQ(Q(x))`` -> ``x`` when no fusable op sits on either side (lossy)."""
+    x, out = q.inputs[0], q.outputs[0]
+    dqs = [use.node for use in out.uses()]
+    if x is None or out.is_graph_output() or not dqs:
+        return 0
+    params = read(q)
+    for dq in dqs:
+        if not is_op(dq, "DequantizeLinear") or dq.outputs[0].is_graph_output():
+            return 0
+        if x.dtype is None or dq.outputs[0].dtype != x.dtype:
+            return 0  # unknown or different types: run shape inference first
+        source = read(dq)
+        if isinstance(params, str) or isinstance(source, str) or not params.same_as(source):
+            return 0  # a DQ with other parameters rescales: not a simulated rounding
+    producer = x.producer()
+    consumers = [use.node for dq in dqs for use in dq.outputs[0].uses()]
+    if any(n.op_type in ORT_QDQ_OPS for n in [producer, *consumers] if n is not None):
+        return 0
+    for dq in dqs:
+        dq.outputs[0].replace_all_uses_with(x)
+        dq.graph.remove(dq, safe=True)
+    graph.remove(q, safe=True)
+    return 1
+
+
+def _notes(kept: dict[ir.Node, str]) -> list[str]:
+    """One note per node still in the graph (a later rewrite may have removed it)."""
+    return [f"{node.op_type} {node.name!r} kept: {reason}"
+            for node, reason in kept.items() if node.graph is not None]
