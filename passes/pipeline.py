@@ -2,7 +2,8 @@
 
 Grammar: ``pipeline := item ("," item)*``, ``item := name | name "(" key "=" value
 ("," key "=" value)* ")"``. Values are converted to the option's declared type
-(int, float, bool as true/false/1/0/yes/no, str, Literal choices, ``X | None``).
+(int, float, bool as true/false/1/0/yes/no, str, Literal choices, ``X | None``); a float
+may be written as a percentage, ``0.5%`` = 0.005.
 """
 
 from __future__ import annotations
@@ -129,6 +130,8 @@ def _convert(raw: Any, hint: Any, where: str) -> Any:
             if lowered in ("false", "0", "no", "off"):
                 return False
             raise ValueError(raw)
+        if hint is float and raw.endswith("%"):
+            return float(raw[:-1]) / 100.0
         return hint(raw)
     except (TypeError, ValueError):
         name = getattr(hint, "__name__", str(hint))

@@ -33,12 +33,15 @@ _FUSED_ACTIVATIONS = ("Relu", "Clip")
 @dataclasses.dataclass
 class Target:
     """A compute node to quantize: its constant weight's input index and output-channel
-    axis, and its constant 1-D bias's input index (int32 bias when its input is quantized)."""
+    axis, its constant 1-D bias's input index (int32 bias when its input is quantized), and
+    the activations it wants quantized (its inputs, and its output when that is quantized
+    too) — what keeping it in float takes back."""
 
     node: ir.Node
     weight: int | None = None
     axis: int | None = None
     bias: int | None = None
+    activations: list[ir.Value] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -89,12 +92,13 @@ def plan(
         wanted = [node.inputs[i] for i in activations if want(node.inputs[i], node)]
         if len(wanted) != len(activations):
             continue  # an integer kernel needs every non-weight input quantized
-        targets.append(target)
-        chosen.update(dict.fromkeys(wanted))
         if node.op_type in quantize_outputs:
             out = _fused_output(node.outputs[0])
             if out.dtype == FLOAT and out not in outputs:
-                chosen[out] = None
+                wanted.append(out)
+        target.activations = wanted
+        targets.append(target)
+        chosen.update(dict.fromkeys(wanted))
     return Plan(targets, list(chosen), notes)
 
 

@@ -9,6 +9,18 @@ Calibrates the activations the policy picks (:mod:`.policy`) on the pass's data,
 - a Conv/Gemm bias whose input is quantized becomes int32 at scale ``s_input * s_weight``
   (what integer kernels add), + ``DequantizeLinear``.
 
+Mixed precision (``budget``): the budget is the allowed degradation of the model's first
+output against fp32 on the calibration data, ``1 - mean cosine`` (one cosine per sample,
+flattened), measured on the first ``sensitivity_batches`` batches (an ``.npz`` given as
+``--calibration`` yields one sample per batch: raise it there); ``budget=0.005`` asks for
+a mean cosine >= 0.995 (a pipeline string may also say ``budget=0.5%``). Each layer's
+sensitivity (the error with only it quantized) is measured, and the most sensitive layers
+stay in float until the model meets the budget (:mod:`.sensitivity`). The report lists
+every layer's sensitivity and names the float ones. A float layer reads its activations in
+float and keeps its float weight; an activation is quantized when a quantized layer wants
+it. Planned layers whose input could not be quantized stay fully float under a budget.
+Without a budget every planned layer is quantized, as before.
+
 Lossy by design: the report's ``check`` (or ``onnxpress compare``) measures what it costs.
 Without data the pass stops with a one-line error: ranges must come from real inputs.
 """
@@ -16,6 +28,9 @@ Without data the pass stops with a one-line error: ranges must come from real in
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
+from collections.abc import Collection, Iterable
 from typing import Any, Literal
 
 import numpy as np
@@ -26,7 +41,14 @@ from onnxpress.ir import quant_math
 from onnxpress.ir.analysis import constant_array, opset_version
 from onnxpress.ir.builder import Builder
 from onnxpress.passes.base import Pass, PassStats, data_field
+from onnxpress.passes.calibration_data import Batch
 from onnxpress.passes.quantize.policy import Plan, Target, plan
+from onnxpress.passes.quantize.rewrite import (
+    dequantized_bias,
+    dequantized_weight,
+    drop_unused_initializers,
+    qdq,
+)
 
 __all__ = ["Quantize"]
 
@@ -45,7 +67,16 @@ class Quantize(Pass):
     activation_matmul: bool = True  # MatMul of two activations (attention)
     max_batches: int = 64
     exclude: str = ""  # comma-separated node names kept in float
+    budget: float | None = None  # allowed 1 - mean output cosine vs fp32 (module docstring)
+    sensitivity_batches: int = 4  # calibration batches the budget is measured on
     data: Any = data_field()
+
+    def __post_init__(self) -> None:
+        if self.budget is not None and not (math.isfinite(self.budget) and self.budget >= 0):
+            raise BadInputError(f"quantize(budget={self.budget}): give a fraction >= 0, "
+                                "e.g. 0.005 (or 0.5%) for a mean output cosine >= 0.995")
+        if self.sensitivity_batches < 1:
+            raise BadInputError("quantize(sensitivity_batches=...) must be at least 1")
 
     def call(self, model: ir.Model) -> PassStats:
         result = PassStats(model, modified=False,
@@ -60,26 +91,75 @@ class Quantize(Pass):
         chosen = plan(graph, ops=_names(self.ops), quantize_outputs=_names(self.outputs),
                       activation_matmul=self.activation_matmul, exclude=_names(self.exclude))
         result.notes.extend(chosen.notes)
-        params = self._calibrate(model, chosen, result.notes)
-        weights: dict[ir.Value, tuple[ir.Value, np.ndarray]] = {}
-        for target in chosen.targets:
-            if self._quantize_target(graph, target, params, weights, result.stats):
-                result.stats["nodes"] += 1
-        for value, p in params.items():
-            _insert_qdq(graph, value, p)
-            result.stats["activations"] += 1
-        _drop_unused_initializers(graph)
+        data, sample = self._data()
+        params = self._calibrate(model, chosen, data, result.notes)
+        if self.budget is None:
+            self._rewrite(graph, chosen, params, set(), result.stats)
+        else:
+            self._rewrite_within_budget(model, chosen, params, sample, result)
         result.modified = bool(result.stats["nodes"] or result.stats["activations"])
         return result
 
+    def _data(self) -> tuple[Iterable[Batch], list[Batch]]:
+        """The calibration stream, and the batches the budget is measured on (its first
+        ones, read once, so that a one-shot iterable still serves both)."""
+        if self.budget is None:
+            return self.data, []
+        stream = iter(self.data)
+        sample = list(itertools.islice(stream, self.sensitivity_batches))
+        return itertools.chain(sample, stream), sample
+
+    def _rewrite_within_budget(
+        self, model: ir.Model, chosen: Plan, params: dict[ir.Value, quant_math.QuantParams],
+        sample: list[Batch], result: PassStats,
+    ) -> None:
+        from onnxpress.passes.quantize.sensitivity import (
+            choose_float_layers,
+            output_error,
+            summarize,
+        )
+
+        assert self.budget is not None
+        layers = [t for t in chosen.targets if _ready(t, params)]
+        fixed = {t.node for t in chosen.targets if not _ready(t, params)}
+        if not layers:
+            self._rewrite(model.graph, chosen, params, fixed, result.stats)
+            result.notes.append("budget: no layer can be quantized, nothing to choose")
+            return
+        choice = choose_float_layers(model, layers, params, sample, self.budget, fixed)
+        self._rewrite(model.graph, chosen, params, choice.float_nodes | fixed, result.stats)
+        stats, notes = summarize(choice, self.budget,
+                                 output_error(model, sample, choice.reference))
+        result.stats.update(stats)
+        result.notes.extend(notes)
+
+    def _rewrite(
+        self, graph: ir.Graph, chosen: Plan, params: dict[ir.Value, quant_math.QuantParams],
+        keep_float: Collection[ir.Node], stats: dict[str, Any],
+    ) -> None:
+        """Quantize every planned layer but ``keep_float``, and each activation a quantized
+        layer wants; the float layers keep reading their float inputs."""
+        weights: dict[ir.Value, tuple[ir.Value, np.ndarray]] = {}
+        wanted: set[ir.Value] = set()
+        for target in chosen.targets:
+            if target.node in keep_float:
+                continue
+            wanted.update(target.activations)
+            if self._quantize_target(graph, target, params, weights, stats):
+                stats["nodes"] += 1
+        for value, p in params.items():
+            if value in wanted and _insert_qdq(graph, value, p, keep_float):
+                stats["activations"] += 1
+        drop_unused_initializers(graph)
+
     def _calibrate(
-        self, model: ir.Model, chosen: Plan, notes: list[str]
+        self, model: ir.Model, chosen: Plan, data: Iterable[Batch], notes: list[str]
     ) -> dict[ir.Value, quant_math.QuantParams]:
         from onnxpress.passes.quantize.calibration import collect
 
         if not chosen.activations:
             return {}
-        observers = collect(model, [v.name for v in chosen.activations], self.data,
+        observers = collect(model, [v.name for v in chosen.activations], data,
                             method=self.calibration, max_batches=self.max_batches)
         params = {}
         for value in chosen.activations:
@@ -101,89 +181,53 @@ class Quantize(Pass):
         stats: dict[str, int],
     ) -> bool:
         node = target.node
-        activation_inputs = [v for i, v in enumerate(node.inputs[:2])
-                             if i != target.weight and v is not None]
-        if any(v not in params for v in activation_inputs if constant_array(v) is None):
+        if not _ready(target, params):
             return False  # an input stayed float (e.g. its range looked like a mask)
+        activation_inputs = _activation_inputs(target)
         if target.weight is None:
             return bool(activation_inputs)
         weight = node.inputs[target.weight]
         assert weight is not None and target.axis is not None
         if weight not in weights:
-            weights[weight] = _dequantized_weight(graph, node, weight, target.axis)
+            weights[weight] = dequantized_weight(graph, node, weight, target.axis)
             stats["weights"] += 1
         dq_weight, weight_scale = weights[weight]
         node.replace_input_with(target.weight, dq_weight)
         if target.bias is not None and activation_inputs and activation_inputs[0] in params:
             input_scale = params[activation_inputs[0]].scale
             bias = node.inputs[target.bias]
-            node.replace_input_with(target.bias, _dequantized_bias(
+            node.replace_input_with(target.bias, dequantized_bias(
                 graph, node, bias, float(input_scale), weight_scale))
             stats["biases"] += 1
         return True
 
 
-def _drop_unused_initializers(graph: ir.Graph) -> None:
-    """The float weights and biases their int8/int32 copies replaced."""
-    for name, value in list(graph.initializers.items()):
-        if not list(value.uses()) and not value.is_graph_input() and not value.is_graph_output():
-            graph.initializers.pop(name)
+def _activation_inputs(target: Target) -> list[ir.Value]:
+    return [v for i, v in enumerate(target.node.inputs[:2])
+            if i != target.weight and v is not None]
+
+
+def _ready(target: Target, params: dict[ir.Value, quant_math.QuantParams]) -> bool:
+    """Whether every computed input of the layer has quantization parameters."""
+    return all(v in params for v in _activation_inputs(target) if constant_array(v) is None)
 
 
 def _names(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _dequantized_weight(
-    graph: ir.Graph, node: ir.Node, weight: ir.Value, axis: int
-) -> tuple[ir.Value, np.ndarray]:
-    """int8 per-channel weight + its DequantizeLinear, inserted before ``node``; the scale."""
-    array = constant_array(weight)
-    assert array is not None
-    p = quant_math.weight_params(array, axis=axis, dtype="int8", symmetric=True)
+def _insert_qdq(
+    graph: ir.Graph, value: ir.Value, p: quant_math.QuantParams, keep_float: Collection[ir.Node]
+) -> bool:
+    """``value -> Q -> DQ`` right after its producer; every consumer but the float layers
+    reads the DQ output (graph outputs keep the float value). False, with nothing inserted,
+    when only float layers read ``value``."""
+    uses = [(use.node, use.idx) for use in value.uses() if use.node not in keep_float]
+    if not uses:
+        return False
     builder = Builder(graph)
-    q = builder.initializer(quant_math.quantize(array, p), f"{weight.name}_quantized")
-    scale = builder.initializer(np.asarray(p.scale, np.float32), f"{weight.name}_scale")
-    zero = builder.initializer(np.asarray(p.zero_point), f"{weight.name}_zero_point")
-    out = builder.op("DequantizeLinear", [q, scale, zero], {"axis": axis},
-                     name=f"{weight.name}_DequantizeLinear")
-    out.name = f"{weight.name}_dequantized"
-    builder.insert_before(node)
-    return out, np.asarray(p.scale, np.float32)
-
-
-def _dequantized_bias(
-    graph: ir.Graph, node: ir.Node, bias: ir.Value | None, input_scale: float,
-    weight_scale: np.ndarray,
-) -> ir.Value:
-    array = constant_array(bias)
-    assert bias is not None and array is not None
-    q, scale = quant_math.int32_bias(array, input_scale, weight_scale)
-    builder = Builder(graph)
-    q_value = builder.initializer(q, f"{bias.name}_quantized")
-    scale_value = builder.initializer(np.asarray(scale, np.float32), f"{bias.name}_scale")
-    zero = builder.initializer(np.zeros(np.shape(scale), np.int32), f"{bias.name}_zero_point")
-    out = builder.op("DequantizeLinear", [q_value, scale_value, zero], {"axis": 0},
-                     name=f"{bias.name}_DequantizeLinear")
-    out.name = f"{bias.name}_dequantized"
-    builder.insert_before(node)
-    return out
-
-
-def _insert_qdq(graph: ir.Graph, value: ir.Value, p: quant_math.QuantParams) -> None:
-    """``value -> Q -> DQ`` right after its producer; every consumer reads the DQ output
-    (graph outputs keep the float value)."""
-    uses = [(use.node, use.idx) for use in value.uses()]  # before the Q becomes one
-    builder = Builder(graph)
-    scale = builder.initializer(np.asarray(p.scale, np.float32).reshape(()), f"{value.name}_scale")
-    zero = builder.initializer(np.asarray(p.zero_point).reshape(()), f"{value.name}_zero_point")
-    quantized = builder.op("QuantizeLinear", [value, scale, zero],
-                           name=f"{value.name}_QuantizeLinear")
-    quantized.name = f"{value.name}_quantized"
-    restored = builder.op("DequantizeLinear", [quantized, scale, zero],
-                          name=f"{value.name}_DequantizeLinear")
-    restored.name = f"{value.name}_dequantized"
-    restored.dtype, restored.shape = value.dtype, value.shape
+    restored = qdq(builder, value, p)
     builder.insert_after(value.producer())
     for consumer, index in uses:
         consumer.replace_input_with(index, restored)
+    return True

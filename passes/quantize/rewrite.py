@@ -1,0 +1,87 @@
+"""The graph edits ``quantize`` makes (the sensitivity simulator, :mod:`.sensitivity`, uses
+the same int8 weights):
+
+- weight ``W`` -> ``int8 W_q -> DequantizeLinear`` (per output channel, symmetric);
+- bias ``b`` -> ``int32 b_q -> DequantizeLinear`` at scale ``s_input * s_weight``;
+- activation ``x`` -> ``x -> QuantizeLinear -> DequantizeLinear`` (per tensor).
+
+Each function adds nodes and initializers and returns the new float value; which consumers
+read it is the caller's choice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxpress.ir import quant_math
+from onnxpress.ir.analysis import constant_array
+from onnxpress.ir.builder import Builder
+
+__all__ = ["dequantized_bias", "dequantized_weight", "drop_unused_initializers", "int8_weight",
+           "qdq"]
+
+
+def dequantized_weight(
+    graph: ir.Graph, node: ir.Node, weight: ir.Value, axis: int
+) -> tuple[ir.Value, np.ndarray]:
+    """int8 per-channel weight + its DequantizeLinear, inserted before ``node``; the scale."""
+    array = constant_array(weight)
+    assert array is not None
+    quantized, p = int8_weight(array, axis)
+    builder = Builder(graph)
+    q = builder.initializer(quantized, f"{weight.name}_quantized")
+    scale = builder.initializer(np.asarray(p.scale, np.float32), f"{weight.name}_scale")
+    zero = builder.initializer(np.asarray(p.zero_point), f"{weight.name}_zero_point")
+    out = builder.op("DequantizeLinear", [q, scale, zero], {"axis": axis},
+                     name=f"{weight.name}_DequantizeLinear")
+    out.name = f"{weight.name}_dequantized"
+    builder.insert_before(node)
+    return out, np.asarray(p.scale, np.float32)
+
+
+def int8_weight(array: np.ndarray, axis: int) -> tuple[np.ndarray, quant_math.QuantParams]:
+    """A weight as int8, symmetric, one scale per slice along ``axis``; its parameters."""
+    p = quant_math.weight_params(array, axis=axis, dtype="int8", symmetric=True)
+    return quant_math.quantize(array, p), p
+
+
+def dequantized_bias(
+    graph: ir.Graph, node: ir.Node, bias: ir.Value | None, input_scale: float,
+    weight_scale: np.ndarray,
+) -> ir.Value:
+    """int32 bias at scale ``input_scale * weight_scale`` + its DequantizeLinear, inserted
+    before ``node``."""
+    array = constant_array(bias)
+    assert bias is not None and array is not None
+    q, scale = quant_math.int32_bias(array, input_scale, weight_scale)
+    builder = Builder(graph)
+    q_value = builder.initializer(q, f"{bias.name}_quantized")
+    scale_value = builder.initializer(np.asarray(scale, np.float32), f"{bias.name}_scale")
+    zero = builder.initializer(np.zeros(np.shape(scale), np.int32), f"{bias.name}_zero_point")
+    out = builder.op("DequantizeLinear", [q_value, scale_value, zero], {"axis": 0},
+                     name=f"{bias.name}_DequantizeLinear")
+    out.name = f"{bias.name}_dequantized"
+    builder.insert_before(node)
+    return out
+
+
+def qdq(builder: Builder, value: ir.Value, p: quant_math.QuantParams) -> ir.Value:
+    """``value -> Q -> DQ`` recorded on ``builder`` (not yet placed); the DQ output."""
+    scale = builder.initializer(np.asarray(p.scale, np.float32).reshape(()), f"{value.name}_scale")
+    zero = builder.initializer(np.asarray(p.zero_point).reshape(()), f"{value.name}_zero_point")
+    quantized = builder.op("QuantizeLinear", [value, scale, zero],
+                           name=f"{value.name}_QuantizeLinear")
+    quantized.name = f"{value.name}_quantized"
+    restored = builder.op("DequantizeLinear", [quantized, scale, zero],
+                          name=f"{value.name}_DequantizeLinear")
+    restored.name = f"{value.name}_dequantized"
+    restored.dtype, restored.shape = value.dtype, value.shape
+    return restored
+
+
+def drop_unused_initializers(graph: ir.Graph) -> None:
+    """The float weights and biases their int8/int32 copies replaced."""
+    for name, value in list(graph.initializers.items()):
+        if not list(value.uses()) and not value.is_graph_input() and not value.is_graph_output():
+            graph.initializers.pop(name)
