@@ -1,5 +1,6 @@
 """Latency on ONNX Runtime CPU: warm-up, then interleaved repetitions (A B A B ...), so
-that a noisy neighbour slows every model alike; medians and spread."""
+that a noisy neighbour slows every model alike; medians and spread. Sessions run without
+thread spinning, else each finished model's spinning threads slow the next one down."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def bench_models(
     ``feeds``: inputs for every model (the first ``batch`` samples of each array; a model
     takes the ones it names), for models whose random inputs would not be representative
     (a dynamic sequence axis gets length 1). Default: random inputs fitting each model."""
-    runners = [(label, Runner(model, threads=threads)) for label, model in models]
+    runners = [(label, Runner(model, threads=threads, spinning=False)) for label, model in models]
     inputs = [
         runner.sample_inputs(seed=0, batch=batch) if feeds is None
         else {name: feeds[name][:batch] for name in runner.input_names}

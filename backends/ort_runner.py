@@ -43,7 +43,11 @@ class Runner:
         threads: int | None = None,
         providers: list[str] | None = None,
         optimize: bool = True,
+        spinning: bool = True,
     ) -> None:
+        """``spinning=False``: idle intra-op threads sleep at once instead of spinning, which
+        interleaved benchmarks need (a finished session's spinning threads would steal the
+        two cores from the next model's run)."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -51,6 +55,8 @@ class Runner:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if not optimize:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         self._tmp: tempfile.TemporaryDirectory | None = None

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from onnxpress.passes.base import Pass
 from onnxpress.passes.cleanup import BUILTIN_PASSES as CLEANUP
+from onnxpress.passes.ort_fusion import FuseForOrt
 from onnxpress.passes.quantize.fold_qdq import FoldQdq
 from onnxpress.passes.quantize.quantize import Quantize
 from onnxpress.passes.quantize.smooth import Smooth
 
 QUANTIZATION: tuple[type[Pass], ...] = (Smooth, Quantize, FoldQdq)
-BUILTIN_PASSES: tuple[type[Pass], ...] = (*CLEANUP, *QUANTIZATION)
+RUNTIME: tuple[type[Pass], ...] = (FuseForOrt,)
+BUILTIN_PASSES: tuple[type[Pass], ...] = (*CLEANUP, *QUANTIZATION, *RUNTIME)

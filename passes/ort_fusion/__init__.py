@@ -1,0 +1,7 @@
+"""Fusions for ONNX Runtime: exporter patterns -> the fused ops ORT runs fast."""
+
+from __future__ import annotations
+
+from onnxpress.passes.ort_fusion.fuse import FuseForOrt
+
+__all__ = ["FuseForOrt"]

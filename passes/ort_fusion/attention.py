@@ -1,0 +1,249 @@
+"""Self-attention written out in ops -> ``com.microsoft.Attention``.
+
+- ``Reshape(Transpose(Softmax(scale * (x Wq + bq)_h (x Wk + bk)_h^T [+ mask]) (x Wv + bv)_h))``
+  -> ``Attention(x, [Wq | Wk | Wv], [bq | bk | bv], mask_index, num_heads=H, scale=scale)``
+
+where ``(.)_h`` splits into H heads by Reshape + Transpose (+ Gather/Slice/Split + Squeeze
+for a packed qkv projection, in whatever layout ``_heads`` can replay), the scale is the
+product of scalar Mul/Div anywhere on the q, k or score path, and the optional mask is the
+Hugging Face additive mask ``(1 - Cast(m[:, None, None, :])) * c`` of an integer
+``[B, S]`` tensor m, passed as ORT's raw 2-D ``mask_index`` with ``mask_filter_value=c``.
+
+Within float rounding (the scale is applied once to q k^T instead of to q, and QKV runs as
+one GEMM; ~1e-6 relative on ViT-S and MiniLM). The mask is exact for masks of 0s and 1s;
+ORT treats every m > 0 as 1, where the original would compute ``(1 - m) * c`` (meaningless
+for other values). Not a local pattern (the unbinding of q, k, v takes many forms), so it
+is matched by hand from each Softmax; every node it removes must feed only the block, and
+the weights must be constant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxpress.ir.builder import Builder
+from onnxpress.passes.ort_fusion import _heads, _reshape
+from onnxpress.passes.ort_fusion._common import MS_DOMAIN, Declines, dims, scalar
+from onnxpress.passes.ort_fusion._mask import MaskSource, trace_mask
+
+__all__ = ["fuse_attention"]
+
+
+@dataclasses.dataclass
+class _Block:
+    x: ir.Value
+    heads: list[_heads.HeadPath]  # q, k, v
+    scale: float
+    mask: MaskSource | None
+    final: ir.Node  # the Reshape back to [B, S, D]
+    nodes: set[ir.Node]  # everything the fused node replaces
+
+
+def fuse_attention(graph: ir.Graph, declines: Declines, softmax_axis_default: int) -> int:
+    count = 0
+    casts: dict[ir.Value, ir.Value] = {}
+    for softmax in [n for n in graph if n.op_type == "Softmax" and n.domain == ""]:
+        block = _match(softmax, softmax_axis_default)
+        if isinstance(block, str):
+            declines.record(softmax, block)
+            continue
+        _rewrite(graph, block, casts)
+        count += 1
+    return count
+
+
+def _match(softmax: ir.Node, axis_default: int) -> _Block | str:
+    if softmax.attributes.get_int("axis", axis_default) not in (-1, 3):
+        return "Softmax is not over the last axis"
+    scores = _scores(softmax.inputs[0])
+    if isinstance(scores, str):
+        return scores
+    product, factor, mask_value, score_nodes = scores
+    users = list(softmax.outputs[0].uses())
+    if len(users) != 1 or users[0].node.op_type != "MatMul" or users[0].idx != 0:
+        return "the attention weights feed something other than one MatMul with v"
+    weighted = users[0].node
+    heads = [
+        _heads.trace_head(value, layout)
+        for value, layout in ((product.inputs[0], _heads.QV_LAYOUT),
+                              (product.inputs[1], _heads.K_T_LAYOUT),
+                              (weighted.inputs[1], _heads.QV_LAYOUT))
+    ]
+    for role, head in zip("qkv", heads):
+        if isinstance(head, str):
+            return f"{role}: {head}"
+    q, k, v = heads  # type: ignore[misc]
+    x = q.projection.x
+    if any(h.projection.x is not x for h in (k, v)) or len({(h.heads, h.head_size)
+                                                            for h in heads}) != 1:
+        return "q, k and v do not project one input into equal heads"
+    tail = _output(weighted, x, heads)
+    if isinstance(tail, str):
+        return tail
+    mask = None
+    if mask_value is not None:
+        mask = trace_mask(mask_value, dims(x))
+        if isinstance(mask, str):
+            return mask
+    scale = factor * q.factor * k.factor
+    if v.factor != 1.0 or not np.isfinite(scale) or scale == 0.0:
+        return "v is scaled, or the total scale is 0 or not finite"
+    nodes = {softmax, product, weighted, *score_nodes, *tail}
+    for head in heads:
+        nodes.update(head.nodes, head.projection.nodes)
+    block = _Block(x, heads, scale, mask, tail[-1], nodes)
+    return _absorb_shape_readers(block) or _check_removable(block) or block
+
+
+def _scores(value: ir.Value) -> tuple | str:
+    """Softmax's input as ``MatMul(q, kT) * factor [+ mask]``."""
+    node = value.producer()
+    mask_value, nodes = None, []
+    if node is not None and node.op_type == "Add":
+        sides = [_unscaled(v) for v in node.inputs]
+        if all(isinstance(s, str) for s in sides):
+            return "the attention scores are not a MatMul plus a mask"
+        side = 0 if not isinstance(sides[0], str) else 1
+        mask_value, nodes = node.inputs[1 - side], [node]
+        found = sides[side]
+    else:
+        found = _unscaled(value)
+    if isinstance(found, str):
+        return found
+    product, factor, scale_nodes = found
+    return product, factor, mask_value, nodes + scale_nodes
+
+
+def _unscaled(value: ir.Value | None) -> tuple | str:
+    factor, nodes = 1.0, []
+    node = value.producer() if value is not None else None
+    while node is not None and node.op_type in ("Mul", "Div") and node.domain == "":
+        rank = len(dims(node.outputs[0]) or ())
+        number = scalar(node.inputs[1], rank)
+        inner = node.inputs[0]
+        if number is None and node.op_type == "Mul":
+            number, inner = scalar(node.inputs[0], rank), node.inputs[1]
+        if number is None or number == 0:
+            return "the attention scores are scaled by a non-constant"
+        factor *= number if node.op_type == "Mul" else 1.0 / number
+        nodes.append(node)
+        node = inner.producer()
+    if node is None or node.op_type != "MatMul" or node.domain != "":
+        return "the Softmax input is not q @ k^T"
+    return node, factor, nodes
+
+
+def _output(weighted: ir.Node, x: ir.Value, heads) -> list[ir.Node] | str:
+    """The Transposes (and Identities) and the Reshape after ``probs @ v``, proved to
+    produce [B, S, H * d] in Attention's head-major layout."""
+    labels = list(_heads.QV_LAYOUT)
+    nodes: list[ir.Node] = []
+    value = weighted.outputs[0]
+    while True:
+        users = [u for u in value.uses() if u.node.op_type != "Shape"]
+        if len(users) != 1 or value.is_graph_output():
+            return "the attention output has more than one user before its Reshape"
+        node = users[0].node
+        nodes.append(node)
+        if node.op_type == "Reshape" and users[0].idx == 0:
+            break
+        if node.op_type == "Transpose":
+            perm = node.attributes.get_ints("perm", [])
+            if sorted(perm) != [0, 1, 2, 3]:
+                return "a Transpose of the attention output has a bad perm"
+            labels = [labels[p] for p in perm]
+        elif node.op_type != "Identity":
+            return f"the attention output passes through {node.op_type}"
+        value = node.outputs[0]
+    if labels != ["batch", "sequence", "head", "channel"]:
+        return "the attention output is not transposed to [B, S, H, d]"
+    lead = (node.inputs[0], x, *(h.projection.output for h in heads))
+    entries = _reshape.layout(node, dims(x), lead)
+    width = heads[0].heads * heads[0].head_size
+    if isinstance(entries, str) or list(entries) != ["batch", "sequence", width]:
+        return "the attention output's Reshape does not merge the heads into [B, S, H * d]"
+    return nodes
+
+
+_SHAPE_OPS = {"Shape", "Gather", "Slice", "Squeeze", "Unsqueeze", "Concat", "Cast"}
+_MAX_SHAPE_READERS = 32
+
+
+def _absorb_shape_readers(block: _Block) -> str | None:
+    """``Shape`` of a tensor inside the block, and the shape arithmetic after it, go with
+    the block when they feed nothing else (TorchScript builds Reshape targets so)."""
+    final = block.final.outputs[0]
+    stack = [
+        use.node for node in block.nodes for out in node.outputs if out is not final
+        for use in out.uses() if use.node not in block.nodes and use.node.op_type == "Shape"
+    ]
+    readers: set[ir.Node] = set()
+    while stack:
+        node = stack.pop()
+        if node in readers or node in block.nodes:
+            continue
+        if node.op_type not in _SHAPE_OPS or len(readers) >= _MAX_SHAPE_READERS:
+            return "a Shape of a tensor inside the attention block is used outside it"
+        readers.add(node)
+        for out in node.outputs:
+            if out.is_graph_output():
+                return "a Shape of a tensor inside the attention block is a graph output"
+            stack.extend(use.node for use in out.uses())
+    block.nodes |= readers
+    return None
+
+
+def _check_removable(block: _Block) -> str | None:
+    final = block.final.outputs[0]
+    for node in block.nodes:
+        for out in node.outputs:
+            if out is final:
+                continue
+            if out.is_graph_output() or any(u.node not in block.nodes for u in out.uses()):
+                return f"{node.op_type} {node.name!r} has a user outside the attention block"
+    return None
+
+
+def _rewrite(graph: ir.Graph, block: _Block, casts: dict[ir.Value, ir.Value]) -> None:
+    q = block.heads[0]
+    weight = np.concatenate([h.projection.weight[:, h.columns] for h in block.heads], axis=1)
+    bias = np.concatenate([
+        h.projection.bias[h.columns] if h.projection.bias is not None
+        else np.zeros(h.columns.shape, np.float32)
+        for h in block.heads
+    ])
+    builder = Builder(graph)
+    prefix = block.final.name or "attention"
+    inputs = [
+        block.x,
+        builder.initializer(weight.astype(np.float32), f"{prefix}_qkv_weight"),
+        builder.initializer(bias.astype(np.float32), f"{prefix}_qkv_bias"),
+    ]
+    attributes = {"num_heads": q.heads, "scale": float(np.float32(block.scale))}
+    if block.mask is not None:
+        inputs.append(_mask_index(graph, block.mask.source, casts))
+        attributes["mask_filter_value"] = block.mask.fill
+    out = builder.op("Attention", inputs, attributes, domain=MS_DOMAIN, name=f"{prefix}_attention")
+    ir.convenience.replace_nodes_and_values(
+        graph, block.final, list(block.nodes), list(builder.nodes), [block.final.outputs[0]], [out]
+    )
+
+
+def _mask_index(graph: ir.Graph, source: ir.Value, casts: dict[ir.Value, ir.Value]) -> ir.Value:
+    """ORT wants an int32 mask_index: one Cast per mask source, right after it."""
+    if source.dtype == ir.DataType.INT32:
+        return source
+    if source not in casts:
+        cast = ir.node("Cast", [source], {"to": ir.DataType.INT32}, name=f"{source.name}_int32")
+        cast.outputs[0].dtype, cast.outputs[0].shape = ir.DataType.INT32, source.shape
+        producer = source.producer()
+        if producer is None or producer.graph is not graph:  # an input, or an outer value
+            graph.insert_before(next(iter(graph)), cast)
+        else:
+            graph.insert_after(producer, cast)
+        casts[source] = cast.outputs[0]
+    return casts[source]
+
