@@ -54,7 +54,7 @@ def shape_rules() -> RewriteRuleSet:
     )
 
 
-class _TensorShapeInference(ir.passes.InPlacePass):
+class TensorShapeInference(ir.passes.InPlacePass):
     """ONNX shape inference with data propagation, trusted for tensors only: with data
     propagation ONNX can type a sequence as a tensor (SplitToSequence), so outputs that may
     be sequences, maps or optionals keep the type they had."""
@@ -94,7 +94,7 @@ class FuseShapeOps(Pass):
     name = "fuse-shape-ops"
 
     def call(self, model: ir.Model) -> PassStats:
-        result = run_wrapped(model, [_TensorShapeInference(), rewrite_pass(shape_rules())])
+        result = run_wrapped(model, [TensorShapeInference(), rewrite_pass(shape_rules())])
         folded = sum(shape_symbols.fold_static_entries(g) for g in all_graphs(model))
         result.stats["static_shape_entries_folded"] = folded
         result.modified |= folded > 0

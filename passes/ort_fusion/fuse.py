@@ -32,7 +32,7 @@ import onnx_ir as ir
 
 from onnxpress.ir.analysis import all_graphs, count_nodes, opset_version
 from onnxpress.passes.base import Pass, PassStats
-from onnxpress.passes.cleanup.shape_ops import _TensorShapeInference
+from onnxpress.passes.cleanup.shape_ops import TensorShapeInference
 from onnxpress.passes.ort_fusion._common import MS_DOMAIN, Declines
 from onnxpress.passes.ort_fusion.attention import fuse_attention
 from onnxpress.passes.ort_fusion.gelu import bias_gelu_rules, gelu_rules
@@ -58,7 +58,7 @@ class FuseForOrt(Pass):
     def call(self, model: ir.Model) -> PassStats:
         nodes_before = count_nodes(model)
         if self.infer_shapes and (self.attention or self.skip_layer_norm):
-            _TensorShapeInference()(model)
+            TensorShapeInference()(model)
         live = _live(model)
         opset = opset_version(model) or 1
         kinds = ("GELU", "BiasGelu", "Softmax", "LayerNormalization")
