@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from onnxpress.models.batchnorm_stats import calibrate_batchnorm
+from onnxpress.models.cnn_init import init_cnn
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -109,20 +109,8 @@ def build_mobilenet_v2(
             return self.classifier(torch.flatten(x, 1))
 
     torch.manual_seed(seed)
-    model = MobileNetV2()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.1)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
-    if calibrate_bn:
-        calibrate_batchnorm(model, seed=seed + 1, img_size=calib_img_size)
-    return model.eval()
+    return init_cnn(MobileNetV2(), seed=seed, calibrate_bn=calibrate_bn,
+                    calib_img_size=calib_img_size, linear_std=0.01)
 
 
 def mobilenet_v2(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from onnxpress.models.batchnorm_stats import calibrate_batchnorm
+from onnxpress.models.cnn_init import init_cnn
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -115,17 +115,8 @@ def build_resnet(
             return self.fc(torch.flatten(self.avgpool(x), 1))
 
     torch.manual_seed(seed)
-    model = ResNet()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.1)
-    if calibrate_bn:
-        calibrate_batchnorm(model, seed=seed + 1, img_size=calib_img_size)
-    return model.eval()
+    return init_cnn(ResNet(), seed=seed, calibrate_bn=calibrate_bn,
+                    calib_img_size=calib_img_size)
 
 
 def resnet18(

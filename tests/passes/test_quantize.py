@@ -86,4 +86,4 @@ def test_minilm_mask_path_stays_float(minilm_path: Path, tmp_path: Path) -> None
             tainted.update(node.output)
     assert not any(n.op_type == "QuantizeLinear" and n.input[0] in tainted for n in graph.node)
     result = onnxpress.evaluate(out, "minilm-texts")
-    assert result.metrics["spearman"] > 0.9, result.metrics
+    assert result.metrics["spearman"] > 0.99, result.metrics  # measured 0.996
