@@ -1,11 +1,18 @@
-"""Benchmark suites. ``baseline``: every zoo model and the two digits models, as exported and
-as ONNX Runtime's own optimizer and quantizers leave them - the numbers onnxpress's passes
-must beat.
+"""Benchmark suites, each over every zoo model and the two digits models:
 
-    python benchmarks/run.py --suite baseline [--models resnet18,digits_cnn]
+- ``baseline``: the models as exported and as ONNX Runtime's own optimizer and quantizers
+  leave them - the numbers onnxpress's passes must beat;
+- ``quant``: int8 post-training quantization, side by side: fp32, ORT's ``dynamic``,
+  ``qdq-u8s8``, ``qdq-s8s8`` and ``qop-u8s8`` (QOperator), NVIDIA ModelOpt
+  (``modelopt-int8``), Intel's onnx-neural-compressor (``inc-int8``) and onnxpress's int8
+  preset (``onnxpress-int8``); see ``quant_variants.py``. Its table shows each variant's
+  speed-up over fp32 at batch 1 and 8, size as % of fp32 and quality. A peer tool that is not
+  installed (``pip install -e .[peers]``) or fails on a model leaves its reason in the cell.
+
+    python benchmarks/run.py --suite baseline|quant [--models resnet18,digits_cnn]
         [--variants fp32,dynamic] [--repeats N | --seconds S] [--threads 2] [--fresh]
 
-Variants (``baseline_variants.py``; later suites register more):
+Baseline variants (``baseline_variants.py``):
 
 - ``fp32``: the exported model, untouched;
 - ``ort-opt``: the model ONNX Runtime saves after optimizing it offline at ORT_ENABLE_ALL
@@ -43,8 +50,11 @@ Measured per model x variant:
   for every model, top-1 agreement and mean cosine of the first output against fp32 on 32
   seeded inputs (the random-weight zoo models' quality).
 
-Exports and variant files are cached in ``--results``/baseline/MODEL/ (``--fresh`` rebuilds);
-the JSON goes to ``--results``/baseline.json and the plot to ``--results``/baseline.png.
+Exports and variant files are cached in ``--results``/SUITE/MODEL/ (``--fresh`` rebuilds);
+the JSON goes to ``--results``/SUITE.json and the plot to ``--results``/SUITE.png. The quant
+suite takes a model's export, and the files of the variants it shares with the baseline
+suite, from ``--results``/baseline/MODEL/ when that holds them (hard links), so it does not
+export again.
 """
 
 from __future__ import annotations
@@ -56,15 +66,20 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SUITES = ("baseline",)
+#: suite -> its variants (the first is the reference for ratios and agreement)
+SUITES = {
+    "baseline": ("fp32", "ort-opt", "dynamic", "qdq-u8s8", "qdq-s8s8"),
+    "quant": ("fp32", "dynamic", "qdq-u8s8", "qdq-s8s8", "qop-u8s8", "modelopt-int8",
+              "inc-int8", "onnxpress-int8"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite", choices=SUITES, default="baseline")
+    parser.add_argument("--suite", choices=tuple(SUITES), default="baseline")
     parser.add_argument("--models", help="comma-separated (default: all)")
-    parser.add_argument("--variants", help="comma-separated (default: all registered)")
+    parser.add_argument("--variants", help="comma-separated (default: all of the suite's)")
     parser.add_argument("--repeats", type=int, help="fixed timing rounds (default: adaptive)")
     parser.add_argument("--seconds", type=float, default=20.0,
                         help="timing budget per model when rounds are adaptive (default 20)")
@@ -77,21 +92,28 @@ def main(argv: list[str] | None = None) -> int:
 
     import onnxruntime as ort
     from baseline_export import MODELS
-    from baseline_report import plot, print_table
+    from baseline_report import plot, print_table, write_json
     from baseline_suite import SuiteOptions, run_suite
-    from baseline_variants import VARIANTS
+    from quant_variants import link_baseline_cache  # registers the quant suite's variants
 
     ort.set_default_logger_severity(3)
     logging.getLogger().setLevel(logging.ERROR)  # the quantizers' per-tensor warnings
     models = _pick(args.models, MODELS, "model", parser)
-    variants = _pick(args.variants, tuple(VARIANTS), "variant", parser)
+    variants = _pick(args.variants, SUITES[args.suite], "variant", parser)
     if "fp32" not in variants:
         variants.insert(0, "fp32")  # the reference for ratios and agreement
+    if args.suite != "baseline" and not args.fresh:
+        reused = [m for m in models if link_baseline_cache(args.results / "baseline" / m,
+                                                           args.results / args.suite / m)]
+        if reused:
+            print(f"reused the baseline suite's exports of {', '.join(reused)}")
     start = time.perf_counter()
     options = SuiteOptions(models, variants, args.results / args.suite,
                            args.results / f"{args.suite}.json", threads=args.threads,
                            seconds=args.seconds, repeats=args.repeats, fresh=args.fresh)
     results = run_suite(options)
+    results["config"]["suite"] = args.suite
+    write_json(results, options.json_path)
     print()
     print_table(results)
     print(f"\nwrote {options.json_path}")

@@ -6,9 +6,11 @@ from onnxpress.passes.base import Pass
 from onnxpress.passes.cleanup import BUILTIN_PASSES as CLEANUP
 from onnxpress.passes.ort_fusion import FuseForOrt
 from onnxpress.passes.quantize.fold_qdq import FoldQdq
+from onnxpress.passes.quantize.lower_qdq import LowerQdq
 from onnxpress.passes.quantize.quantize import Quantize
 from onnxpress.passes.quantize.smooth import Smooth
+from onnxpress.passes.quantize.weight_only import WeightOnly
 
-QUANTIZATION: tuple[type[Pass], ...] = (Smooth, Quantize, FoldQdq)
+QUANTIZATION: tuple[type[Pass], ...] = (Smooth, Quantize, FoldQdq, LowerQdq, WeightOnly)
 RUNTIME: tuple[type[Pass], ...] = (FuseForOrt,)
 BUILTIN_PASSES: tuple[type[Pass], ...] = (*CLEANUP, *QUANTIZATION, *RUNTIME)

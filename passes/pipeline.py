@@ -3,7 +3,8 @@
 Grammar: ``pipeline := item ("," item)*``, ``item := name | name "(" key "=" value
 ("," key "=" value)* ")"``. Values are converted to the option's declared type
 (int, float, bool as true/false/1/0/yes/no, str, Literal choices, ``X | None``); a float
-may be written as a percentage, ``0.5%`` = 0.005.
+may be written as a percentage, ``0.5%`` = 0.005. A value holding commas is quoted:
+``quantize(ops='Conv,MatMul')``.
 """
 
 from __future__ import annotations
@@ -54,13 +55,17 @@ def split_pipeline(text: str) -> list[PassSpec]:
 
 
 def _split_top_level(text: str, sep: str) -> list[str]:
-    parts, depth, current = [], 0, []
+    parts, depth, current, quote = [], 0, [], ""
     for char in text:
-        if char in "([{":
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
             depth += 1
         elif char in ")]}":
             depth -= 1
-        if char == sep and depth == 0:
+        if char == sep and depth == 0 and not quote:
             parts.append("".join(current))
             current = []
         else:

@@ -1,9 +1,16 @@
 """Pipeline presets: one name for the recommended pipeline of a goal on a target.
 
 ``int8`` is cleanup (BatchNorm folded into the Convs, shape chains made constant), then
-``quantize`` and ``fold-qdq``; on ``tensorrt`` activations are symmetric int8, as its
-explicit-quantization mode requires. Options given to a preset go to its main pass:
-``int8(calibration=entropy)`` is ``quantize(calibration=entropy)`` inside the preset.
+``quantize`` and ``fold-qdq``. On ``ort-cpu`` the transformer patterns are first fused into
+ONNX Runtime's ops (``fuse-for-ort``: Attention, Gelu), activations are migrated into the
+weights where that lowers the error (``smooth=0.5``, see ``quantize``), and the result is
+lowered to integer operators (``lower-qdq``: QAttention, MatMulIntegerToFloat with its bias,
+QLinearConv...), which ORT runs as fast as or faster than its own QDQ fusion (measured on
+ResNet-50, DeiT-S, MiniLM). On ``tensorrt`` activations are symmetric int8, as its
+explicit-quantization mode requires, and the graph stays in standard QDQ form.
+
+Options given to a preset go to its main pass: ``int8(calibration=entropy)`` is
+``quantize(calibration=entropy)`` inside the preset.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from onnxpress.passes.pipeline import PassSpec, split_pipeline
 #: preset -> (main pass, {target: pipeline})
 PRESETS: dict[str, tuple[str, dict[str, str]]] = {
     "int8": ("quantize", {
-        "ort-cpu": "cleanup,quantize,fold-qdq",
+        "ort-cpu": "cleanup,fuse-for-ort,quantize(smooth=0.5),fold-qdq,lower-qdq",
         "tensorrt": "cleanup,quantize(activations=int8),fold-qdq",
     }),
 }

@@ -2,10 +2,21 @@
 nodes (ONNX Runtime's static QDQ output, PyTorch fake-quant exports, ModelOpt-style
 models, ours). Rewrites, each bit-exact unless marked:
 
+- ``Q(x, Identity(s), Identity(zp))`` -> ``Q(x, s, zp)`` (likewise DQ, and a weight
+  ``Q(Identity(W))``) when the Identity chain ends in a constant: the TorchScript exporter
+  shares equal initializers through Identity nodes, which hid them from every rule below
+  (exact: Identity copies).
+- a one-element scale or zero point of shape ``[1]`` (any rank) of a non-blocked Q/DQ -> a
+  0-d copy: TorchScript writes ``[1]``, which ONNX Runtime reads as per tensor but then fuses
+  ``DQ -> Add -> Q`` into a QLinearAdd that rejects it, so the model does not load at its
+  default optimisation level (exact: the same value, read the same way).
 - ``DQ(Q(W, s, zp))``, W constant  -> ``DQ(Wq)``, Wq an int8/uint8/int16/uint16
   initializer: the file stores 1 byte per weight instead of 4. Wq is what the runtime's Q
   computes (``ir.quant_math.quantize``: x / s in float32, round half to even, saturate;
   per tensor, per axis, or blocked), so the DQ sees the same integers (exact).
+  ``DQ(Clip(Q(W), lo, hi))`` -> ``DQ(clip(Wq, lo, hi))`` for constant integer bounds: what
+  PyTorch exports for a fake-quant range narrower than the type, (0, 127) (exact: integer
+  clamping).
 - ``Q(DQ(q, s, zp), s, zp)`` -> ``q``; ``Q(op(DQ(q)))`` -> ``op(q)`` for data-movement ops;
   ``Shape(DQ(q))`` -> ``Shape(q)``; ``Q(Relu(x))`` / ``Q(Clip(x))`` -> ``Q(x)`` when Q
   saturates what they cut: onnxscript pattern rules, exact, with the argument in
@@ -20,7 +31,8 @@ models, ours). Rewrites, each bit-exact unless marked:
 Left alone, with the node and reason in the notes: a requantization ``Q2(DQ1(q))`` with
 other parameters (it rounds), per-axis parameters through an op that moves the axis, float8
 or int4 weights, non-float32 weights or scales, scales or zero points that are not
-constant, a Q whose output is a graph output.
+constant, a Q whose output is a graph output. Left alone silently: an integer Clip between
+an activation's Q and DQ (PyTorch's (0, 127) range; it clamps, and ORT runs it on uint8).
 """
 
 from __future__ import annotations
@@ -68,12 +80,15 @@ class FoldQdq(Pass):
     drop_unfusable: bool = False  # lossy: remove Q->DQ pairs no ORT kernel can fuse
 
     def call(self, model: ir.Model) -> PassStats:
-        stats = {"weights_folded": 0, "redundant_pairs": 0, "moved_through": 0,
+        stats = {"identities_bypassed": 0, "scalars_made": 0, "weights_folded": 0,
+                 "clips_folded": 0, "redundant_pairs": 0, "moved_through": 0,
                  "activations_absorbed": 0, "dropped_lossy": 0, "kept": 0}
         result = PassStats(model, modified=False, stats=stats)
+        stats["identities_bypassed"] = _bypass_identities(model)
+        stats["scalars_made"] = _scalar_parameters(model)
         constants = _qdq_constants(model)
         kept: dict[ir.Node, str] = {}
-        stats["weights_folded"] = self._fold_weights(model, kept)
+        stats["weights_folded"], stats["clips_folded"] = self._fold_weights(model, kept)
         log = RuleLog()
         rule_sets = {"activations_absorbed": absorb_rules(log), "moved_through": move_rules(log),
                      "redundant_pairs": pair_rules(log)}
@@ -99,20 +114,73 @@ class FoldQdq(Pass):
         logger.debug("fold-qdq: %s", stats)
         return result
 
-    def _fold_weights(self, model: ir.Model, kept: dict[ir.Node, str]) -> int:
-        folded = 0
+    def _fold_weights(self, model: ir.Model, kept: dict[ir.Node, str]) -> tuple[int, int]:
+        """Weights folded, and integer Clips folded into them."""
+        folded = clips = 0
         for graph in list(all_graphs(model)):
             for node in [n for n in graph if is_op(n, "QuantizeLinear")]:
                 reason = _fold_weight(graph, node)
-                if reason is None:
+                if isinstance(reason, int):
                     folded += 1
+                    clips += reason
                 elif reason != _NOT_CONSTANT:
                     kept[node] = f"weight not folded: {reason}"
-        return folded
+        return folded, clips
 
 
-def _fold_weight(graph: ir.Graph, q: ir.Node) -> str | None:
-    """Replace a Q of a constant by the quantized constant; None when done, else why not."""
+def _bypass_identities(model: ir.Model) -> int:
+    """Feed every Q/DQ input that is an Identity chain over a constant from the constant."""
+    bypassed = 0
+    for node in _qdq_nodes(model):
+        for index, value in enumerate(node.inputs):
+            chain = _identity_chain(value)
+            if chain and is_constant(chain[0].inputs[0]):
+                node.replace_input_with(index, chain[0].inputs[0])
+                _sweep(chain)  # pops the last first: the Identity this node read
+                bypassed += 1
+    return bypassed
+
+
+def _scalar_parameters(model: ir.Model) -> int:
+    """Give every per-tensor Q/DQ with a ``[1]`` scale or zero point 0-d copies of them."""
+    copies: dict[tuple[int, int], ir.Value] = {}
+    replaced: list[ir.Value | None] = []
+    for node in _qdq_nodes(model):
+        params = list(node.inputs[1:3])
+        arrays = [constant_array(v) for v in params if v is not None]
+        if (node.graph is None or node.attributes.get_int("block_size", 0) or not arrays
+                or any(a is None or a.size != 1 for a in arrays)):
+            continue
+        for index, (value, array) in enumerate(zip(params, arrays), start=1):
+            if array.ndim == 0:
+                continue
+            key = (id(value), id(node.graph))
+            if key not in copies:
+                name = f"{value.name or node.name}_scalar"
+                copies[key] = Builder(node.graph).initializer(array.reshape(()), name)
+            node.replace_input_with(index, copies[key])
+            replaced.append(value)
+    _drop_unused(replaced)
+    return len(replaced)
+
+
+def _qdq_nodes(model: ir.Model) -> list[ir.Node]:
+    return [n for n in model.graph.all_nodes()
+            if is_op(n, "QuantizeLinear") or is_op(n, "DequantizeLinear")]
+
+
+def _identity_chain(value: ir.Value | None) -> list[ir.Node]:
+    """The Identity nodes that ``value`` copies, the first one reading the source."""
+    chain: list[ir.Node] = []
+    while value is not None and is_op(value.producer(), "Identity"):
+        chain.insert(0, value.producer())
+        value = chain[0].inputs[0]
+    return chain
+
+
+def _fold_weight(graph: ir.Graph, q: ir.Node) -> str | int:
+    """Replace a Q of a constant by the quantized constant: the number of integer Clips
+    folded into it when done, else why not."""
     weight = constant_array(q.inputs[0])
     if weight is None:
         return _NOT_CONSTANT
@@ -136,7 +204,30 @@ def _fold_weight(graph: ir.Graph, q: ir.Node) -> str | None:
     q.outputs[0].replace_all_uses_with(value)
     graph.remove(q, safe=True)
     _drop_unused([source])
-    return None
+    return sum(_fold_clip(graph, use.node, quantized, name) for use in value.uses())
+
+
+def _fold_clip(graph: ir.Graph, clip: ir.Node, quantized: np.ndarray, name: str) -> int:
+    """``Clip(Wq, lo, hi)`` -> ``clip(Wq, lo, hi)`` for constant bounds; 1 when folded."""
+    if (not is_op(clip, "Clip") or clip.graph is not graph or clip.outputs[0].is_graph_output()
+            or "min" in clip.attributes or "max" in clip.attributes):
+        return 0
+    info = np.iinfo(quantized.dtype)
+    inputs = list(clip.inputs) + [None] * (3 - len(clip.inputs))
+    bounds = []
+    for value, default in zip(inputs[1:], (info.min, info.max)):
+        array = default if value is None else constant_array(value)
+        if array is None or np.size(array) != 1 or np.asarray(array).dtype.kind not in "iu":
+            return 0
+        bounds.append(int(np.asarray(array).reshape(())))
+    if bounds[0] > bounds[1]:
+        return 0  # an empty range: runtimes differ
+    clipped = np.clip(quantized, bounds[0], bounds[1]).astype(quantized.dtype)
+    value = Builder(graph).initializer(clipped, f"{name}_clipped")
+    clip.outputs[0].replace_all_uses_with(value)
+    graph.remove(clip, safe=True)
+    _drop_unused(inputs)
+    return 1
 
 
 def _quantize(weight: np.ndarray, params: QdqParams) -> np.ndarray | str:
@@ -165,11 +256,10 @@ def _quantize(weight: np.ndarray, params: QdqParams) -> np.ndarray | str:
 def _qdq_constants(model: ir.Model) -> list[ir.Value]:
     """The constant inputs of every Q/DQ, to be dropped at the end if nothing reads them."""
     values: dict[int, ir.Value] = {}
-    for node in model.graph.all_nodes():
-        if is_op(node, "QuantizeLinear") or is_op(node, "DequantizeLinear"):
-            for value in node.inputs:
-                if is_constant(value):
-                    values.setdefault(id(value), value)
+    for node in _qdq_nodes(model):
+        for value in node.inputs:
+            if is_constant(value):
+                values.setdefault(id(value), value)
     return list(values.values())
 
 

@@ -1,7 +1,8 @@
 """Which tensors ``quantize`` puts Q/DQ on: a policy, not "everything".
 
-Compute ops (Conv, MatMul, Gemm by default) get their weight stored as int8 + DequantizeLinear
-(per output channel) and their activation inputs wrapped in QuantizeLinear -> DequantizeLinear;
+Compute ops (Conv, MatMul, Gemm, com.microsoft.Attention by default) get their weight stored
+as int8 + DequantizeLinear (per output channel) and their activation inputs wrapped in
+QuantizeLinear -> DequantizeLinear;
 a Conv's output too, after a following Relu/Clip when it has one, because ONNX Runtime only
 fuses ``DQ -> Conv -> Q`` into an integer convolution when the output is quantized, while
 ``DQ -> MatMul`` without an output Q already runs as an integer MatMul.
@@ -26,6 +27,8 @@ import onnx_ir as ir
 from onnxpress.ir.analysis import constant_array
 
 FLOAT = ir.DataType.FLOAT
+#: compute ops outside the default domain that ``quantize`` knows
+_DOMAINS = {"Attention": "com.microsoft"}
 #: ops whose output is quantized after them rather than before their consumer
 _FUSED_ACTIVATIONS = ("Relu", "Clip")
 
@@ -78,7 +81,8 @@ def plan(
         return True
 
     for node in graph:
-        if node.op_type not in ops or node.domain != "" or node.name in exclude:
+        if node.op_type not in ops or node.domain != _DOMAINS.get(node.op_type, "") \
+                or node.name in exclude:
             continue
         target = _target(node)
         if target is None:
@@ -116,6 +120,13 @@ def _target(node: ir.Node) -> Target | None:
         axis = 0 if attrs.get_int("transB", 0) else 1
         bias = 2 if len(inputs) > 2 and _is_vector(inputs[2]) else None
         return Target(node, weight=1, axis=axis, bias=bias)
+    if node.op_type == "Attention":
+        # packed [hidden, 3 * hidden] Q/K/V weight, one scale per column; the bias stays
+        # float (QAttention adds it in float)
+        weight = constant_array(inputs[1]) if len(inputs) > 1 else None
+        if weight is None or weight.ndim != 2:
+            return None
+        return Target(node, weight=1, axis=1)
     if node.op_type == "MatMul":
         weight = constant_array(inputs[1])
         if weight is None:

@@ -3,7 +3,8 @@ the same int8 weights):
 
 - weight ``W`` -> ``int8 W_q -> DequantizeLinear`` (per output channel, symmetric);
 - bias ``b`` -> ``int32 b_q -> DequantizeLinear`` at scale ``s_input * s_weight``;
-- activation ``x`` -> ``x -> QuantizeLinear -> DequantizeLinear`` (per tensor).
+- activation ``x`` -> ``x -> QuantizeLinear -> DequantizeLinear`` (per tensor), or with a
+  migration (:mod:`.migration`) ``x -> Mul(1 / s) -> Q -> DQ``, and weights ``s * W``.
 
 Each function adds nodes and initializers and returns the new float value; which consumers
 read it is the caller's choice.
@@ -17,17 +18,22 @@ import onnx_ir as ir
 from onnxpress.ir import quant_math
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.builder import Builder
+from onnxpress.passes.quantize.migration import Migration
 
 __all__ = ["dequantized_bias", "dequantized_weight", "drop_unused_initializers", "int8_weight",
            "qdq"]
 
 
 def dequantized_weight(
-    graph: ir.Graph, node: ir.Node, weight: ir.Value, axis: int
+    graph: ir.Graph, node: ir.Node, weight: ir.Value, axis: int,
+    migration: Migration | None = None,
 ) -> tuple[ir.Value, np.ndarray]:
-    """int8 per-channel weight + its DequantizeLinear, inserted before ``node``; the scale."""
+    """int8 per-channel weight + its DequantizeLinear, inserted before ``node``; the scale.
+    With a ``migration``, the weight that reads the smoothed input."""
     array = constant_array(weight)
     assert array is not None
+    if migration is not None:
+        array = migration.weight(array, axis)
     quantized, p = int8_weight(array, axis)
     builder = Builder(graph)
     q = builder.initializer(quantized, f"{weight.name}_quantized")
@@ -66,11 +72,19 @@ def dequantized_bias(
     return out
 
 
-def qdq(builder: Builder, value: ir.Value, p: quant_math.QuantParams) -> ir.Value:
-    """``value -> Q -> DQ`` recorded on ``builder`` (not yet placed); the DQ output."""
+def qdq(builder: Builder, value: ir.Value, p: quant_math.QuantParams,
+        migration: Migration | None = None) -> ir.Value:
+    """``value -> Q -> DQ`` recorded on ``builder`` (not yet placed); the DQ output. With a
+    ``migration``, ``value -> Mul(1 / factors) -> Q -> DQ``."""
     scale = builder.initializer(np.asarray(p.scale, np.float32).reshape(()), f"{value.name}_scale")
     zero = builder.initializer(np.asarray(p.zero_point).reshape(()), f"{value.name}_zero_point")
-    quantized = builder.op("QuantizeLinear", [value, scale, zero],
+    source = value
+    if migration is not None:
+        inverse = builder.initializer((1 / migration.factors).astype(np.float32),
+                                      f"{value.name}_smoothing")
+        source = builder.op("Mul", [value, inverse], name=f"{value.name}_Smooth")
+        source.name, source.dtype, source.shape = f"{value.name}_smoothed", value.dtype, value.shape
+    quantized = builder.op("QuantizeLinear", [source, scale, zero],
                            name=f"{value.name}_QuantizeLinear")
     quantized.name = f"{value.name}_quantized"
     restored = builder.op("DequantizeLinear", [quantized, scale, zero],

@@ -46,6 +46,7 @@ from onnxpress.ir import quant_math
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.builder import Builder
 from onnxpress.passes.calibration_data import Batch
+from onnxpress.passes.quantize.migration import Migration
 from onnxpress.passes.quantize.policy import Target
 from onnxpress.passes.quantize.rewrite import int8_weight
 
@@ -87,7 +88,9 @@ class Simulator:
         layers: Sequence[Target],
         params: Mapping[ir.Value, quant_math.QuantParams],
         fixed_float: Collection[ir.Node] = (),
+        moved: Mapping[ir.Value, Migration] | None = None,
     ) -> None:
+        moved = moved or {}
         clone = model.clone()
         nodes, values = _correspondence(model.graph, clone.graph)
         graph = clone.graph
@@ -95,12 +98,16 @@ class Simulator:
         self._value_switches = [_input(graph, f"{SWITCH}_value_{j}") for j in range(len(params))]
         self._wanting = [[i for i, t in enumerate(layers) if v in t.activations] for v in params]
         #: per layer: (input name, float array, quantized round trip) of its weight and bias
-        self._constants = [_constants_as_inputs(graph, i, t, nodes[t.node], params)
+        self._constants = [_constants_as_inputs(graph, i, t, nodes[t.node], params,
+                                                moved.get(t.node.inputs[0]))
                            for i, t in enumerate(layers)]
         by_node = {nodes[t.node]: s for t, s in zip(layers, self._layer_switches)}
         by_node.update((nodes[n], None) for n in fixed_float)
+        outputs = {v for t in layers for v in t.activations if v not in t.node.inputs}
         for (value, p), switch in zip(params.items(), self._value_switches):
-            _switch_activation(graph, values[value], p, switch, by_node)
+            # as quantize inserts them: a layer input's other readers keep the float value
+            _switch_activation(graph, values[value], _simulated(p, moved.get(value)),
+                               switch if value in outputs else None, by_node)
         self._output = model.graph.outputs[0].name
         self._runner = Runner(clone)
 
@@ -139,17 +146,25 @@ def _input(graph: ir.Graph, name: str, like: np.ndarray | None = None) -> ir.Val
 
 def _constants_as_inputs(
     graph: ir.Graph, index: int, target: Target, node: ir.Node,
-    params: Mapping[ir.Value, quant_math.QuantParams],
+    params: Mapping[ir.Value, quant_math.QuantParams], migration: Migration | None,
 ) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """The layer's weight (and int32 bias) as graph inputs: (name, float, round trip)."""
+    """The layer's weight (and int32 bias) as graph inputs: (name, float, round trip). A
+    migrated weight's round trip is divided back by the factors, as its input is simulated
+    unsmoothed (``_simulated``)."""
     if target.weight is None:
         return []
     assert target.axis is not None
     weight = constant_array(node.inputs[target.weight])
     assert weight is not None
     weight = np.asarray(weight, np.float32)
-    q, p = int8_weight(weight, target.axis)
-    constants = [(target.weight, weight, quant_math.dequantize(q, p))]
+    if migration is None:
+        q, p = int8_weight(weight, target.axis)
+        constants = [(target.weight, weight, quant_math.dequantize(q, p))]
+    else:
+        q, p = int8_weight(migration.weight(weight, target.axis), target.axis)
+        unsmoothed = Migration((1 / migration.factors).astype(np.float32))
+        constants = [(target.weight, weight,
+                      unsmoothed.weight(quant_math.dequantize(q, p), target.axis))]
     first = target.node.inputs[0]  # the activation input of Conv, Gemm and MatMul
     bias = constant_array(node.inputs[target.bias]) if target.bias is not None else None
     if bias is not None and first in params:
@@ -163,24 +178,34 @@ def _constants_as_inputs(
     return named
 
 
+def _simulated(p: quant_math.QuantParams, migration: Migration | None) -> quant_math.QuantParams:
+    """What the layers see of a migrated activation, unsmoothed: ``s * DQ(Q(x / s))``, a
+    per-channel round trip at scales ``c * s``."""
+    return p if migration is None else migration.quantizer(p)
+
+
 def _switch_activation(
-    graph: ir.Graph, value: ir.Value, p: quant_math.QuantParams, switch: ir.Value,
+    graph: ir.Graph, value: ir.Value, p: quant_math.QuantParams, switch: ir.Value | None,
     by_node: Mapping[ir.Node, ir.Value | None],
 ) -> None:
     """Each consumer of ``value`` reads ``If(s, DQ(Q(value)), value)``, ``s`` its switch: a
-    layer's own, the activation's for every other consumer; a fixed-float node (None) reads
-    ``value``. ``If`` computes the pair only when it is on (``Where`` would always)."""
+    layer's own, ``switch`` for every other consumer (None: those read ``value``, as a
+    fixed-float node does). ``If`` computes the pair only when it is on (``Where`` would always)."""
     uses = [(use.node, use.idx) for use in value.uses()]
     builder = Builder(graph)
-    scale = builder.initializer(np.asarray(p.scale, np.float32).reshape(()), f"{value.name}_scale")
-    zero = builder.initializer(np.asarray(p.zero_point).reshape(()), f"{value.name}_zero_point")
+    shape = () if p.axis is None else np.shape(p.scale)
+    scale = builder.initializer(np.asarray(p.scale, np.float32).reshape(shape),
+                                f"{value.name}_scale")
+    zero = builder.initializer(np.asarray(p.zero_point).reshape(shape), f"{value.name}_zero_point")
+    axis = {} if p.axis is None else {"axis": p.axis}
     gated: dict[ir.Value, ir.Value] = {}
     for consumer, _ in uses:
         own = by_node.get(consumer, switch)
         if own is not None and own not in gated:
             gated[own] = builder.op("If", [own], {
-                "then_branch": _branch(f"{value.name}_on_{own.name}", value, scale, zero),
-                "else_branch": _branch(f"{value.name}_off_{own.name}", value)})
+                "then_branch": _branch(f"{value.name}_on_{own.name}", value, axis, scale,
+                                       zero),
+                "else_branch": _branch(f"{value.name}_off_{own.name}", value, {})})
             gated[own].dtype, gated[own].shape = value.dtype, value.shape
     builder.insert_after(value.producer())
     for consumer, index in uses:
@@ -189,14 +214,14 @@ def _switch_activation(
             consumer.replace_input_with(index, gated[own])
 
 
-def _branch(name: str, value: ir.Value, *params: ir.Value) -> ir.Graph:
+def _branch(name: str, value: ir.Value, axis: dict[str, int], *params: ir.Value) -> ir.Graph:
     """A branch of the If above: ``DQ(Q(value))`` given ``params`` (scale, zero point), else
     ``Identity(value)``."""
     tape = ir.tape.Tape()
     if params:
-        quantized = tape.op("QuantizeLinear", [value, *params], name=f"{name}_Q")
+        quantized = tape.op("QuantizeLinear", [value, *params], axis, name=f"{name}_Q")
         quantized.name = f"{name}_quantized"
-        out = tape.op("DequantizeLinear", [quantized, *params], name=f"{name}_DQ")
+        out = tape.op("DequantizeLinear", [quantized, *params], axis, name=f"{name}_DQ")
     else:
         out = tape.op("Identity", [value], name=name)
     out.name, out.dtype, out.shape = name, value.dtype, value.shape
@@ -237,11 +262,13 @@ def choose_float_layers(
     batches: Sequence[Batch],
     budget: float,
     fixed_float: Collection[ir.Node] = (),
+    moved: Mapping[ir.Value, Migration] | None = None,
 ) -> Choice:
     """Steps 1-3 of the module docstring. ``fixed_float``: nodes that stay float whatever
-    happens (planned layers whose input could not be quantized)."""
+    happens (planned layers whose input could not be quantized); ``moved``: the migrated
+    activations (:mod:`.migration`)."""
     start = time.perf_counter()
-    simulator = Simulator(model, layers, params, fixed_float)
+    simulator = Simulator(model, layers, params, fixed_float, moved)
     reference = [simulator.run(batch, ()) for batch in batches]
     measured: dict[frozenset[int], float] = {}
 

@@ -4,6 +4,7 @@ MiniLM, and small hand-built graphs for each pattern variant, positive and negat
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -287,9 +288,48 @@ def test_skip_layer_norm_declines_broadcasts_ort_cannot_run(a_shape, b_shape):
     assert any("shapes are not provably" in note for note in result.notes), result.notes
 
 
-def test_skip_layer_norm_is_off_by_default():
-    out, result = fuse(skip_ln_model())
-    assert count(out, "LayerNormalization") == 1 and not result.modified
+def test_skip_layer_norm_is_off_by_default_and_the_add_becomes_a_sum():
+    source = skip_ln_model()
+    out, result = fuse(source)
+    assert count(out, "LayerNormalization") == 1 and count(out, "Add") == 0
+    assert count(out, "Sum") == 1 and result.stats["add_as_sum"] == 1
+    feeds = {"a": rand(2, 4, 8, seed=5), "b": rand(2, 4, 8, seed=6)}
+    # bit-identical to the Add as ONNX defines it (ORT's fused kernel rounds differently)
+    expected, got = run_unoptimized(source, feeds), run_unoptimized(out, feeds)
+    assert all(np.array_equal(expected[k], got[k]) for k in expected)
+    # ORT's own SkipLayerNormFusion (a slow kernel in 1.31) no longer fires
+    optimized = tmp_optimized(out)
+    assert count(optimized, "SkipLayerNormalization") == 0
+    assert count(tmp_optimized(source), "SkipLayerNormalization") == 1
+
+
+def test_add_as_sum_can_be_turned_off_and_spares_shared_sums():
+    out, result = fuse(skip_ln_model(), add_as_sum=False)
+    assert count(out, "Add") == 1 and not result.modified
+    out, _ = fuse(skip_ln_model(sum_used=True))
+    assert count(out, "Sum") == 0  # another reader: ORT would not fuse it anyway
+
+
+def run_unoptimized(proto, feeds):
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(proto.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+
+
+def tmp_optimized(proto):
+    """The model as ORT's ENABLE_ALL optimizer leaves it."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = f"{folder}/optimized.onnx"
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = path
+        options.log_severity_level = 3
+        ort.InferenceSession(proto.SerializeToString(), options,
+                             providers=["CPUExecutionProvider"])
+        return onnx.load(path)
 
 
 # --------------------------------------------------------------------------- Attention

@@ -1,0 +1,477 @@
+"""``weight-only``: int4 / int8 blocked quantization of MatMul and Gemm weights, for size.
+
+Activations stay float; each constant weight ``W [K, N]`` is stored as ``bits``-bit levels
+with one scale (and, asymmetric, one zero point) per block of ``block_size`` consecutive
+input features of an output channel (``block_size=0``: one per output channel); the math is
+in :mod:`.blockwise`. Two output formats:
+
+- ``format=dq`` (standard ONNX, any runtime):
+  ``MatMul(A, W)  ->  MatMul(A, DequantizeLinear(W_q, scale[, zero_point]; axis, block_size))``
+  with ``W_q`` INT4/INT8 (symmetric, no zero point) or UINT4/UINT8 (asymmetric); Gemm keeps
+  its ``transB`` and reads the DequantizeLinear in the layout it expects. Blocked
+  DequantizeLinear and 4-bit types need opset 21: a lower default opset import is raised
+  (onnxscript's version converter; the report says so), and where it cannot be, nothing is
+  quantized and the report says why. int8 per channel needs only opset 13.
+- ``format=matmulnbits`` (ONNX Runtime's contrib op):
+  ``MatMul(A, W)  ->  com.microsoft.MatMulNBits(A, B, scales[, zero_points]; K, N, bits,
+  block_size, accuracy_level)``, ``Gemm(A, W, C)`` too when ``transA=0, alpha=1`` and ``C``
+  is a constant row (``beta * C`` becomes the bias input). ``block_size`` must be a power of
+  two >= 16; per channel uses one block of the next power of two >= K.
+
+A weight read through ``Transpose(perm=[1, 0])`` of a constant (what PyTorch exports for
+``nn.Linear``) counts as a constant: the Transpose goes away with the float weight. A K that
+is not a multiple of ``block_size`` leaves a shorter last block (DequantizeLinear) or is
+padded with zero-valued levels (MatMulNBits); no weight is skipped for it.
+
+``method=rtn`` rounds to nearest (no data). ``method=gptq`` (Frantar et al.) needs
+calibration data: the model runs once on it (``calibration.collect``) to get ``X^T X`` of
+every quantized layer's input, then each weight is quantized column by column, spreading the
+rounding error over the columns not yet quantized. Its inputs come from the float model
+(all layers at once, not layer by layer as in the paper).
+
+Lossy by design. Exactness promised: the float weight the runtime computes from what is
+stored is ``Blocked.dequantize()`` bit for bit (DequantizeLinear semantics). Note that ONNX
+Runtime fuses ``DequantizeLinear(int4) -> MatMul`` into MatMulNBits with
+``accuracy_level=4`` (int8 activations) by default, which adds ~0.5% relative error; set
+the session option ``session.qdq_matmulnbits_accuracy_level=0`` to keep float activations.
+
+Left unchanged, and listed in the notes: weights that are not constants, not float32, not
+2-D, excluded, or smaller than ``min_elements``; Gemm forms MatMulNBits cannot express.
+Only the main graph is rewritten; subgraphs are left whole.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+from typing import Any, Literal
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxpress.errors import BadInputError
+from onnxpress.ir.analysis import constant_array, is_constant, opset_version
+from onnxpress.ir.builder import Builder
+from onnxpress.passes.base import Pass, PassStats, data_field
+from onnxpress.passes.quantize import blockwise
+from onnxpress.passes.quantize.calibration import Observer
+
+__all__ = ["WeightOnly"]
+
+logger = logging.getLogger(__name__)
+
+_OPS = ("MatMul", "Gemm")
+_BLOCKED_OPSET = 21  # DequantizeLinear's block_size attribute and INT4/UINT4
+_MS_DOMAIN = "com.microsoft"
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightOnly(Pass):
+    name = "weight-only"
+
+    bits: int = 4  # 4 or 8
+    block_size: int = 32  # along K; 0 = one scale per output channel
+    symmetric: bool = True
+    format: Literal["dq", "matmulnbits"] = "dq"
+    method: Literal["rtn", "gptq"] = "rtn"
+    min_elements: int = 4096  # smaller weights stay float
+    exclude: str = ""  # comma-separated node names kept float
+    ops: str = "MatMul,Gemm"
+    accuracy_level: int = 0  # MatMulNBits: 0 keeps A float, 4 lets ORT quantize A to int8
+    max_batches: int = 64  # gptq: calibration batches read
+    damp: float = 0.01  # gptq: added to H's diagonal, times its mean
+    data: Any = data_field()
+
+    def __post_init__(self) -> None:
+        where = "weight-only"
+        if self.bits not in (4, 8):
+            raise BadInputError(f"{where}: bits must be 4 or 8, not {self.bits}")
+        if self.format not in ("dq", "matmulnbits"):
+            raise BadInputError(f"{where}: format must be dq or matmulnbits")
+        if self.method not in ("rtn", "gptq"):
+            raise BadInputError(f"{where}: method must be rtn or gptq")
+        if self.block_size < 0:
+            raise BadInputError(f"{where}: block_size must be >= 0 (0 = per output channel)")
+        if self.format == "matmulnbits" and self.block_size and not _nbits_block(self.block_size):
+            raise BadInputError(f"{where}: MatMulNBits needs a block_size that is a power of "
+                                "two >= 16 (or 0 for per channel)")
+        if unknown := set(_names(self.ops)) - set(_OPS):
+            raise BadInputError(f"{where}: ops may name MatMul and Gemm, not {sorted(unknown)}")
+        if not 0 <= self.accuracy_level <= 4:
+            raise BadInputError(f"{where}: accuracy_level must be 0 to 4")
+        if self.damp < 0 or self.max_batches < 1:
+            raise BadInputError(f"{where}: damp must be >= 0 and max_batches >= 1")
+
+    def call(self, model: ir.Model) -> PassStats:
+        result = PassStats(model, modified=False, stats={
+            "nodes": 0, "weights": 0, "float_bytes": 0, "quantized_bytes": 0})
+        if self.method == "gptq" and self.data is None:
+            raise BadInputError("weight-only(method=gptq) needs calibration data: give "
+                                "--calibration FILE.npz (arrays named after the model's "
+                                "inputs), or use method=rtn")
+        targets, skipped = self._plan(model.graph)
+        opset = opset_version(model)
+        if targets and self.format == "dq" and not self._opset_ready(model, result.notes):
+            return result
+        if opset_version(model) != opset:
+            targets, skipped = self._plan(model.graph)  # the converter may replace nodes
+        factors = self._factors(model, targets, result.notes)
+        self._rewrite(model.graph, targets, factors, result.stats)
+        if result.stats["nodes"] and self.format == "matmulnbits":
+            model.opset_imports.setdefault(_MS_DOMAIN, 1)
+        result.notes.extend(_skip_notes(skipped))
+        result.notes.extend(self._shape_notes(targets))
+        result.modified = bool(result.stats["nodes"])
+        return result
+
+    # ------------------------------------------------------------------------- planning
+
+    def _plan(self, graph: ir.Graph) -> tuple[list[_Target], dict[str, list[str]]]:
+        ops, exclude = set(_names(self.ops)), set(_names(self.exclude))
+        targets: list[_Target] = []
+        skipped: dict[str, list[str]] = collections.defaultdict(list)
+        for node in graph:
+            if node.domain not in ("", "ai.onnx") or node.op_type not in ops:
+                continue
+            reason = "excluded" if node.name in exclude else None
+            target = None if reason else _target(node)
+            if target is None:
+                reason = reason or "B is not a constant (nor a transposed one)"
+            else:
+                reason = self._unsupported(target)
+            if reason:
+                skipped[reason].append(node.name or node.op_type)
+            else:
+                targets.append(target)
+        return targets, skipped
+
+    def _unsupported(self, target: _Target) -> str | None:
+        tensor, node = target.tensor, target.node
+        if tensor.dtype != ir.DataType.FLOAT:
+            return f"weight is {tensor.dtype}, not float32"
+        if len(tensor.shape) != 2:
+            return "weight is not 2-D"
+        if target.k * target.n < self.min_elements:
+            return f"weight has fewer than min_elements={self.min_elements} elements"
+        if self.format != "matmulnbits":
+            return None
+        a = node.inputs[0]
+        if a is not None and a.shape is not None and len(a.shape) < 2:
+            return "MatMulNBits needs A of rank >= 2"
+        if node.op_type == "Gemm":
+            return _gemm_obstacle(node, target.n)
+        return None
+
+    def _opset_ready(self, model: ir.Model, notes: list[str]) -> bool:
+        """Raise the default opset import to what the DequantizeLinear needs; False (and a
+        note) when it cannot be raised."""
+        needed = _BLOCKED_OPSET if self.bits == 4 or self.block_size else 13
+        current = opset_version(model) or 0
+        if current >= needed:
+            return True
+        from onnxscript import version_converter
+
+        try:
+            version_converter.convert_version(model, target_version=needed, fallback=True)
+        except Exception as error:  # the converter raises many types; all mean "cannot"
+            logger.debug("opset conversion failed: %s", error)
+        if (opset_version(model) or 0) < needed:
+            notes.append(f"nothing quantized: format=dq needs opset {needed} (blocked or 4-bit "
+                         f"DequantizeLinear) and the model's opset {current} could not be "
+                         "raised; use format=matmulnbits")
+            return False
+        if needed >= _BLOCKED_OPSET:
+            model.ir_version = max(model.ir_version or 0, 10)  # what opset 21 and int4 need
+        notes.append(f"default opset import raised from {current} to {needed} for "
+                     "DequantizeLinear")
+        return True
+
+    def _shape_notes(self, targets: list[_Target]) -> list[str]:
+        if not self.block_size:
+            return []
+        ragged = sorted({t.source.name or "" for t in targets if t.k % self.block_size})
+        if not ragged:
+            return []
+        how = ("padded with zero levels" if self.format == "matmulnbits"
+               else "quantized as a shorter last block")
+        return [f"K not a multiple of block_size={self.block_size} ({how}): "
+                f"{_listing(ragged)}"]
+
+    # ------------------------------------------------------------------------- rewriting
+
+    def _factors(self, model: ir.Model, targets: list[_Target],
+                 notes: list[str]) -> dict[ir.Value, blockwise.GptqFactor]:
+        """GPTQ's factor of ``X^T X / n`` for each weight (over the rows of every layer that
+        reads it), computed once per distinct set of inputs (q, k and v share theirs)."""
+        if self.method != "gptq" or not targets:
+            return {}
+        from onnxpress.passes.quantize.calibration import collect
+
+        inputs: dict[ir.Value, set[str]] = collections.defaultdict(set)
+        for target in targets:
+            a = target.node.inputs[0]
+            if _transposed_a(target.node) or a is None or not a.name:
+                notes.append(f"gptq: {target.node.name} rounded to nearest (its input is "
+                             "transposed or unnamed)")
+                inputs[target.source].add("")  # poisons the set: no factor for this weight
+            else:
+                inputs[target.source].add(a.name)
+        names = sorted({n for group in inputs.values() for n in group if n})
+        observers = collect(model, names, self.data, method=_Gram, max_batches=self.max_batches)
+        grams = {name: o for name, o in observers.items() if isinstance(o, _Gram)}
+        factors: dict[ir.Value, blockwise.GptqFactor] = {}
+        shared: dict[frozenset[str], blockwise.GptqFactor] = {}
+        for source, group in inputs.items():
+            key = frozenset(group)
+            if "" in key or not all(grams[n].count for n in key):
+                continue
+            if key not in shared:
+                observed = [grams[n] for n in sorted(key)]
+                hessian = sum(g.total for g in observed if g.total is not None) / sum(
+                    g.count for g in observed)
+                shared[key] = blockwise.gptq_factor(hessian, block_size=self.block_size,
+                                                    damp=self.damp)
+            factors[source] = shared[key]
+        return factors
+
+    def _quantize(self, target: _Target, factor: blockwise.GptqFactor | None,
+                  stats: dict[str, Any]) -> blockwise.Blocked:
+        w = constant_array(target.source)
+        assert w is not None
+        stats["weights"] += 1
+        stats["float_bytes"] += w.nbytes
+        w_nk = w if target.source_nk else w.T
+        options = dict(bits=self.bits, block_size=self.block_size, symmetric=self.symmetric)
+        if factor is None:
+            return blockwise.round_to_nearest(w_nk, **options)
+        return blockwise.gptq(w_nk, factor, **options)
+
+    def _rewrite(self, graph: ir.Graph, targets: list[_Target],
+                 factors: dict[ir.Value, blockwise.GptqFactor], stats: dict[str, Any]) -> None:
+        done: dict[ir.Value, blockwise.Blocked] = {}
+        emitted: dict[tuple, Any] = {}
+        existing = set(graph.initializers.values())
+        for target in targets:
+            if target.source not in done:
+                done[target.source] = self._quantize(target, factors.get(target.source), stats)
+            if self.format == "dq":
+                self._emit_dq(graph, target, done[target.source], emitted)
+            else:
+                self._emit_nbits(graph, target, done[target.source], emitted)
+            stats["nodes"] += 1
+        for target in targets:
+            _drop_if_unused(graph, target.via)
+            _drop_if_unused(graph, target.source)
+        stats["quantized_bytes"] = sum(v.const_value.nbytes for v in graph.initializers.values()
+                                       if v not in existing and v.const_value is not None)
+
+    def _emit_dq(self, graph: ir.Graph, target: _Target, blocked: blockwise.Blocked,
+                 emitted: dict[tuple, Any]) -> None:
+        """``DequantizeLinear`` of the levels in the layout the node reads B in."""
+        wants_nk = target.node.op_type == "Gemm" and _attr(target.node, "transB", 0) == 1
+        key = ("dq", target.source, wants_nk)
+        if key not in emitted:
+            emitted[key] = _dequantize_linear(graph, target, blocked, wants_nk,
+                                              per_channel=not self.block_size)
+        target.node.replace_input_with(1, emitted[key])
+
+    def _emit_nbits(self, graph: ir.Graph, target: _Target, blocked: blockwise.Blocked,
+                    emitted: dict[tuple, Any]) -> None:
+        """``MatMulNBits`` in place of the node."""
+        node, name = target.node, target.source.name
+        size = self.block_size or _next_power_of_two(max(target.k, 16))
+        key = ("nbits", target.source)
+        if key not in emitted:
+            b, scales, zero = blockwise.pack_matmul_nbits(blocked, size)
+            builder = Builder(graph)
+            emitted[key] = (builder.initializer(b, f"{name}_q{self.bits}"),
+                            builder.initializer(scales, f"{name}_scales"),
+                            None if zero is None else
+                            builder.initializer(zero, f"{name}_zero_points"))
+        b_value, scale_value, zero_value = emitted[key]
+        builder = Builder(graph)
+        c = node.inputs[2] if node.op_type == "Gemm" and len(node.inputs) > 2 else None
+        bias = _gemm_bias(graph, node, c, target.n)
+        inputs = _trim([node.inputs[0], b_value, scale_value, zero_value, None, bias])
+        out = builder.op("MatMulNBits", inputs, {
+            "K": target.k, "N": target.n, "bits": self.bits, "block_size": size,
+            "accuracy_level": self.accuracy_level}, domain=_MS_DOMAIN,
+            name=f"{node.name}_MatMulNBits" if node.name else None)
+        ir.convenience.replace_nodes_and_values(
+            graph, node, [node], list(builder.nodes), [node.outputs[0]], [out])
+        _drop_if_unused(graph, c)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Target:
+    """A MatMul/Gemm whose B comes from the constant ``source`` (an initializer or a Constant
+    node's output, holding ``tensor``), stored ``[N, K]`` (``source_nk``) or ``[K, N]``;
+    ``via``: the Transpose between them, if any."""
+
+    node: ir.Node
+    source: ir.Value
+    tensor: ir.TensorProtocol
+    source_nk: bool
+    via: ir.Node | None
+
+    @property
+    def k(self) -> int:
+        return int(self.tensor.shape[1 if self.source_nk else 0])
+
+    @property
+    def n(self) -> int:
+        return int(self.tensor.shape[0 if self.source_nk else 1])
+
+
+def _target(node: ir.Node) -> _Target | None:
+    """The constant behind B (directly, or through a Transpose(perm=[1, 0])), or None."""
+    b = node.inputs[1] if len(node.inputs) > 1 else None
+    trans_b = node.op_type == "Gemm" and _attr(node, "transB", 0) == 1
+    if (tensor := _const_tensor(b)) is not None:
+        assert b is not None
+        return _Target(node, b, tensor, trans_b, None)
+    producer = b.producer() if b is not None else None
+    if (producer is not None and producer.op_type == "Transpose" and producer.domain == ""
+            and tuple(_attr(producer, "perm", (1, 0))) == (1, 0)
+            and (tensor := _const_tensor(source := producer.inputs[0])) is not None):
+        assert source is not None
+        return _Target(node, source, tensor, not trans_b, producer)
+    return None
+
+
+def _const_tensor(value: ir.Value | None) -> ir.TensorProtocol | None:
+    """The tensor of a constant value (shape and dtype known without reading its bytes)."""
+    if not is_constant(value):
+        return None
+    assert value is not None
+    if value.const_value is not None:
+        return value.const_value
+    producer = value.producer()
+    attr = producer.attributes.get("value") if producer is not None else None
+    return attr.as_tensor() if attr is not None and attr.type == ir.AttributeType.TENSOR else None
+
+
+def _gemm_obstacle(node: ir.Node, n: int) -> str | None:
+    """Why MatMulNBits cannot express this Gemm, or None."""
+    if _attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0:
+        return "Gemm with transA=1 or alpha != 1 (MatMulNBits cannot; use format=dq)"
+    c = node.inputs[2] if len(node.inputs) > 2 else None
+    if c is None:
+        return None
+    array = constant_array(c)
+    if array is None or array.size not in (1, n) or array.ndim > 2 or (
+            array.ndim == 2 and array.shape[0] != 1):
+        return "Gemm whose C is not a constant row (MatMulNBits cannot; use format=dq)"
+    return None
+
+
+def _gemm_bias(graph: ir.Graph, node: ir.Node, c: ir.Value | None, n: int) -> ir.Value | None:
+    """Gemm's ``beta * C`` as MatMulNBits' bias ``[N]`` (C itself when it already is one)."""
+    array = constant_array(c)
+    if c is None or array is None:
+        return None
+    beta = np.float32(_attr(node, "beta", 1.0))
+    if beta == 1 and array.shape == (n,) and array.dtype == np.float32:
+        return c
+    bias = np.broadcast_to(array.astype(np.float32).reshape(-1), (n,)) * beta
+    return Builder(graph).initializer(bias.astype(np.float32), f"{c.name}_bias")
+
+
+def _dequantize_linear(graph: ir.Graph, target: _Target, blocked: blockwise.Blocked,
+                       wants_nk: bool, *, per_channel: bool) -> ir.Value:
+    """Levels, scale (and zero point) initializers + DequantizeLinear before the node."""
+    name = target.source.name
+    q, scale, zero = blocked.q, blocked.scale, blocked.zero_point
+    if per_channel:
+        scale, zero = scale[:, 0], zero[:, 0]
+    if not wants_nk:
+        q, scale, zero = q.T, scale.T, zero.T
+    storage = _storage_dtype(blocked)
+    builder = Builder(graph)
+    inputs = [builder.initializer(q.astype(storage), f"{name}_q{blocked.bits}"),
+              builder.initializer(np.ascontiguousarray(scale, np.float32), f"{name}_scale")]
+    if not blocked.symmetric:
+        inputs.append(builder.initializer(zero.astype(storage), f"{name}_zero_point"))
+    k_axis = 1 if wants_nk else 0
+    attributes = {"axis": 1 - k_axis} if per_channel else {
+        "axis": k_axis, "block_size": blocked.block_size}
+    out = builder.op("DequantizeLinear", inputs, attributes, name=f"{name}_DequantizeLinear")
+    out.name = f"{name}_dequantized"
+    out.dtype, out.shape = ir.DataType.FLOAT, ir.Shape(q.shape)
+    builder.insert_before(target.node)
+    return out
+
+
+def _storage_dtype(blocked: blockwise.Blocked) -> np.dtype:
+    kind = {(4, True): ir.DataType.INT4, (4, False): ir.DataType.UINT4,
+            (8, True): ir.DataType.INT8, (8, False): ir.DataType.UINT8}
+    return kind[blocked.bits, blocked.symmetric].numpy()
+
+
+def _drop_if_unused(graph: ir.Graph, item: ir.Node | ir.Value | None) -> None:
+    """The float weight (or its Transpose / Constant node) once nothing reads it."""
+    if isinstance(item, ir.Node):
+        if item.graph is graph and not any(v.uses() or v.is_graph_output() for v in item.outputs):
+            graph.remove(item, safe=True)
+        return
+    if item is None or item.uses() or item.is_graph_output() or item.is_graph_input():
+        return
+    if item.name in graph.initializers and graph.initializers[item.name] is item:
+        graph.initializers.pop(item.name)
+    elif item.producer() is not None:
+        _drop_if_unused(graph, item.producer())
+
+
+class _Gram(Observer):
+    """Accumulates ``X^T X`` over the rows of ``x`` (every axis but the last); not a range
+    observer (``range`` is (0, 0))."""
+
+    def __init__(self) -> None:
+        self.total: np.ndarray | None = None
+        self.count = 0
+
+    def update(self, x: np.ndarray) -> None:
+        rows = np.asarray(x, np.float32).reshape(-1, np.shape(x)[-1])
+        gram = (rows.T @ rows).astype(np.float64)  # float32 within a batch, float64 across
+        self.total = gram if self.total is None else self.total + gram
+        self.count += rows.shape[0]
+
+    def range(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros(()), np.zeros(())
+
+
+def _transposed_a(node: ir.Node) -> bool:
+    return node.op_type == "Gemm" and _attr(node, "transA", 0) == 1
+
+
+def _attr(node: ir.Node, name: str, default: Any) -> Any:
+    attr = node.attributes.get(name)
+    return default if attr is None else attr.value
+
+
+def _trim(inputs: list[ir.Value | None]) -> list[ir.Value | None]:
+    while inputs and inputs[-1] is None:
+        inputs.pop()
+    return inputs
+
+
+def _nbits_block(size: int) -> bool:
+    return size >= 16 and size & (size - 1) == 0
+
+
+def _next_power_of_two(value: int) -> int:
+    return 1 << (value - 1).bit_length()
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _listing(names: list[str], most: int = 6) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > most else "")
+
+
+def _skip_notes(skipped: dict[str, list[str]]) -> list[str]:
+    return [f"left float ({reason}): {_listing(names)}" for reason, names in skipped.items()]
