@@ -112,6 +112,12 @@ class Quantize(Pass):
             raise BadInputError("quantize needs opset >= 13 (per-channel DequantizeLinear); "
                                 "convert first with --opset 13")
         graph = model.graph
+        if any(v.dtype is None for node in graph for v in node.outputs):
+            # TorchScript exports carry no intermediate types, and the policy quantizes
+            # float32 tensors only: without types it would find nothing
+            from onnxpress.passes.cleanup.shape_ops import TensorShapeInference
+
+            TensorShapeInference()(model)
         chosen = plan(graph, ops=_names(self.ops), quantize_outputs=_names(self.outputs),
                       activation_matmul=self.activation_matmul, exclude=_names(self.exclude))
         result.notes.extend(chosen.notes)
