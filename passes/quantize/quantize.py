@@ -10,7 +10,10 @@ Calibrates the activations the policy picks (:mod:`.policy`) on the pass's data,
   (what integer kernels add), + ``DequantizeLinear``;
 - ONNX Runtime's fused ``com.microsoft.Attention`` (from ``fuse-for-ort``) counts as a
   layer: its input pair and packed Q/K/V weight (per column) are quantized, and
-  ``lower-qdq`` turns it into ``QAttention``.
+  ``lower-qdq`` turns it into ``QAttention``;
+- embedding tables (Gather from a constant float matrix) become int8 rows with a scale each
+  (:mod:`.embeddings`; ``embeddings=false`` keeps them float; the budget does not weigh
+  them).
 
 Who reads the dequantized value: the quantized layers. Other readers of a layer's *input*
 (the residual Add beside a MatMul reading a LayerNorm output) keep the float value, so the
@@ -56,6 +59,7 @@ from onnxpress.ir.analysis import constant_array, opset_version
 from onnxpress.ir.builder import Builder
 from onnxpress.passes.base import Pass, PassStats, data_field
 from onnxpress.passes.calibration_data import Batch
+from onnxpress.passes.quantize.embeddings import quantize_embeddings
 from onnxpress.passes.quantize.migration import (
     Migration,
     candidates,
@@ -88,6 +92,7 @@ class Quantize(Pass):
     max_batches: int = 64
     exclude: str = ""  # comma-separated node names kept in float
     budget: float | None = None  # allowed 1 - mean output cosine vs fp32 (module docstring)
+    embeddings: bool = True  # Gather tables as int8 rows (.embeddings)
     smooth: float = 0.0  # SmoothQuant alpha folded into QuantizeLinear (.migration); 0: off
     sensitivity_batches: int = 4  # calibration batches the budget is measured on
     data: Any = data_field()
@@ -128,7 +133,11 @@ class Quantize(Pass):
             self._rewrite(graph, chosen, params, moved, set(), result.stats)
         else:
             self._rewrite_within_budget(model, chosen, params, moved, sample, result)
-        result.modified = bool(result.stats["nodes"] or result.stats["activations"])
+        if self.embeddings:
+            result.stats["embeddings"] = quantize_embeddings(graph)
+            drop_unused_initializers(graph)
+        result.modified = bool(result.stats["nodes"] or result.stats["activations"]
+                               or result.stats.get("embeddings"))
         return result
 
     def _data(self) -> tuple[Iterable[Batch], list[Batch]]:

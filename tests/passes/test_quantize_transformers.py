@@ -80,7 +80,8 @@ def test_minilm_int8_preset_meets_the_embedding_budget(minilm_path: Path,
     assert ops.get("QAttention") == 6 and ops.get("MatMulIntegerToFloat") == 18
     assert "MatMul" not in ops  # every projection runs in integers
     quantize = next(p for p in report.passes if p.name == "quantize")
-    assert quantize.stats["smoothed"] > 0
+    assert quantize.stats["smoothed"] > 0 and quantize.stats["embeddings"] == 2  # words, positions
+    assert out.stat().st_size <= 0.27 * minilm_path.stat().st_size  # int8 word embeddings
     metrics = onnxpress.evaluate(out, "minilm-texts").metrics
     assert metrics["mean_cosine"] >= 0.995 and metrics["spearman"] >= 0.99, metrics
     # without migration the same pipeline misses the cosine bar: the smoothing is load-bearing
@@ -163,3 +164,35 @@ def test_fused_attention_uses_a_mask_value_without_denormals(minilm_path: Path) 
 
     assert fill() == {-50.0}
     assert fill(mask_value=None) == {float(np.finfo(np.float32).min)}  # the exporter's
+
+
+def test_embedding_rows_are_int8_and_looked_up_exactly(tmp_path: Path) -> None:
+    from onnxpress.ir import quant_math
+
+    rng = np.random.default_rng(3)
+    table = rng.normal(0, 1, (500, 32)).astype(np.float32)
+    table[7] *= 100  # one loud row must not coarsen the others
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["e"]),
+         helper.make_node("MatMul", ["e", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(table, "table"),
+         numpy_helper.from_array(rng.normal(0, 1, (32, 8)).astype(np.float32), "w")])
+    path = tmp_path / "emb.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                                ir_version=9), path)
+    feeds = [{"ids": rng.integers(0, 500, (4, 5))} for _ in range(3)]
+    out, report = _compiled(path, "quantize(ops=Conv)", tmp_path / "q.onnx", feeds)
+    assert report.passes[-1].stats["embeddings"] == 1
+    proto = onnx.load(out)
+    assert [i.data_type for i in proto.graph.initializer if list(i.dims) == [500, 32]] == [
+        TensorProto.INT8]
+    p = quant_math.weight_params(table, axis=0, dtype="int8", symmetric=True)
+    rows = quant_math.dequantize(quant_math.quantize(table, p), p)  # numpy reference
+    ids = np.array([[7, 0, 499, 7, 3]])
+    got = Runner(str(out)).run({"ids": ids})["y"]
+    expected = rows[ids] @ numpy_helper.to_array(
+        next(i for i in proto.graph.initializer if i.name == "w"))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert np.abs(rows[0] - table[0]).max() <= np.abs(table[0]).max() / 254 + 1e-7
