@@ -20,6 +20,7 @@ import onnx_ir as ir
 from onnxpress.ir import quant_math
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.builder import Builder
+from onnxpress.passes.quantize.rewrite import replace_node
 
 __all__ = ["quantize_embeddings"]
 
@@ -53,9 +54,5 @@ def quantize_embeddings(graph: ir.Graph, min_elements: int = 4096) -> int:
                                               axes])
         out = builder.op("Mul", [rows, row_scales], name=f"{node.name}_dequantized")
         builder.insert_before(node)
-        old = node.outputs[0]
-        ir.convenience.replace_all_uses_with(old, out, replace_graph_outputs=True)
-        name, old.name = old.name, f"{old.name}_float"
-        out.name, out.shape, out.type = name, old.shape, old.type
-        graph.remove(node, safe=True)
+        replace_node(graph, node, out)
     return count

@@ -26,6 +26,7 @@ import onnx_ir as ir
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.builder import Builder
 from onnxpress.passes.quantize.qdq_params import is_op, read
+from onnxpress.passes.quantize.rewrite import replace_node
 
 __all__ = ["lower_attention"]
 
@@ -88,11 +89,7 @@ def _lower(graph: ir.Graph, node: ir.Node) -> str | None:
         attributes, domain=MS_DOMAIN, name=f"{node.name}_quantized",
     )
     builder.insert_before(node)
-    old = node.outputs[0]
-    ir.convenience.replace_all_uses_with(old, out, replace_graph_outputs=True)
-    name, old.name = old.name, f"{old.name}_float"
-    out.name, out.shape, out.type = name, old.shape, old.type
-    graph.remove(node, safe=True)
+    replace_node(graph, node, out)
     for dq in (x_dq, w_dq):
         if not any(output.uses() for output in dq.outputs):
             graph.remove(dq, safe=True)

@@ -21,6 +21,7 @@ from onnxpress.ir.builder import Builder
 from onnxpress.passes.quantize.migration import Migration
 
 __all__ = ["dequantized_bias", "dequantized_weight", "drop_unused_initializers", "int8_weight",
+           "replace_node",
            "qdq"]
 
 
@@ -99,3 +100,13 @@ def drop_unused_initializers(graph: ir.Graph) -> None:
     for name, value in list(graph.initializers.items()):
         if not list(value.uses()) and not value.is_graph_input() and not value.is_graph_output():
             graph.initializers.pop(name)
+
+
+def replace_node(graph: ir.Graph, node: ir.Node, out: ir.Value) -> None:
+    """``out`` (already placed) takes over ``node``'s only output: its readers, its name,
+    shape and type, a graph output's place; then ``node`` goes."""
+    old = node.outputs[0]
+    ir.convenience.replace_all_uses_with(old, out, replace_graph_outputs=True)
+    name, old.name = old.name, f"{old.name}_float"
+    out.name, out.shape, out.type = name, old.shape, old.type
+    graph.remove(node, safe=True)
