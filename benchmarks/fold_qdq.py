@@ -17,34 +17,48 @@ Inputs (the zoo's seeded ResNet-18, dynamo export, built once into ``--cache-dir
   called as the ``fake_quantize_per_*_affine`` it computes (torch.export cannot trace its
   branches on buffers).
 
+Each input goes through ``fold-qdq``; ``ort-qdq-default`` also through
+``fold-qdq(int8_moves=false)``, and ``qat-dynamo`` through ``cleanup,fold-qdq``
+(torch.export leaves the BN-scaled QAT weights as Mul nodes, constants only once folded).
 ORT's calibration and the QAT observers see 8 seeded normal images. Latency: ONNX Runtime
 CPU at its default level (ORT_ENABLE_ALL), ``--threads`` intra-op threads, before and after
 interleaved round by round (``onnxpress.backends.bench.bench_models``), median of
 ``--repeats`` rounds at batch 1 and 8. ``bit-identical``: every output equal
 (``np.array_equal``) on 8 seeded images, with ORT's optimisations off, and at the default
-level (``-`` where the input does not load there). Sizes count external data files.
+level (``*``: the input does not load there; compared with it at ORT_ENABLE_BASIC). ``ORT
+graph``: which op counts differ between the graphs ORT runs at its default level (``same``:
+any latency difference is noise). Sizes count external data files. On a small shared
+machine ``--threads 1 --repeats 30`` gives the steadier medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
+import tempfile
 import time
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 from baseline_variants import Calibration, _Reader, preprocessed
 
 import onnxpress
 from onnxpress.backends.bench import bench_models
 from onnxpress.errors import BadInputError
-from onnxpress.passes.quantize.fold_qdq import FoldQdq
 
 HERE = Path(__file__).resolve().parent
 INPUT = "pixel_values"
+#: (input, pipeline): fold-qdq on each; also int8_moves=false where activations are int8;
+#: cleanup first where torch.export left the BN-scaled QAT weights as Mul nodes
+ROWS = [("ort-qdq-u8s8-pc", "fold-qdq"), ("ort-qdq-default", "fold-qdq"),
+        ("ort-qdq-default", "fold-qdq(int8_moves=false)"),
+        ("qat-torchscript", "fold-qdq"), ("qat-dynamo", "fold-qdq"),
+        ("qat-dynamo", "cleanup,fold-qdq")]
 
 
 def images(count: int, seed: int) -> np.ndarray:
@@ -140,14 +154,15 @@ def prepare(cache: Path) -> dict[str, dict[int, Path]]:
     return files
 
 
-def fold(source: Path) -> tuple[Path, dict[str, int]]:
-    target = source.with_name(f"{source.stem}.folded.onnx")
-    model = onnxpress.load(source)
-    result = FoldQdq()(model)
-    onnxpress.ir.verify(model)
+def fold(source: Path, passes: str) -> tuple[Path, dict[str, int]]:
+    """``passes`` over ``source`` (verify() after each), saved with every weight inside the
+    file (the writer would otherwise keep pointing at the input's external data file)."""
+    target = source.with_name(f"{source.stem}.{passes.replace(',', '+')}.onnx")
+    model, report = onnxpress.compile(source, passes, return_report=True)
+    ir.external_data.load_to_model(model)
     onnxpress.save(model, target)
     onnx.checker.check_model(str(target), full_check=True)
-    return target, result.stats
+    return target, {k: v for record in report.passes for k, v in record.stats.items() if v}
 
 
 def file_size(path: Path) -> int:
@@ -169,19 +184,48 @@ def outputs(path: Path, level: ort.GraphOptimizationLevel, feed: np.ndarray):
 
 
 def identical(before: Path, after: Path, feed: np.ndarray) -> dict[str, str]:
-    levels = {"unoptimised": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-              "default": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    """``yes``/``NO`` with ORT's optimisations off, and at its default level; where the input
+    does not load at the default level, against the input at ORT_ENABLE_BASIC (``yes*``)."""
+    level = ort.GraphOptimizationLevel
     verdicts = {}
-    for label, level in levels.items():
-        a, b = outputs(before, level, feed), outputs(after, level, feed)
+    for label, optimised in (("unoptimised", level.ORT_DISABLE_ALL),
+                             ("default", level.ORT_ENABLE_ALL)):
+        a, b = outputs(before, optimised, feed), outputs(after, optimised, feed)
+        mark = ""
+        if isinstance(a, str) and label == "default":
+            print(f"  the input does not load at ORT_ENABLE_ALL: {a}")
+            a, mark = outputs(before, level.ORT_ENABLE_BASIC, feed), "*"
         if isinstance(a, str) or isinstance(b, str):
             verdicts[label] = "-"
-            print(f"  {label}: before {'fails: ' + a if isinstance(a, str) else 'loads'}, "
-                  f"after {'fails: ' + b if isinstance(b, str) else 'loads'}")
             continue
         same = all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
-        verdicts[label] = "yes" if same else "NO"
+        verdicts[label] = ("yes" if same else "NO") + mark
     return verdicts
+
+
+def ort_graph(path: Path) -> collections.Counter[str] | None:
+    """The op types of the graph ONNX Runtime runs at its default level; None if it does not
+    load."""
+    with tempfile.TemporaryDirectory() as folder:
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(Path(folder) / "ort.onnx")
+        options.log_severity_level = 3
+        try:
+            ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception:  # ORT raises its own classes for every load failure
+            return None
+        graph = onnx.load(options.optimized_model_filepath, load_external_data=False).graph
+        return collections.Counter(node.op_type for node in graph.node)
+
+
+def graph_change(before: Path, after: Path) -> str:
+    """How the graph ORT runs changed: ``same`` (then latency can only differ by noise),
+    else the op counts that differ."""
+    a, b = ort_graph(before), ort_graph(after)
+    if a is None or b is None:
+        return "-"
+    changed = [f"{op} {a[op]}->{b[op]}" for op in sorted(set(a) | set(b)) if a[op] != b[op]]
+    return ", ".join(changed) or "same"
 
 
 def latency(before: Path, after: Path, batch: int, args) -> list[float | None]:
@@ -196,15 +240,16 @@ def latency(before: Path, after: Path, batch: int, args) -> list[float | None]:
         return [None, row.median_ms]
 
 
-def measure(name: str, files: dict[int, Path], args) -> dict:
-    folded = {path: fold(path) for path in set(files.values())}
+def measure(name: str, passes: str, files: dict[int, Path], args) -> dict:
+    folded = {path: fold(path, passes) for path in set(files.values())}
     source = files[8]
     target, stats = folded[source]
-    print(f"{name}: {stats}")
-    row = {"input": name, "stats": stats, "size_before": file_size(source),
+    print(f"{name} | {passes}: {stats}")
+    row = {"input": name, "passes": passes, "stats": stats, "size_before": file_size(source),
            "size_after": file_size(target), "q_before": _count(source, "QuantizeLinear"),
            "q_after": _count(target, "QuantizeLinear"),
-           "identical": identical(source, target, images(8, 3))}
+           "identical": identical(source, target, images(8, 3)),
+           "ort_graph": graph_change(source, target)}
     for batch, path in files.items():
         row[f"ms_b{batch}"] = latency(path, folded[path][0], batch, args)
     return row
@@ -220,16 +265,20 @@ def _ms(value: float | None) -> str:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"\n{'input':16} {'size MB before->after':>22} {'Q nodes':>10} "
-          f"{'b1 ms before->after':>20} {'b8 ms before->after':>20} {'bit-identical':>16}")
+    print(f"\n{'input':16} {'passes':29} {'size MB before->after':>22} {'Q nodes':>10} "
+          f"{'b1 ms before->after':>20} {'b8 ms before->after':>20} {'bit-identical':>14}  "
+          "ORT graph")
     for r in rows:
         size = f"{r['size_before'] / 2**20:.2f} -> {r['size_after'] / 2**20:.2f}"
         q = f"{r['q_before']} -> {r['q_after']}"
         b1 = " -> ".join(_ms(v) for v in r["ms_b1"])
         b8 = " -> ".join(_ms(v) for v in r["ms_b8"])
         same = "/".join(r["identical"].values())
-        print(f"{r['input']:16} {size:>22} {q:>10} {b1:>20} {b8:>20} {same:>16}")
-    print("bit-identical: unoptimised/default level; '-': the input does not load there")
+        print(f"{r['input']:16} {r['passes']:29} {size:>22} {q:>10} {b1:>20} {b8:>20} "
+              f"{same:>14}  {r['ort_graph']}")
+    print("bit-identical: unoptimised/default level; *: the input does not load at the "
+          "default level, compared with it at ORT_ENABLE_BASIC. ORT graph: the op counts "
+          "that differ in the graph ORT runs at its default level")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=HERE / "results" / "fold_qdq")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "fold_qdq.json")
     args = parser.parse_args(argv)
-    rows = [measure(name, files, args) for name, files in prepare(args.cache_dir).items()]
+    inputs = prepare(args.cache_dir)
+    rows = [measure(name, passes, inputs[name], args) for name, passes in ROWS]
     print_table(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"threads": args.threads, "repeats": args.repeats,

@@ -21,6 +21,12 @@ models, ours). Rewrites, each bit-exact unless marked:
   ``Shape(DQ(q))`` -> ``Shape(q)``; ``Q(Relu(x))`` / ``Q(Clip(x))`` -> ``Q(x)`` when Q
   saturates what they cut: onnxscript pattern rules, exact, with the argument in
   :mod:`.qdq_rules`. Run to a fixed point.
+  ``int8_moves=false`` leaves int8 (signed) pairs around data-movement ops: ONNX Runtime on
+  x86 turns int8 activations into uint8 only where a Q feeds its DQ directly
+  (QDQS8ToU8Transformer); after ``Q -> op -> DQ`` the MatMul or Conv reading them is not
+  fused (so ORT's optimised outputs differ, by a quantization step, and it runs slower), and
+  a MaxPool runs on ORT's integer kernel instead of its (10x faster) float one. Models with
+  uint8 activations are not affected; ORT's ``quantize_static`` gives int8 by default.
 - Lossy, off by default (``drop_unfusable=true``): ``DQ(Q(x))`` -> ``x`` (equal parameters)
   when neither the producer of x nor any consumer of the DQ is an op ONNX Runtime may run
   on quantized data (``ORT_QDQ_OPS``, a generous list): the pair is then only a simulated
@@ -78,6 +84,7 @@ class FoldQdq(Pass):
     name = "fold-qdq"
 
     drop_unfusable: bool = False  # lossy: remove Q->DQ pairs no ORT kernel can fuse
+    int8_moves: bool = True  # also move int8 pairs (see the module doc: ORT x86 prefers not)
 
     def call(self, model: ir.Model) -> PassStats:
         stats = {"identities_bypassed": 0, "scalars_made": 0, "weights_folded": 0,
@@ -90,7 +97,8 @@ class FoldQdq(Pass):
         kept: dict[ir.Node, str] = {}
         stats["weights_folded"], stats["clips_folded"] = self._fold_weights(model, kept)
         log = RuleLog()
-        rule_sets = {"activations_absorbed": absorb_rules(log), "moved_through": move_rules(log),
+        rule_sets = {"activations_absorbed": absorb_rules(log),
+                     "moved_through": move_rules(log, int8_moves=self.int8_moves),
                      "redundant_pairs": pair_rules(log)}
         for _ in range(_MAX_ROUNDS):
             applied = 0

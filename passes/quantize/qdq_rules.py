@@ -4,6 +4,7 @@
 - ``Q(op(DQ(q, s, zp), ...), s, zp)``   -> ``op(q, ...)``   (``MoveThrough``) for op in
   Reshape, Transpose, Flatten, Squeeze, Unsqueeze, Slice, Gather, MaxPool, and
   ``Q(Concat(DQ(q1), DQ(q2), ...))``   -> ``Concat(q1, q2, ...)`` with equal parameters
+  (int8 pairs only with ``int8_moves``), and
 - ``Shape(DQ(q))``                      -> ``Shape(q)``     (``ShapeOfQuantized``; what
   ``x.reshape(x.shape[0], -1)`` exports to leaves the DQ's last user there)
 - ``Q(Relu(x))``, ``Q(Clip(x, lo, hi))`` -> ``Q(x)``         (``AbsorbActivation``)
@@ -140,6 +141,10 @@ class _OpThenQuantize(_Rule):
 class MoveThrough(_OpThenQuantize):
     title = "MoveQdqThrough{}"
 
+    def __init__(self, log: RuleLog, op_type: str, int8_moves: bool = True) -> None:
+        super().__init__(log, op_type)
+        self.int8_moves = int8_moves
+
     def _sources(self, node: ir.Node) -> list[ir.Value | None]:
         return list(node.inputs) if node.op_type == "Concat" else [node.inputs[0]]
 
@@ -160,6 +165,9 @@ class MoveThrough(_OpThenQuantize):
                                     "not int8/uint8")
         if self.op_type == "MaxPool" and (opset_version(context.model) or 0) < 12:
             return self.log.keep(q, "MaxPool runs on int8/uint8 from opset 12")
+        if qtype == ir.DataType.INT8 and not self.int8_moves:
+            return self.log.keep(q, f"{node.op_type} {node.name!r} left between int8 pairs "
+                                    "(int8_moves=false)")
         return self.log.accept(q)
 
     def rewrite(self, op, x, mid, out):
@@ -308,8 +316,8 @@ def pair_rules(log: RuleLog) -> RewriteRuleSet:
     return RewriteRuleSet([RedundantPair.rule(log, "RemoveRedundantQdqPair")])
 
 
-def move_rules(log: RuleLog) -> RewriteRuleSet:
-    return RewriteRuleSet([*(MoveThrough.rule(log, op) for op in MOVABLE_OPS),
+def move_rules(log: RuleLog, *, int8_moves: bool = True) -> RewriteRuleSet:
+    return RewriteRuleSet([*(MoveThrough.rule(log, op, int8_moves) for op in MOVABLE_OPS),
                            ShapeOfQuantized.rule(log, "ShapeOfQuantized")])
 
 
