@@ -86,7 +86,7 @@ class Quantize(Pass):
 
     calibration: str = "minmax"  # observer: minmax, percentile, entropy, mse
     activations: Literal["uint8", "int8"] = "uint8"
-    ops: str = "Conv,MatMul,Gemm,Attention"  # Attention: com.microsoft's (fuse-for-ort)
+    ops: str = "Conv,MatMul,Gemm,Attention,Add"  # Attention: com.microsoft's; Add: policy._joining
     outputs: str = "Conv"  # ops whose output is quantized too (after a fused Relu/Clip)
     activation_matmul: bool = True  # MatMul of two activations (attention)
     max_batches: int = 64

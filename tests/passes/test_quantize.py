@@ -87,3 +87,30 @@ def test_minilm_mask_path_stays_float(minilm_path: Path, tmp_path: Path) -> None
     assert not any(n.op_type == "QuantizeLinear" and n.input[0] in tainted for n in graph.node)
     result = onnxpress.evaluate(out, "minilm-texts")
     assert result.metrics["spearman"] > 0.99, result.metrics  # measured 0.996
+
+
+def test_residual_adds_join_the_int8_domain(tmp_path: Path) -> None:
+    """ResNet's residual Adds read two quantized Conv outputs: quantize gives them Q/DQ on
+    both inputs and on the output after their Relu, so lower-qdq runs them as QLinearAdd
+    and no float Add or Relu is left; the logits stay close to ONNX Runtime's fp32 ones."""
+    from onnxpress.backends.ort_runner import Runner
+    from onnxpress.models import resnet
+
+    fp32 = tmp_path / "resnet18.onnx"
+    axes = {"pixel_values": {0: "batch"}, "logits": {0: "batch"}}
+    onnxpress.save(onnxpress.from_torch(
+        resnet.resnet18(num_classes=10).eval(), resnet.example_inputs(2, 32),
+        input_names=["pixel_values"], output_names=["logits"], dynamic_axes=axes), fp32)
+    images = resnet.example_inputs(24, 32)[0].numpy()
+    calibration = [{"pixel_values": images[i:i + 4]} for i in range(0, 16, 4)]
+    model = onnxpress.compile(fp32, "int8", calibration=calibration)
+    int8 = onnxpress.save(model, tmp_path / "int8.onnx")
+    adds = onnxpress.inspect(fp32)["ops"]["Add"]
+    ops = onnxpress.inspect(int8)["ops"]
+    assert ops.get("com.microsoft::QLinearAdd") == adds == 8, ops
+    assert "Add" not in ops and "Relu" not in ops, ops
+    feeds = {"pixel_values": images[16:]}
+    want = Runner(fp32).run(feeds)["logits"]
+    got = Runner(int8).run(feeds)["logits"]
+    cosine = (want * got).sum(1) / np.linalg.norm(want, axis=1) / np.linalg.norm(got, axis=1)
+    assert cosine.min() > 0.98, cosine
