@@ -105,14 +105,7 @@ def save(
     try:
         # onnx_ir writes the external data file itself atomically; the model file, which
         # points at it, is renamed into place last so a reader never sees a half model.
-        with _valid_ir_version(model):
-            ir.save(
-                model,
-                tmp,
-                format="protobuf",
-                external_data=data_name,
-                size_threshold_bytes=SMALL_TENSOR_BYTES,
-            )
+        onnx.save(_file_proto(model, path.parent, data_name), tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it private; give it a normal file's mode
         os.replace(tmp, path)
     except BaseException:
@@ -121,6 +114,42 @@ def save(
     logger.info("saved %s (%d bytes of weights%s)", path, weights,
                 ", external" if data_name else "")
     return path
+
+
+def _file_proto(model: ir.Model, folder: Path, data_name: str | None) -> onnx.ModelProto:
+    """The proto to write into ``folder``: weights inline, or those above
+    ``SMALL_TENSOR_BYTES`` in ``folder/data_name``. Inline means read in, also for weights
+    the input kept in its own data file (a location relative to the input's folder would
+    not resolve from ``folder``). Without onnx_ir's value_info copy of every initializer:
+    the initializer carries its type and shape itself, and the copies only grow the file."""
+    if data_name is None:
+        proto = to_proto(model)
+    else:
+        values = [v for graph in model.graphs() for v in graph.initializers.values()]
+        tensors = [v.const_value for v in values]
+        try:
+            with _valid_ir_version(model):
+                unloaded = ir.external_data.unload_from_model(
+                    model, folder, data_name, size_threshold_bytes=SMALL_TENSOR_BYTES)
+                proto = ir.serde.serialize_model(unloaded)
+        finally:  # unload_from_model points the values at the new file; point them back
+            for value, tensor in zip(values, tensors, strict=True):
+                value.const_value = tensor
+    for graph in _graph_protos(proto.graph):
+        initializers = {t.name for t in graph.initializer}
+        kept = [info for info in graph.value_info if info.name not in initializers]
+        if len(kept) < len(graph.value_info):
+            del graph.value_info[:]
+            graph.value_info.extend(kept)
+    return proto
+
+
+def _graph_protos(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _graph_protos(sub)
 
 
 def _umask() -> int:

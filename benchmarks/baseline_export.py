@@ -5,6 +5,9 @@ Zoo models are exported by this file run as a child process (``python baseline_e
 NAME FOLDER``), so that torch never loads into the process that times ONNX Runtime. Their
 inputs are the zoo's ``example_inputs(48)`` (seeded: standard-normal images, or token ids and
 padding masks): the first 16 samples calibrate, the other 32 compare variants with fp32.
+MiniLM, which has real weights, calibrates on real text instead: every 5th sentence of the
+``minilm-texts`` set (60), padded to 32 tokens (random token ids are no calibration for a
+real encoder: bias correction and the peers' ranges both need representative inputs).
 The digits models are copied from the package; they calibrate on the first 64 images of
 the digits *training* split (scikit-learn; else the first 64 test images, which the JSON
 then says) and are compared on the first 32 test images.
@@ -29,6 +32,7 @@ from onnxpress.models.zoo import ZOO
 
 HERE = Path(__file__).resolve().parent
 PACKAGE_MODELS = HERE.parent / "models"
+MINILM_TEXTS = PACKAGE_MODELS / "minilm_texts.json"
 DIGITS = {name: PACKAGE_MODELS / f"{name}.onnx" for name in ("digits_cnn", "digits_vit")}
 MODELS = (*ZOO, *DIGITS)
 #: the named data set each model's own metric is measured on (``onnxpress.evaluate``)
@@ -115,10 +119,18 @@ def export_zoo_model(name: str, folder: Path) -> None:
     tensors = entry.example_inputs(calibrate + COMPARE_SAMPLES)
     arrays = {n: t.numpy() for n, t in zip(entry.input_names, tensors)}
     what = "standard-normal images" if entry.kind == "image" else "token ids + padding masks"
-    _write(folder, {k: v[:calibrate] for k, v in arrays.items()},
+    calibration = {k: v[:calibrate] for k, v in arrays.items()}
+    source = f"zoo example_inputs (seeded {what}), samples 0-{calibrate - 1}"
+    if name == "minilm":
+        from onnxpress.models.minilm import tokenize
+
+        texts = [s["text"] for s in json.loads(MINILM_TEXTS.read_text())["sentences"]][::5]
+        calibration = tokenize(texts, pad_to=32)
+        source = f"minilm-texts sentences 0, 5, 10, ... ({len(texts)}), padded to 32 tokens"
+    _write(folder, calibration,
            {k: v[calibrate:] for k, v in arrays.items()}, {
                "kind": entry.kind, "export_s": seconds,
-               "calibration": f"zoo example_inputs (seeded {what}), samples 0-{calibrate - 1}",
+               "calibration": source,
                "compare_inputs": f"zoo example_inputs, samples {calibrate}-"
                                  f"{calibrate + COMPARE_SAMPLES - 1}",
            })

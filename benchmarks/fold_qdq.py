@@ -18,7 +18,7 @@ Inputs (the zoo's seeded ResNet-18, dynamo export, built once into ``--cache-dir
   branches on buffers).
 
 Each input goes through ``fold-qdq``; ``ort-qdq-default`` also through
-``fold-qdq(int8_moves=false)``, and ``qat-dynamo`` through ``cleanup,fold-qdq``
+``fold-qdq(int8_moves=true)``, and ``qat-dynamo`` through ``cleanup,fold-qdq``
 (torch.export leaves the BN-scaled QAT weights as Mul nodes, constants only once folded).
 ORT's calibration and the QAT observers see 8 seeded normal images. Latency: ONNX Runtime
 CPU at its default level (ORT_ENABLE_ALL), ``--threads`` intra-op threads, before and after
@@ -53,10 +53,10 @@ from onnxpress.errors import BadInputError
 
 HERE = Path(__file__).resolve().parent
 INPUT = "pixel_values"
-#: (input, pipeline): fold-qdq on each; also int8_moves=false where activations are int8;
+#: (input, pipeline): fold-qdq on each; also int8_moves=true where activations are int8;
 #: cleanup first where torch.export left the BN-scaled QAT weights as Mul nodes
 ROWS = [("ort-qdq-u8s8-pc", "fold-qdq"), ("ort-qdq-default", "fold-qdq"),
-        ("ort-qdq-default", "fold-qdq(int8_moves=false)"),
+        ("ort-qdq-default", "fold-qdq(int8_moves=true)"),
         ("qat-torchscript", "fold-qdq"), ("qat-dynamo", "fold-qdq"),
         ("qat-dynamo", "cleanup,fold-qdq")]
 

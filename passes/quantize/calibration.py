@@ -261,32 +261,43 @@ def collect(
     per_channel: Mapping[str, int] | None = None,
     max_batches: int | None = None,
     progress: bool | None = None,
+    feed: Mapping[str, Callable[[np.ndarray], None]] | None = None,
 ) -> dict[str, Observer]:
     """Run ``model`` over ``data`` and return an observer per named value (``values``, then
     any ``per_channel`` name not among them), fed every batch.
 
     ``method``: a name in ``OBSERVERS`` or a factory (e.g. ``lambda: Mse(symmetric=True)``).
-    ``per_channel``: value name -> axis; those values get ``MinMax(axis)``. Graph inputs are
+    ``per_channel``: value name -> axis; those values get ``MinMax(axis)``. ``feed``: value
+    name -> a callable also given each batch of that value (statistics other than a range,
+    gathered in the same run). Graph inputs are
     observed from the data, constants from their content; every other value becomes an
     extra output of a copy of the model (the caller's model is not changed). One batch of
     activations is alive at a time.
     """
     factory = _factory(method)
     per_channel = dict(per_channel or {})
+    feed = dict(feed or {})
     names = list(dict.fromkeys([*values, *per_channel]))
-    if not names:
+    fed = list(dict.fromkeys([*names, *feed]))
+    if not fed:
         return {}
     found = _main_graph_values(model.graph)
-    for name in names:
+    for name in fed:
         if name not in found:
             raise BadInputError(f"{name!r} is not a value of the model's main graph; "
                                 "give the name of a node output, graph input or initializer")
     observers = {n: MinMax(per_channel[n]) if n in per_channel else factory() for n in names}
+    sinks: dict[str, list[Callable[[np.ndarray], None]]] = {n: [] for n in fed}
+    for name, observer in observers.items():
+        sinks[name].append(observer.update)
+    for name, callback in feed.items():
+        sinks[name].append(callback)
     inputs = {v.name for v in model.graph.inputs}
-    constants = [n for n in names if n not in inputs and is_constant(found[n])]
+    constants = [n for n in fed if n not in inputs and is_constant(found[n])]
     for name in constants:
-        observers[name].update(constant_array(found[name]))
-    exposed = [n for n in names if n not in inputs and n not in constants]
+        for sink in sinks[name]:
+            sink(constant_array(found[name]))
+    exposed = [n for n in fed if n not in inputs and n not in constants]
     logger.debug("calibrating %d values (%d as extra outputs)", len(names), len(exposed))
     runner = Runner(_with_outputs(model, exposed)) if exposed else None
     required = [v.name for v in model.graph.inputs if v.const_value is None]
@@ -298,13 +309,17 @@ def collect(
                       leave=False):
         _check_batch(batch, required)
         outputs = _run(runner, batch, count) if runner is not None else {}
-        for name in names:
+        for name, name_sinks in sinks.items():
             if name in outputs:
-                observers[name].update(outputs[name])
+                value = outputs[name]
             elif name in inputs and name in batch:
-                observers[name].update(batch[name])
+                value = batch[name]
             elif name in inputs and count == 0 and found[name].const_value is not None:
-                observers[name].update(found[name].const_value.numpy())  # initializer input
+                value = found[name].const_value.numpy()  # initializer input
+            else:
+                continue
+            for sink in name_sinks:
+                sink(value)
         del outputs  # before the next batch runs: never two batches of activations
         count += 1
     if count == 0:

@@ -21,12 +21,14 @@ models, ours). Rewrites, each bit-exact unless marked:
   ``Shape(DQ(q))`` -> ``Shape(q)``; ``Q(Relu(x))`` / ``Q(Clip(x))`` -> ``Q(x)`` when Q
   saturates what they cut: onnxscript pattern rules, exact, with the argument in
   :mod:`.qdq_rules`. Run to a fixed point.
-  ``int8_moves=false`` leaves int8 (signed) pairs around data-movement ops: ONNX Runtime on
-  x86 turns int8 activations into uint8 only where a Q feeds its DQ directly
-  (QDQS8ToU8Transformer); after ``Q -> op -> DQ`` the MatMul or Conv reading them is not
-  fused (so ORT's optimised outputs differ, by a quantization step, and it runs slower), and
-  a MaxPool runs on ORT's integer kernel instead of its (10x faster) float one. Models with
-  uint8 activations are not affected; ORT's ``quantize_static`` gives int8 by default.
+  Int8 (signed) pairs around data-movement ops stay where they are unless
+  ``int8_moves=true``: ONNX Runtime on x86 turns int8 activations into uint8 only where a Q
+  feeds its DQ directly (QDQS8ToU8Transformer); after ``Q -> op -> DQ`` the MatMul or Conv
+  reading them is not fused (so ORT's optimised outputs differ, by a quantization step, and
+  it runs slower), and a MaxPool runs on ORT's integer kernel instead of its (10x faster)
+  float one. Uint8 pairs always move; ORT's ``quantize_static`` gives int8 by default. The
+  ``tensorrt`` preset moves int8 pairs (TensorRT fuses Q/DQ across such ops itself, and the
+  moved graph is the one it would build).
 - Lossy, off by default (``drop_unfusable=true``): ``DQ(Q(x))`` -> ``x`` (equal parameters)
   when neither the producer of x nor any consumer of the DQ is an op ONNX Runtime may run
   on quantized data (``ORT_QDQ_OPS``, a generous list): the pair is then only a simulated
@@ -84,7 +86,7 @@ class FoldQdq(Pass):
     name = "fold-qdq"
 
     drop_unfusable: bool = False  # lossy: remove Q->DQ pairs no ORT kernel can fuse
-    int8_moves: bool = True  # also move int8 pairs (see the module doc: ORT x86 prefers not)
+    int8_moves: bool = False  # also move int8 pairs (module doc: ORT on x86 fuses them in place)
 
     def call(self, model: ir.Model) -> PassStats:
         stats = {"identities_bypassed": 0, "scalars_made": 0, "weights_folded": 0,

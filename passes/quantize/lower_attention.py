@@ -26,7 +26,7 @@ import onnx_ir as ir
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.builder import Builder
 from onnxpress.passes.quantize.qdq_params import is_op, read
-from onnxpress.passes.quantize.rewrite import replace_node
+from onnxpress.passes.quantize.rewrite import drop_unread, replace_node
 
 __all__ = ["lower_attention"]
 
@@ -90,7 +90,5 @@ def _lower(graph: ir.Graph, node: ir.Node) -> str | None:
     )
     builder.insert_before(node)
     replace_node(graph, node, out)
-    for dq in (x_dq, w_dq):
-        if not any(output.uses() for output in dq.outputs):
-            graph.remove(dq, safe=True)
+    drop_unread([x_dq.outputs[0], w_dq.outputs[0]])
     return None

@@ -72,6 +72,7 @@ from onnxpress.passes.quantize.lower_rules import (
     requantized,
 )
 from onnxpress.passes.quantize.qdq_params import is_op
+from onnxpress.passes.quantize.rewrite import drop_unread
 
 __all__ = ["LowerQdq"]
 
@@ -101,7 +102,9 @@ class LowerQdq(Pass):
         if opset < 10:
             result.notes.append("lower-qdq: opset < 10 has no integer ops; nothing lowered")
             return result
-        folded = FoldQdq()(model) if self.fold else PassStats(model, modified=False)
+        # int8 pairs move too: the integer ops replace the fusion ORT would do in place
+        folded = (FoldQdq(int8_moves=True)(model) if self.fold
+                  else PassStats(model, modified=False))
         result.modified = folded.modified
         ctx = Context(opset=opset, contrib=self.contrib)
         wanted = set(_names(self.ops))
@@ -171,7 +174,7 @@ def _apply(graph: ir.Graph, plan: Lowering) -> None:
         _route(q.value, result)
         graph.remove(q.node, safe=True)
     graph.remove([n for n in plan.replaced if n.graph is not None], safe=True)
-    _drop_unused(inputs)
+    drop_unread(inputs)
 
 
 def _move_onto_integers(graph: ir.Graph, move: ir.Node, source: ir.Value,
@@ -199,20 +202,3 @@ def _route(old: ir.Value, new: ir.Value) -> None:
     old.replace_all_uses_with(new, replace_graph_outputs=True)
     old.name = None
     new.name = name
-
-
-def _drop_unused(values: list[ir.Value | None]) -> None:
-    """Remove, among the producers and initializers of ``values``, the DQs, Constants and
-    initializers nothing reads any more, and then their own inputs."""
-    while values:
-        value = values.pop()
-        if value is None or value.uses() or value.is_graph_output() or value.is_graph_input():
-            continue
-        producer = value.producer()
-        if value.is_initializer() and value.graph is not None:
-            del value.graph.initializers[value.name]
-        elif producer is not None and producer.graph is not None and (
-                is_op(producer, "DequantizeLinear") or is_op(producer, "Constant")):
-            if all(not o.uses() and not o.is_graph_output() for o in producer.outputs):
-                values.extend(producer.inputs)
-                producer.graph.remove(producer, safe=True)

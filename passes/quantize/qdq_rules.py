@@ -141,7 +141,7 @@ class _OpThenQuantize(_Rule):
 class MoveThrough(_OpThenQuantize):
     title = "MoveQdqThrough{}"
 
-    def __init__(self, log: RuleLog, op_type: str, int8_moves: bool = True) -> None:
+    def __init__(self, log: RuleLog, op_type: str, int8_moves: bool = False) -> None:
         super().__init__(log, op_type)
         self.int8_moves = int8_moves
 
@@ -166,8 +166,8 @@ class MoveThrough(_OpThenQuantize):
         if self.op_type == "MaxPool" and (opset_version(context.model) or 0) < 12:
             return self.log.keep(q, "MaxPool runs on int8/uint8 from opset 12")
         if qtype == ir.DataType.INT8 and not self.int8_moves:
-            return self.log.keep(q, f"{node.op_type} {node.name!r} left between int8 pairs "
-                                    "(int8_moves=false)")
+            return self.log.keep(q, f"{node.op_type} {node.name!r} left between int8 pairs, "
+                                    "where ORT on x86 fuses them (int8_moves=true moves them)")
         return self.log.accept(q)
 
     def rewrite(self, op, x, mid, out):
@@ -316,7 +316,7 @@ def pair_rules(log: RuleLog) -> RewriteRuleSet:
     return RewriteRuleSet([RedundantPair.rule(log, "RemoveRedundantQdqPair")])
 
 
-def move_rules(log: RuleLog, *, int8_moves: bool = True) -> RewriteRuleSet:
+def move_rules(log: RuleLog, *, int8_moves: bool = False) -> RewriteRuleSet:
     return RewriteRuleSet([*(MoveThrough.rule(log, op, int8_moves) for op in MOVABLE_OPS),
                            ShapeOfQuantized.rule(log, "ShapeOfQuantized")])
 

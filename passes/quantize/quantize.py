@@ -26,6 +26,14 @@ for activations only MatMul-like layers quantize, where that lowers the estimate
 (:mod:`.migration`): folded into the producing LayerNorm when nothing else reads it, else
 one ``Mul`` on the quantized branch. MiniLM: mean cosine 0.994 -> 0.996.
 
+Bias correction (``bias_correction``, on by default): each quantized layer's float bias
+absorbs the mean output shift its int8 weight causes, from per-channel input means gathered
+in the calibration run (:mod:`.bias_correction`). Output error ``1 - cosine`` vs fp32:
+ResNet-18 0.00082 -> 0.00060, ResNet-50 0.0170 -> 0.0161, MobileNetV2 0.0230 -> 0.0224,
+digits CNN 0.00008 -> 0.00003; MiniLM calibrated on 64 real sentences 0.00383 -> 0.00379.
+It needs representative data: on 16 random-token MiniLM inputs it made the error worse
+(0.0046 -> 0.0052). The budget's simulator does not model it (it only lowers the error).
+
 Mixed precision (``budget``): the budget is the allowed degradation of the model's first
 output against fp32 on the calibration data, ``1 - mean cosine`` (one cosine per sample,
 flattened), measured on the first ``sensitivity_batches`` batches (an ``.npz`` given as
@@ -47,7 +55,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -59,6 +67,13 @@ from onnxpress.ir.analysis import constant_array, opset_version
 from onnxpress.ir.builder import Builder
 from onnxpress.passes.base import Pass, PassStats, data_field
 from onnxpress.passes.calibration_data import Batch
+from onnxpress.passes.quantize.bias_correction import (
+    ChannelMean,
+    bias_site,
+    corrected,
+    input_axis,
+    output_shift,
+)
 from onnxpress.passes.quantize.embeddings import quantize_embeddings
 from onnxpress.passes.quantize.migration import (
     Migration,
@@ -72,6 +87,7 @@ from onnxpress.passes.quantize.rewrite import (
     dequantized_weight,
     drop_unused_initializers,
     qdq,
+    weight_round_trip,
 )
 
 __all__ = ["Quantize"]
@@ -94,6 +110,7 @@ class Quantize(Pass):
     budget: float | None = None  # allowed 1 - mean output cosine vs fp32 (module docstring)
     embeddings: bool = True  # Gather tables as int8 rows (.embeddings)
     smooth: float = 0.0  # SmoothQuant alpha folded into QuantizeLinear (.migration); 0: off
+    bias_correction: bool = True  # biases absorb the weights' rounding shift (.bias_correction)
     sensitivity_batches: int = 4  # calibration batches the budget is measured on
     data: Any = data_field()
 
@@ -127,12 +144,14 @@ class Quantize(Pass):
                       activation_matmul=self.activation_matmul, exclude=_names(self.exclude))
         result.notes.extend(chosen.notes)
         data, sample = self._data()
-        params, moved = self._calibrate(model, chosen, data, result.notes)
+        params, moved, means = self._calibrate(model, chosen, data, result.notes)
         result.stats["smoothed"] = len(moved)
+        if self.bias_correction:
+            result.stats["biases_corrected"] = 0
         if self.budget is None:
-            self._rewrite(graph, chosen, params, moved, set(), result.stats)
+            self._rewrite(graph, chosen, params, moved, set(), result.stats, means)
         else:
-            self._rewrite_within_budget(model, chosen, params, moved, sample, result)
+            self._rewrite_within_budget(model, chosen, params, moved, sample, result, means)
         if self.embeddings:
             result.stats["embeddings"] = quantize_embeddings(graph)
             drop_unused_initializers(graph)
@@ -152,6 +171,7 @@ class Quantize(Pass):
     def _rewrite_within_budget(
         self, model: ir.Model, chosen: Plan, params: dict[ir.Value, quant_math.QuantParams],
         moved: dict[ir.Value, Migration], sample: list[Batch], result: PassStats,
+        means: Mapping[ir.Value, ChannelMean],
     ) -> None:
         from onnxpress.passes.quantize.sensitivity import (
             choose_float_layers,
@@ -163,12 +183,12 @@ class Quantize(Pass):
         layers = [t for t in chosen.targets if _ready(t, params)]
         fixed = {t.node for t in chosen.targets if not _ready(t, params)}
         if not layers:
-            self._rewrite(model.graph, chosen, params, moved, fixed, result.stats)
+            self._rewrite(model.graph, chosen, params, moved, fixed, result.stats, means)
             result.notes.append("budget: no layer can be quantized, nothing to choose")
             return
         choice = choose_float_layers(model, layers, params, sample, self.budget, fixed, moved)
         self._rewrite(model.graph, chosen, params, moved, choice.float_nodes | fixed,
-                      result.stats)
+                      result.stats, means)
         stats, notes = summarize(choice, self.budget,
                                  output_error(model, sample, choice.reference))
         result.stats.update(stats)
@@ -177,7 +197,7 @@ class Quantize(Pass):
     def _rewrite(
         self, graph: ir.Graph, chosen: Plan, params: dict[ir.Value, quant_math.QuantParams],
         moved: dict[ir.Value, Migration], keep_float: Collection[ir.Node],
-        stats: dict[str, Any],
+        stats: dict[str, Any], means: Mapping[ir.Value, ChannelMean],
     ) -> None:
         """Quantize every planned layer but ``keep_float``, and each activation a quantized
         layer wants; the float layers keep reading their float inputs."""
@@ -191,7 +211,7 @@ class Quantize(Pass):
             wanted.update(target.activations)
             quantized.add(target.node)
             outputs.update(v for v in target.activations if v not in target.node.inputs)
-            if self._quantize_target(graph, target, params, moved, weights, stats):
+            if self._quantize_target(graph, target, params, moved, weights, stats, means):
                 stats["nodes"] += 1
         for value, p in params.items():
             if value not in wanted:
@@ -203,15 +223,24 @@ class Quantize(Pass):
 
     def _calibrate(
         self, model: ir.Model, chosen: Plan, data: Iterable[Batch], notes: list[str]
-    ) -> tuple[dict[ir.Value, quant_math.QuantParams], dict[ir.Value, Migration]]:
+    ) -> tuple[dict[ir.Value, quant_math.QuantParams], dict[ir.Value, Migration],
+               dict[ir.Value, ChannelMean]]:
+        """Activation parameters, migrations, and (for bias correction) the mean of each
+        layer input per channel."""
         from onnxpress.passes.quantize.calibration import collect
 
         if not chosen.activations:
-            return {}, {}
+            return {}, {}, {}
         readers = candidates(chosen) if self.smooth else {}
+        means = {}
+        for target in chosen.targets if self.bias_correction else ():
+            axis, first = input_axis(target), target.node.inputs[0]
+            if axis is not None and first is not None and constant_array(first) is None:
+                means.setdefault(first, ChannelMean(axis))
         observers = collect(model, [v.name for v in chosen.activations], data,
                             method=self.calibration, max_batches=self.max_batches,
-                            per_channel={v.name: -1 for v in readers})
+                            per_channel={v.name: -1 for v in readers},
+                            feed={v.name: mean for v, mean in means.items()})
         params, ranges = {}, {}
         for value in chosen.activations:
             lo, hi = observers[value.name].range()
@@ -226,7 +255,7 @@ class Quantize(Pass):
         for value, (migration, lo, hi) in migrations(ranges, readers, self.smooth).items():
             moved[value] = migration
             params[value] = self._params(lo, hi)
-        return params, moved
+        return params, moved, means
 
     def _params(self, lo: float, hi: float) -> quant_math.QuantParams:
         return quant_math.params_from_range(lo, hi, dtype=self.activations,
@@ -240,6 +269,7 @@ class Quantize(Pass):
         moved: dict[ir.Value, Migration],
         weights: dict[tuple[ir.Value, Migration | None], tuple[ir.Value, np.ndarray]],
         stats: dict[str, int],
+        means: Mapping[ir.Value, ChannelMean],
     ) -> bool:
         node = target.node
         if not _ready(target, params):
@@ -255,6 +285,9 @@ class Quantize(Pass):
                                                             migration)
             stats["weights"] += 1
         dq_weight, weight_scale = weights[weight, migration]
+        mean = means[node.inputs[0]].mean if node.inputs[0] in means else None
+        if mean is not None:
+            stats["biases_corrected"] += _correct_bias(graph, target, weight, migration, mean)
         node.replace_input_with(target.weight, dq_weight)
         if target.bias is not None and activation_inputs and activation_inputs[0] in params:
             input_scale = params[activation_inputs[0]].scale
@@ -263,6 +296,18 @@ class Quantize(Pass):
                 graph, node, bias, float(input_scale), weight_scale))
             stats["biases"] += 1
         return True
+
+
+def _correct_bias(graph: ir.Graph, target: Target, weight: ir.Value,
+                  migration: Migration | None, mean: np.ndarray) -> bool:
+    site = bias_site(target)
+    array = constant_array(weight)
+    if site is None or array is None:
+        return False
+    assert target.axis is not None
+    array = np.asarray(array, np.float32)
+    round_trip, _ = weight_round_trip(array, target.axis, migration)
+    return corrected(graph, site, output_shift(round_trip - array, target, mean))
 
 
 def _activation_inputs(target: Target) -> list[ir.Value]:

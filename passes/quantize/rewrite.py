@@ -19,10 +19,11 @@ from onnxpress.ir import quant_math
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.builder import Builder
 from onnxpress.passes.quantize.migration import Migration
+from onnxpress.passes.quantize.qdq_params import is_op
 
-__all__ = ["dequantized_bias", "dequantized_weight", "drop_unused_initializers", "int8_weight",
-           "replace_node",
-           "qdq"]
+__all__ = ["dequantized_bias", "dequantized_weight", "drop_unread", "drop_unused_initializers",
+           "int8_weight",
+           "qdq", "replace_node", "weight_round_trip"]
 
 
 def dequantized_weight(
@@ -51,6 +52,20 @@ def int8_weight(array: np.ndarray, axis: int) -> tuple[np.ndarray, quant_math.Qu
     """A weight as int8, symmetric, one scale per slice along ``axis``; its parameters."""
     p = quant_math.weight_params(array, axis=axis, dtype="int8", symmetric=True)
     return quant_math.quantize(array, p), p
+
+
+def weight_round_trip(array: np.ndarray, axis: int, migration: Migration | None = None,
+                      ) -> tuple[np.ndarray, quant_math.QuantParams]:
+    """What the quantized layer computes with in place of ``array``: its int8 copy
+    dequantized; with a ``migration``, the smoothed weight's copy divided back by the
+    factors (the layer's input is multiplied back by them). And the int8 copy's
+    parameters."""
+    if migration is None:
+        q, p = int8_weight(array, axis)
+        return quant_math.dequantize(q, p), p
+    q, p = int8_weight(migration.weight(array, axis), axis)
+    unsmoothed = Migration((1 / migration.factors).astype(np.float32))
+    return unsmoothed.weight(quant_math.dequantize(q, p), axis), p
 
 
 def dequantized_bias(
@@ -110,3 +125,20 @@ def replace_node(graph: ir.Graph, node: ir.Node, out: ir.Value) -> None:
     name, old.name = old.name, f"{old.name}_float"
     out.name, out.shape, out.type = name, old.shape, old.type
     graph.remove(node, safe=True)
+
+
+def drop_unread(values: list[ir.Value | None]) -> None:
+    """Remove, among the producers and initializers of ``values``, the DQs, Constants and
+    initializers nothing reads any more, and then their own inputs."""
+    while values:
+        value = values.pop()
+        if value is None or value.uses() or value.is_graph_output() or value.is_graph_input():
+            continue
+        producer = value.producer()
+        if value.is_initializer() and value.graph is not None:
+            del value.graph.initializers[value.name]
+        elif producer is not None and producer.graph is not None and (
+                is_op(producer, "DequantizeLinear") or is_op(producer, "Constant")):
+            if all(not o.uses() and not o.is_graph_output() for o in producer.outputs):
+                values.extend(producer.inputs)
+                producer.graph.remove(producer, safe=True)

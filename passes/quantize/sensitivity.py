@@ -48,7 +48,7 @@ from onnxpress.ir.builder import Builder
 from onnxpress.passes.calibration_data import Batch
 from onnxpress.passes.quantize.migration import Migration
 from onnxpress.passes.quantize.policy import Target
-from onnxpress.passes.quantize.rewrite import int8_weight
+from onnxpress.passes.quantize.rewrite import weight_round_trip
 
 __all__ = ["Choice", "LayerReport", "choose_float_layers", "fewest_float", "output_error",
            "summarize"]
@@ -157,14 +157,8 @@ def _constants_as_inputs(
     weight = constant_array(node.inputs[target.weight])
     assert weight is not None
     weight = np.asarray(weight, np.float32)
-    if migration is None:
-        q, p = int8_weight(weight, target.axis)
-        constants = [(target.weight, weight, quant_math.dequantize(q, p))]
-    else:
-        q, p = int8_weight(migration.weight(weight, target.axis), target.axis)
-        unsmoothed = Migration((1 / migration.factors).astype(np.float32))
-        constants = [(target.weight, weight,
-                      unsmoothed.weight(quant_math.dequantize(q, p), target.axis))]
+    round_trip, p = weight_round_trip(weight, target.axis, migration)
+    constants = [(target.weight, weight, round_trip)]
     first = target.node.inputs[0]  # the activation input of Conv, Gemm and MatMul
     bias = constant_array(node.inputs[target.bias]) if target.bias is not None else None
     if bias is not None and first in params:

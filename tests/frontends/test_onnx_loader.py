@@ -55,3 +55,23 @@ def test_external_data_threshold(tmp_path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "split.onnx").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_saved_elsewhere_the_weights_come_along(tmp_path: Path) -> None:
+    """A model loaded with external data and saved inline into another folder stands on its
+    own (the input's data file may go), and carries no value_info copies of initializers."""
+    source, target = tmp_path / "in", tmp_path / "out"
+    source.mkdir(), target.mkdir()
+    onnxpress.save(onnxpress.load(default_model_path()), source / "m.onnx",
+                   external_threshold=1000)
+    model = onnxpress.load(source / "m.onnx")
+    onnxpress.save(model, target / "m.onnx")
+    del model
+    (source / "m.onnx.data").unlink()
+    proto = onnx.load(target / "m.onnx")
+    onnx.checker.check_model(proto, full_check=True)
+    assert not any(t.external_data for t in proto.graph.initializer)
+    initializers = {t.name for t in proto.graph.initializer}
+    assert not [v.name for v in proto.graph.value_info if v.name in initializers]
+    assert onnxpress.to_proto(onnxpress.load(target / "m.onnx")).SerializeToString() == \
+        onnxpress.to_proto(onnxpress.load(default_model_path())).SerializeToString()

@@ -29,10 +29,13 @@ IMAGES = np.load(MODELS / "digits_test.npz")["image"][:64]
 LOWERED = {"QLinearConv", "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat", "QGemm",
            "QLinearAdd", "QLinearMul", "QLinearConcat", "QLinearGlobalAveragePool"}
 #: (model, quantize options): "Conv,MatMul" outputs give per-column QLinearMatMul on the
-#: weights; symmetric int8 activations leave each Relu to lower-qdq (an integer Clip)
+#: weights; symmetric int8 activations leave each Relu to lower-qdq (an integer Clip). Without
+#: bias correction there: with it, ORT's fusion (int8 activations moved onto its uint8
+#: kernels) and its int8 kernels requantize 1 of 640 logits one step apart, and the
+#: bit-identity below is about lowering, not about where ORT's kernels round
 CASES = {"cnn": ("digits_cnn", {}), "vit": ("digits_vit", {}),
          "vit-qmatmul": ("digits_vit", {"outputs": "Conv,MatMul"}),
-         "cnn-int8": ("digits_cnn", {"activations": "int8"})}
+         "cnn-int8": ("digits_cnn", {"activations": "int8", "bias_correction": False})}
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +43,9 @@ def qdq_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("lower-qdq")
     paths = {}
     for case, (name, options) in CASES.items():
+        int8 = options.get("activations") == "int8"  # as the tensorrt preset folds them
         model = onnxpress.compile(MODELS / f"{name}.onnx",
-                                  [Cleanup(), Quantize(**options), FoldQdq()],
+                                  [Cleanup(), Quantize(**options), FoldQdq(int8_moves=int8)],
                                   calibration=CALIBRATION_NPZ)
         paths[case] = folder / f"{case}_qdq.onnx"
         onnxpress.save(model, paths[case])
