@@ -5,6 +5,7 @@ from __future__ import annotations
 from onnxpress.passes.base import Pass
 from onnxpress.passes.cleanup import BUILTIN_PASSES as CLEANUP
 from onnxpress.passes.ort_fusion import FuseForOrt
+from onnxpress.passes.prune import Prune
 from onnxpress.passes.quantize.fold_qdq import FoldQdq
 from onnxpress.passes.quantize.lower_qdq import LowerQdq
 from onnxpress.passes.quantize.quantize import Quantize
@@ -12,5 +13,6 @@ from onnxpress.passes.quantize.smooth import Smooth
 from onnxpress.passes.quantize.weight_only import WeightOnly
 
 QUANTIZATION: tuple[type[Pass], ...] = (Smooth, Quantize, FoldQdq, LowerQdq, WeightOnly)
+PRUNING: tuple[type[Pass], ...] = (Prune,)
 RUNTIME: tuple[type[Pass], ...] = (FuseForOrt,)
-BUILTIN_PASSES: tuple[type[Pass], ...] = (*CLEANUP, *QUANTIZATION, *RUNTIME)
+BUILTIN_PASSES: tuple[type[Pass], ...] = (*CLEANUP, *QUANTIZATION, *PRUNING, *RUNTIME)

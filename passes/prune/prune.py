@@ -1,0 +1,112 @@
+"""``prune``: structured pruning that physically shrinks tensors, or weight sparsity.
+
+``structure=channel`` removes a ``ratio`` of the channels of every Conv-produced dependency
+group (:mod:`onnxpress.ir.channel_groups`: a residual stage's Adds, its Convs' output
+rows and the next layers' input columns, BatchNorm parameters, depthwise filters, Concat
+offsets, all cut together); ``structure=mlp`` does the same for the groups a Gemm/MatMul
+produces, which in a transformer are the MLP's hidden width (the residual stream reaches a
+LayerNorm and the attention heads a Reshape, so those groups are blocked). Channels go by
+importance, lowest first: ``importance=magnitude`` is the L2 norm of what writes the
+channel (its filters and biases in every producer of the group). Groups the analysis
+cannot prove safe are left alone and each is named in the notes with its reason.
+
+``structure=unstructured|nm`` zeroes weights instead (:mod:`.sparsity`).
+
+Lossy: ``check`` or ``onnxpress compare`` measure the cost. Run ``cleanup`` first: folded
+BatchNorms and constant weights are what the groups are read from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import onnx_ir as ir
+
+from onnxpress.errors import BadInputError
+from onnxpress.ir.channel_groups import Group, channel_groups
+from onnxpress.passes.base import Pass, PassStats, data_field
+from onnxpress.passes.prune.channels import lowest, magnitude, remove_channels
+
+__all__ = ["Prune"]
+
+STRUCTURES = ("channel", "mlp", "head", "unstructured", "nm")
+_KIND = {"channel": "conv", "mlp": "linear"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Prune(Pass):
+    name = "prune"
+
+    structure: str = "channel"
+    ratio: float = 0.3  # fraction of each group's channels removed (channel, mlp)
+    sparsity: float = 0.5  # fraction of weights zeroed (unstructured)
+    n: int = 2  # N:M: n zeros... kept in every m consecutive weights along the input axis
+    m: int = 4
+    importance: str = "magnitude"
+    multiple: int = 16  # channels kept per group: a multiple of this (ORT's NCHWc blocks)
+    exclude: str = ""  # comma-separated producer node names whose groups stay whole
+    data: Any = data_field()
+
+    def __post_init__(self) -> None:
+        if self.structure not in STRUCTURES:
+            raise BadInputError(f"prune(structure={self.structure}): choose one of "
+                                f"{', '.join(STRUCTURES)}")
+        if not (math.isfinite(self.ratio) and 0 <= self.ratio < 1):
+            raise BadInputError(f"prune(ratio={self.ratio}): give the fraction of channels "
+                                "to remove, in [0, 1), e.g. 0.3")
+        if self.multiple < 1:
+            raise BadInputError(f"prune(multiple={self.multiple}): give 1 or more")
+        if self.importance != "magnitude" and self.structure in _KIND:
+            raise BadInputError(f"prune(importance={self.importance}): structured pruning "
+                                "supports importance=magnitude so far")
+
+    def call(self, model: ir.Model) -> PassStats:
+        if self.structure in ("unstructured", "nm"):
+            from onnxpress.passes.prune.sparsity import sparsify
+
+            stats, notes = sparsify(model, structure=self.structure, sparsity=self.sparsity,
+                                    n=self.n, m=self.m, importance=self.importance,
+                                    data=self.data)
+            return PassStats(model, modified=bool(stats.get("weights_zeroed")), stats=stats,
+                             notes=notes)
+        if self.structure == "head":
+            raise BadInputError("prune(structure=head) is not built yet; use structure=mlp "
+                                "for a transformer's MLP width")
+        return self._structured(model)
+
+    def _count(self, size: int) -> int:
+        """Channels to remove from a group of ``size``: ``ratio`` of them, rounded so that
+        the kept count is a multiple of ``multiple`` (when the group is one already), at
+        least one such block kept."""
+        keep = size - int(self.ratio * size)
+        if self.multiple > 1 and size % self.multiple == 0:
+            keep = max(self.multiple, round(keep / self.multiple) * self.multiple)
+        return size - max(keep, 1)
+
+    def _structured(self, model: ir.Model) -> PassStats:
+        kind = _KIND[self.structure]
+        excluded = {n.strip() for n in self.exclude.split(",") if n.strip()}
+        groups = [g for g in channel_groups(model.graph) if g.kind == kind]
+        notes: list[str] = []
+        plan: list[tuple[Group, Any]] = []
+        for group in groups:
+            if group.blocked:
+                notes.append(f"group of {group.name!r} ({group.size} channels) kept: "
+                             f"{group.blocked[0]}")
+            elif group.name in excluded:
+                notes.append(f"group of {group.name!r} kept: excluded")
+            else:
+                plan.append((group, lowest(magnitude(group), self._count(group.size))))
+        if not plan:
+            raise BadInputError(
+                f"prune(structure={self.structure}): the model has no prunable "
+                f"{'channel' if kind == 'conv' else 'Gemm/MatMul width'} groups"
+                + (f" ({notes[0]})" if notes else ""))
+        constants = remove_channels(model.graph, plan)
+        removed = sum(len(r) for _, r in plan)
+        total = sum(g.size for g, _ in plan)
+        stats = {"groups": len(plan), "groups_kept": len(groups) - len(plan),
+                 "channels_removed": removed, "channels": total, "constants_cut": constants}
+        return PassStats(model, modified=removed > 0, stats=stats, notes=notes)
