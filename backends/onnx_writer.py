@@ -17,6 +17,7 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
+from onnxpress.backends.sparse_initializers import to_sparse
 from onnxpress.errors import BadInputError
 from onnxpress.ir.analysis import parameter_bytes
 
@@ -76,6 +77,7 @@ def save(
     *,
     external_data: bool | None = None,
     external_threshold: int = EXTERNAL_DATA_THRESHOLD,
+    sparse: bool = False,
 ) -> Path:
     """Write ``model`` to ``path`` atomically and return the path.
 
@@ -83,6 +85,8 @@ def save(
         external_data: True forces, False forbids (error above 2 GB), None chooses by size.
         external_threshold: with ``external_data=None``, the total weight size in bytes
             above which weights go to ``<file name>.data``.
+        sparse: store float weights that are mostly zeros as sparse initializers where
+            that is smaller (``sparse_initializers.to_sparse``; inline tensors only).
     """
     path = Path(path)
     if not path.parent.is_dir():
@@ -105,7 +109,10 @@ def save(
     try:
         # onnx_ir writes the external data file itself atomically; the model file, which
         # points at it, is renamed into place last so a reader never sees a half model.
-        onnx.save(_file_proto(model, path.parent, data_name), tmp)
+        proto = _file_proto(model, path.parent, data_name)
+        if sparse:
+            to_sparse(proto)
+        onnx.save(proto, tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it private; give it a normal file's mode
         os.replace(tmp, path)
     except BaseException:

@@ -9,9 +9,11 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
+from onnx import numpy_helper
 from onnx_ir.passes.common import RemoveInitializersFromInputsPass
 
 from onnxpress.errors import BadInputError
@@ -60,9 +62,14 @@ def load(
 
 def _deserialize(source: str | os.PathLike | bytes | onnx.ModelProto) -> ir.Model:
     if isinstance(source, onnx.ModelProto):
+        if any(graph.sparse_initializer for graph in _graphs(source.graph)):
+            copy = onnx.ModelProto()
+            copy.CopyFrom(source)  # the caller's proto stays as it was
+            source = _densify(copy, "the given model")
         return ir.serde.deserialize_model(source)
     if isinstance(source, bytes):
-        return ir.serde.deserialize_model(_parse(source, "the given bytes"))
+        return ir.serde.deserialize_model(_densify(_parse(source, "the given bytes"),
+                                                   "the given bytes"))
     if not isinstance(source, (str, os.PathLike)):
         raise BadInputError(
             f"cannot load a model from {type(source).__name__}: give a path, bytes, "
@@ -73,7 +80,7 @@ def _deserialize(source: str | os.PathLike | bytes | onnx.ModelProto) -> ir.Mode
         raise BadInputError(f"{path}: no such file; check the model path")
     with open(path, "rb") as stream:
         proto = _parse(stream.read(), str(path))
-    model = ir.serde.deserialize_model(proto)
+    model = ir.serde.deserialize_model(_densify(proto, str(path), str(path.parent)))
     ir.external_data.set_base_dir(model.graph, str(path.parent))
     return model
 
@@ -93,6 +100,39 @@ def _parse(data: bytes, where: str) -> onnx.ModelProto:
             f"{proto.ir_version}); is it an ONNX model file?"
         )
     return proto
+
+
+def _densify(proto: onnx.ModelProto, where: str, base_dir: str = "") -> onnx.ModelProto:
+    """``proto`` with its sparse initializers made dense ones (in place): onnx_ir does not
+    read sparse_initializer (the nodes reading one would read an undefined value), and ONNX
+    Runtime makes them dense at load too, so nothing is lost."""
+    for graph in _graphs(proto.graph):
+        for sparse in graph.sparse_initializer:
+            try:
+                values = numpy_helper.to_array(sparse.values, base_dir).reshape(-1)
+                indices = numpy_helper.to_array(sparse.indices, base_dir).astype(np.int64)
+                shape = tuple(sparse.dims)
+                if indices.ndim == 2:  # [NNZ, rank] coordinates
+                    indices = np.ravel_multi_index(tuple(indices.T), shape)
+                dense = np.zeros(int(np.prod(shape)), values.dtype)
+                dense[indices] = values
+            except (IndexError, ValueError, OSError) as error:
+                raise BadInputError(f"{where}: sparse initializer {sparse.values.name!r} "
+                                    f"cannot be read ({error})") from None
+            graph.initializer.append(numpy_helper.from_array(dense.reshape(shape),
+                                                             sparse.values.name))
+        del graph.sparse_initializer[:]
+    return proto
+
+
+def _graphs(main: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """``main`` and every subgraph nested in it."""
+    graphs = [main]
+    for graph in graphs:  # grows while it is walked: breadth first
+        graphs.extend(sub for node in graph.node for attribute in node.attribute
+                      for sub in [*([attribute.g] if attribute.HasField("g") else []),
+                                  *attribute.graphs])
+    return graphs
 
 
 def _convert_opset(model: ir.Model, opset: int) -> None:

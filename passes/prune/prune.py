@@ -8,7 +8,11 @@ produces, which in a transformer are the MLP's hidden width (the residual stream
 LayerNorm and the attention heads a Reshape, so those groups are blocked). Channels go by
 importance, lowest first: ``importance=magnitude`` is the L2 norm of what writes the
 channel (its filters and biases in every producer of the group). Groups the analysis
-cannot prove safe are left alone and each is named in the notes with its reason.
+cannot prove safe are left alone and each is named in the notes with its reason. Each
+group keeps a multiple of ``multiple`` channels when it had one (ONNX Runtime's blocked
+convolutions want multiples of 16: ResNet-50 at 30% runs 1.3x faster with 45 of 64
+channels kept, 1.8x with 48). With calibration data, ``compensate=true`` refits every
+layer that read pruned channels by least squares (:mod:`.compensate`).
 
 ``structure=unstructured|nm`` zeroes weights instead (:mod:`.sparsity`).
 
@@ -22,6 +26,7 @@ import dataclasses
 import math
 from typing import Any
 
+import numpy as np
 import onnx_ir as ir
 
 from onnxpress.errors import BadInputError
@@ -32,6 +37,7 @@ from onnxpress.passes.prune.channels import lowest, magnitude, remove_channels
 __all__ = ["Prune"]
 
 STRUCTURES = ("channel", "mlp", "head", "unstructured", "nm")
+IMPORTANCES = ("magnitude", "activation")
 _KIND = {"channel": "conv", "mlp": "linear"}
 
 
@@ -42,10 +48,12 @@ class Prune(Pass):
     structure: str = "channel"
     ratio: float = 0.3  # fraction of each group's channels removed (channel, mlp)
     sparsity: float = 0.5  # fraction of weights zeroed (unstructured)
-    n: int = 2  # N:M: n zeros... kept in every m consecutive weights along the input axis
+    n: int = 2  # N:M: n weights kept in every m consecutive ones along the input axis
     m: int = 4
     importance: str = "magnitude"
-    multiple: int = 16  # channels kept per group: a multiple of this (ORT's NCHWc blocks)
+    multiple: int = 8  # channels kept per group: a multiple of this (ORT's NCHWc blocks)
+    compensate: bool = True  # refit the layers reading pruned channels (.compensate; data)
+    max_batches: int = 256  # calibration batches compensation and importance read
     exclude: str = ""  # comma-separated producer node names whose groups stay whole
     data: Any = data_field()
 
@@ -58,9 +66,9 @@ class Prune(Pass):
                                 "to remove, in [0, 1), e.g. 0.3")
         if self.multiple < 1:
             raise BadInputError(f"prune(multiple={self.multiple}): give 1 or more")
-        if self.importance != "magnitude" and self.structure in _KIND:
-            raise BadInputError(f"prune(importance={self.importance}): structured pruning "
-                                "supports importance=magnitude so far")
+        if self.importance not in IMPORTANCES:
+            raise BadInputError(f"prune(importance={self.importance}): choose one of "
+                                f"{', '.join(IMPORTANCES)}")
 
     def call(self, model: ir.Model) -> PassStats:
         if self.structure in ("unstructured", "nm"):
@@ -68,13 +76,34 @@ class Prune(Pass):
 
             stats, notes = sparsify(model, structure=self.structure, sparsity=self.sparsity,
                                     n=self.n, m=self.m, importance=self.importance,
-                                    data=self.data)
+                                    data=self.data, max_batches=self.max_batches,
+                                    exclude=_names(self.exclude))
             return PassStats(model, modified=bool(stats.get("weights_zeroed")), stats=stats,
                              notes=notes)
         if self.structure == "head":
             raise BadInputError("prune(structure=head) is not built yet; use structure=mlp "
                                 "for a transformer's MLP width")
         return self._structured(model)
+
+    def _measure(self, model: ir.Model, groups: list[Group], notes: list[str]) -> dict:
+        """The input statistics of every layer reading a candidate group's channels, in one
+        calibration run, when importance or compensation wants them: node -> Consumer."""
+        wanted = self.importance == "activation" or self.compensate
+        if not wanted or not groups:
+            return {}
+        if self.data is None:
+            if self.importance == "activation":
+                raise BadInputError("prune(importance=activation) needs calibration data: "
+                                    "give --calibration FILE.npz")
+            notes.append("no calibration data: the layers after the pruned channels are not "
+                         "refitted (give --calibration, or compensate=false to silence this)")
+            return {}
+        from onnxpress.passes.prune.compensate import consumers, gather
+
+        found, skipped = consumers([(g, np.arange(g.size)) for g in groups])
+        notes.extend(skipped)
+        gather(model, found, self.data, self.max_batches)
+        return {consumer.node: consumer for consumer in found}
 
     def _count(self, size: int) -> int:
         """Channels to remove from a group of ``size``: ``ratio`` of them, rounded so that
@@ -87,10 +116,10 @@ class Prune(Pass):
 
     def _structured(self, model: ir.Model) -> PassStats:
         kind = _KIND[self.structure]
-        excluded = {n.strip() for n in self.exclude.split(",") if n.strip()}
+        excluded = set(_names(self.exclude))
         groups = [g for g in channel_groups(model.graph) if g.kind == kind]
         notes: list[str] = []
-        plan: list[tuple[Group, Any]] = []
+        candidates = []
         for group in groups:
             if group.blocked:
                 notes.append(f"group of {group.name!r} ({group.size} channels) kept: "
@@ -98,15 +127,39 @@ class Prune(Pass):
             elif group.name in excluded:
                 notes.append(f"group of {group.name!r} kept: excluded")
             else:
-                plan.append((group, lowest(magnitude(group), self._count(group.size))))
-        if not plan:
+                candidates.append(group)
+        measured = self._measure(model, candidates, notes)
+        plan: list[tuple[Group, Any]] = []
+        for group in candidates:
+            scores = None
+            if self.importance == "activation":
+                from onnxpress.passes.prune.compensate import saliency
+
+                scores = saliency(group, measured)
+                if scores is None:
+                    notes.append(f"group of {group.name!r}: a reading layer was not measured; "
+                                 "ranked by magnitude")
+            scores = magnitude(group) if scores is None else scores
+            plan.append((group, lowest(scores, self._count(group.size))))
+        if not candidates:
             raise BadInputError(
                 f"prune(structure={self.structure}): the model has no prunable "
                 f"{'channel' if kind == 'conv' else 'Gemm/MatMul width'} groups"
                 + (f" ({notes[0]})" if notes else ""))
+        if measured and self.compensate:
+            from onnxpress.passes.prune.compensate import consumers, refit
+
+            for consumer in consumers(plan)[0]:
+                consumer.gram, consumer.count = (measured[consumer.node].gram,
+                                                 measured[consumer.node].count)
+                refit(model.graph, consumer)
         constants = remove_channels(model.graph, plan)
         removed = sum(len(r) for _, r in plan)
         total = sum(g.size for g, _ in plan)
         stats = {"groups": len(plan), "groups_kept": len(groups) - len(plan),
                  "channels_removed": removed, "channels": total, "constants_cut": constants}
         return PassStats(model, modified=removed > 0, stats=stats, notes=notes)
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]

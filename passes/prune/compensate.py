@@ -1,0 +1,227 @@
+"""Compensation without retraining: after channels go, each layer that read them is refitted
+by least squares so that its output on the calibration data stays what it was.
+
+A consumer computes ``y = W x (+ b)`` over input features ``x`` (a Conv's unfolded
+patches, channel x kernel position; a Gemm's or MatMul's last axis). With ``H = E[x x^T]``
+gathered in one calibration run on the unpruned model (``x`` extended by a constant 1 when
+the layer has a bias, so the fit may move the bias too), the kept features ``K`` get
+``W_K' = W H[:, K] (H[K, K] + lambda I)^-1``: the closed form of
+``min E||W_K' x_K - W x||^2``, which is what the removed features' contribution is best
+predicted by (Optimal Brain Surgeon's reconstruction, as in structured one-shot pruning).
+``lambda`` is 1e-4 of the mean diagonal, for the rank-deficient ``H`` of ReLU features.
+A consumer with more than ``MAX_FEATURES`` features is left as pruned, with a note: its
+``H`` would not fit comfortably in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxpress.ir.analysis import constant_array
+from onnxpress.ir.channel_groups import Group
+from onnxpress.passes.calibration_data import Batch
+
+MAX_FEATURES = 8192
+RIDGE = 1e-4
+
+
+@dataclasses.dataclass
+class Consumer:
+    """A layer reading pruned channels: its weight as ``[outputs, features]`` (``rows``
+    says how to get back), the removed input channels, and its Gram accumulator."""
+
+    node: ir.Node
+    removed: np.ndarray  # input channel indices (after Concat offsets) that go
+    bias: tuple[ir.Node, int] | None  # where its constant bias vector is an input
+    gram: np.ndarray | None = None
+    count: int = 0
+
+    def inverse(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """``(H + lambda I)^-1`` over the features, the weight as ``[outputs, features]``
+        and the features per input channel."""
+        weight = np.asarray(constant_array(self.node.inputs[1]), np.float64)
+        matrix = _as_matrix(self.node, weight)
+        assert self.gram is not None
+        gram = self.gram / max(self.count, 1)
+        if self.bias is not None:
+            gram = gram[:-1, :-1]
+        gram = gram + RIDGE * np.mean(np.diag(gram)) * np.eye(len(gram))
+        return np.linalg.inv(gram), matrix, matrix.shape[1] // _in_channels(self.node, weight)
+
+    def __call__(self, x: np.ndarray) -> None:
+        features = _features(self.node, np.asarray(x, np.float64))
+        if self.bias is not None:
+            features = np.concatenate([features, np.ones((len(features), 1))], axis=1)
+        gram = features.T @ features
+        self.gram = gram if self.gram is None else self.gram + gram
+        self.count += len(features)
+
+
+def consumers(plan: Sequence[tuple[Group, np.ndarray]]) -> tuple[list[Consumer], list[str]]:
+    """One Consumer per node whose input channels a pruned group cuts."""
+    removed: dict[ir.Node, list[np.ndarray]] = {}
+    for group, indices in plan:
+        for item in group.slices:
+            if item.role == "consumer" and len(indices):
+                removed.setdefault(item.node, []).append(item.offset + indices)
+    found, notes = [], []
+    for node, parts in removed.items():
+        weight = constant_array(node.inputs[1])
+        assert weight is not None
+        size = weight.size // _outputs(node, weight)
+        if size > MAX_FEATURES:
+            notes.append(f"{node.op_type} {node.name!r}: {size} input features, more than "
+                         f"{MAX_FEATURES}; not compensated")
+            continue
+        found.append(Consumer(node, np.sort(np.concatenate(parts)), _bias(node)))
+    return found, notes
+
+
+def saliency(group: Group, measured: dict[ir.Node, Consumer]) -> np.ndarray | None:
+    """Per channel of ``group``: the output error its removal costs after the refit, summed
+    over the layers reading it — Optimal Brain Surgeon's ``tr(W_S [H^-1]_SS^-1 W_S^T)``
+    for the channel's features ``S`` (one-shot: each channel alone). None when a reading
+    layer was not measured."""
+    scores = np.zeros(group.size)
+    for item in group.slices:
+        if item.role != "consumer":
+            continue
+        consumer = measured.get(item.node)
+        if consumer is None or consumer.gram is None:
+            return None
+        inverse, matrix, per = consumer.inverse()
+        for channel in range(group.size):
+            span = slice((item.offset + channel) * per, (item.offset + channel + 1) * per)
+            w = matrix[:, span]
+            scores[channel] += np.trace(w @ np.linalg.solve(inverse[span, span], w.T))
+    return scores
+
+
+def gather(model: ir.Model, found: Sequence[Consumer], data: Iterable[Batch],
+           max_batches: int) -> None:
+    """One calibration run of the unpruned model, feeding each consumer its input."""
+    from onnxpress.passes.quantize.calibration import collect
+
+    feeds: dict[str, list[Consumer]] = {}
+    for consumer in found:
+        feeds.setdefault(consumer.node.inputs[0].name, []).append(consumer)
+
+    def fan_out(targets: list[Consumer]):
+        return lambda x: [target(x) for target in targets]
+
+    collect(model, [], data, max_batches=max_batches,
+            feed={name: fan_out(targets) for name, targets in feeds.items()})
+
+
+def refit(graph: ir.Graph, consumer: Consumer) -> None:
+    """Replace the consumer's weight (and bias) by the least-squares fit on kept features;
+    the removed columns are left at zero, for the channel cut that follows to take out."""
+    node = consumer.node
+    weight = np.asarray(constant_array(node.inputs[1]), np.float64)
+    matrix = _as_matrix(node, weight)  # [outputs, features]
+    per_channel = matrix.shape[1] // _in_channels(node, weight)
+    keep = np.ones(matrix.shape[1], bool)
+    for channel in consumer.removed:
+        keep[channel * per_channel:(channel + 1) * per_channel] = False
+    assert consumer.gram is not None
+    gram = consumer.gram / max(consumer.count, 1)
+    full = matrix
+    if consumer.bias is not None:
+        bias_node, bias_index = consumer.bias
+        original = constant_array(bias_node.inputs[bias_index])
+        bias = np.asarray(original, np.float64).reshape(-1)
+        full = np.concatenate([matrix, bias[:, None]], axis=1)
+        keep = np.append(keep, True)
+    kept = gram[np.ix_(keep, keep)]
+    kept = kept + RIDGE * np.mean(np.diag(kept)) * np.eye(len(kept))
+    solved = np.linalg.solve(kept, (full @ gram[:, keep]).T).T
+    new = np.zeros_like(full)
+    new[:, keep] = solved
+    if consumer.bias is not None:
+        _replace(graph, bias_node, bias_index, new[:, -1].reshape(np.shape(original)))
+        new = new[:, :-1]
+    _replace(graph, node, 1, _from_matrix(node, weight, new))
+
+
+def _bias(node: ir.Node) -> tuple[ir.Node, int] | None:
+    """A Conv's or Gemm's bias input; the constant vector a MatMul's sole reader adds."""
+    if node.op_type in ("Conv", "Gemm"):
+        if len(node.inputs) > 2 and constant_array(node.inputs[2]) is not None:
+            return node, 2
+        return None
+    uses = list(node.outputs[0].uses())
+    if len(uses) == 1 and uses[0].node.op_type == "Add":
+        add, other = uses[0].node, 1 - uses[0].idx
+        array = constant_array(add.inputs[other])
+        if array is not None and array.ndim == 1 and len(list(add.inputs[other].uses())) == 1:
+            return add, other
+    return None
+
+
+def _features(node: ir.Node, x: np.ndarray) -> np.ndarray:
+    if node.op_type != "Conv":
+        return x.reshape(-1, x.shape[-1])
+    weight = constant_array(node.inputs[1])
+    assert weight is not None
+    kernel = weight.shape[2:]
+    attrs = node.attributes
+    strides = attrs.get_ints("strides", [1] * len(kernel))
+    dilations = attrs.get_ints("dilations", [1] * len(kernel))
+    pads = attrs.get_ints("pads", [0] * 2 * len(kernel))
+    spatial = len(kernel)
+    widths = [(0, 0), (0, 0)] + [(pads[i], pads[i + spatial]) for i in range(spatial)]
+    padded = np.pad(x, widths)
+    span = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    windows = np.lib.stride_tricks.sliding_window_view(padded, span, axis=tuple(
+        range(2, 2 + spatial)))
+    index = (slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides) + tuple(
+        slice(None, None, d) for d in dilations)
+    windows = windows[index]  # [N, C, out..., k...]
+    order = (0, *range(2, 2 + spatial), 1, *range(2 + spatial, 2 + 2 * spatial))
+    return windows.transpose(order).reshape(-1, int(np.prod(weight.shape[1:])))
+
+
+def _outputs(node: ir.Node, weight: np.ndarray) -> int:
+    if node.op_type == "Conv":
+        return weight.shape[0]
+    if node.op_type == "Gemm":
+        return weight.shape[0 if node.attributes.get_int("transB", 0) else 1]
+    return weight.shape[1]
+
+
+def _in_channels(node: ir.Node, weight: np.ndarray) -> int:
+    return weight.size // _outputs(node, weight) // (
+        int(np.prod(weight.shape[2:])) if node.op_type == "Conv" else 1)
+
+
+def _as_matrix(node: ir.Node, weight: np.ndarray) -> np.ndarray:
+    if node.op_type == "Conv":
+        return weight.reshape(weight.shape[0], -1)
+    if node.op_type == "Gemm" and node.attributes.get_int("transB", 0):
+        return weight
+    return weight.T
+
+
+def _from_matrix(node: ir.Node, weight: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    if node.op_type == "Conv":
+        return matrix.reshape(weight.shape)
+    if node.op_type == "Gemm" and node.attributes.get_int("transB", 0):
+        return matrix
+    return matrix.T
+
+
+def _replace(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray) -> None:
+    old = node.inputs[index]
+    assert old is not None
+    name, number = f"{old.name}_refit", 1
+    while name in graph.initializers:
+        number += 1
+        name = f"{old.name}_refit_{number}"
+    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=old.type,
+                     const_value=ir.tensor(array.astype(np.float32), name=name))
+    graph.register_initializer(value)
+    node.replace_input_with(index, value)
