@@ -55,10 +55,15 @@ def remove_channels(graph: ir.Graph, plan: Sequence[tuple[Group, np.ndarray]]) -
             flows.update(group.values)
     for value, flow in flows.items():
         _reshape(value, flow, removed_by_space)
+    drop_unused(graph)
+    return len(cuts)
+
+
+def drop_unused(graph: ir.Graph) -> None:
+    """The initializers the cuts and refits replaced."""
     for name, value in list(graph.initializers.items()):
         if not value.uses() and not value.is_graph_output() and not value.is_graph_input():
             del graph.initializers[name]
-    return len(cuts)
 
 
 def _cut(graph: ir.Graph, value: ir.Value | None,

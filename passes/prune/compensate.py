@@ -77,7 +77,7 @@ def consumers(plan: Sequence[tuple[Group, np.ndarray]]) -> tuple[list[Consumer],
             notes.append(f"{node.op_type} {node.name!r}: {size} input features, more than "
                          f"{MAX_FEATURES}; not compensated")
             continue
-        found.append(Consumer(node, np.sort(np.concatenate(parts)), _bias(node)))
+        found.append(Consumer(node, np.sort(np.concatenate(parts)), layer_bias(node)))
     return found, notes
 
 
@@ -99,6 +99,20 @@ def saliency(group: Group, measured: dict[ir.Node, Consumer]) -> np.ndarray | No
             w = matrix[:, span]
             scores[channel] += np.trace(w @ np.linalg.solve(inverse[span, span], w.T))
     return scores
+
+
+def block_saliency(consumer: Consumer, spans: Sequence[slice]) -> np.ndarray:
+    """The same error for blocks of input features (an attention head's columns), relative
+    to the layer's output energy ``tr(W H W^T)``, so that layers of different scales
+    compare (heads are ranked across the model)."""
+    inverse, matrix, _ = consumer.inverse()
+    assert consumer.gram is not None
+    gram = consumer.gram / max(consumer.count, 1)
+    if consumer.bias is not None:
+        gram = gram[:-1, :-1]
+    energy = max(float(np.trace(matrix @ gram @ matrix.T)), 1e-30)
+    return np.array([np.trace(matrix[:, s] @ np.linalg.solve(inverse[s, s], matrix[:, s].T))
+                     for s in spans]) / energy
 
 
 def gather(model: ir.Model, found: Sequence[Consumer], data: Iterable[Batch],
@@ -147,7 +161,7 @@ def refit(graph: ir.Graph, consumer: Consumer) -> None:
     _replace(graph, node, 1, _from_matrix(node, weight, new))
 
 
-def _bias(node: ir.Node) -> tuple[ir.Node, int] | None:
+def layer_bias(node: ir.Node) -> tuple[ir.Node, int] | None:
     """A Conv's or Gemm's bias input; the constant vector a MatMul's sole reader adds."""
     if node.op_type in ("Conv", "Gemm"):
         if len(node.inputs) > 2 and constant_array(node.inputs[2]) is not None:

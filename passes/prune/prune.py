@@ -14,6 +14,12 @@ convolutions want multiples of 16: ResNet-50 at 30% runs 1.3x faster with 45 of 
 channels kept, 1.8x with 48). With calibration data, ``compensate=true`` refits every
 layer that read pruned channels by least squares (:mod:`.compensate`).
 
+``structure=head`` removes attention heads from ONNX Runtime's fused Attention (run
+``fuse-for-ort`` first; :mod:`.heads`): ``heads=N`` of them across the model, lowest
+importance first, each block keeping one. On the digits ViT, ``importance=magnitude``
+ranks heads well (2 of 24 removed: 97.78% -> 97.56%) and ``activation`` does not (it picks
+block 0's heads, whose removal looks cheap at the projection but is not: 87%).
+
 ``structure=unstructured|nm`` zeroes weights instead (:mod:`.sparsity`).
 
 Lossy: ``check`` or ``onnxpress compare`` measure the cost. Run ``cleanup`` first: folded
@@ -32,7 +38,7 @@ import onnx_ir as ir
 from onnxpress.errors import BadInputError
 from onnxpress.ir.channel_groups import Group, channel_groups
 from onnxpress.passes.base import Pass, PassStats, data_field
-from onnxpress.passes.prune.channels import lowest, magnitude, remove_channels
+from onnxpress.passes.prune.channels import drop_unused, lowest, magnitude, remove_channels
 
 __all__ = ["Prune"]
 
@@ -46,7 +52,9 @@ class Prune(Pass):
     name = "prune"
 
     structure: str = "channel"
-    ratio: float = 0.3  # fraction of each group's channels removed (channel, mlp)
+    ratio: float = 0.3  # fraction of each group's channels removed (channel, mlp; head: of
+    # all heads, when heads=0)
+    heads: int = 0  # structure=head: how many heads go, across the model
     sparsity: float = 0.5  # fraction of weights zeroed (unstructured)
     n: int = 2  # N:M: n weights kept in every m consecutive ones along the input axis
     m: int = 4
@@ -81,22 +89,63 @@ class Prune(Pass):
             return PassStats(model, modified=bool(stats.get("weights_zeroed")), stats=stats,
                              notes=notes)
         if self.structure == "head":
-            raise BadInputError("prune(structure=head) is not built yet; use structure=mlp "
-                                "for a transformer's MLP width")
+            return self._heads(model)
         return self._structured(model)
 
-    def _measure(self, model: ir.Model, groups: list[Group], notes: list[str]) -> dict:
-        """The input statistics of every layer reading a candidate group's channels, in one
-        calibration run, when importance or compensation wants them: node -> Consumer."""
-        wanted = self.importance == "activation" or self.compensate
-        if not wanted or not groups:
-            return {}
+    def _heads(self, model: ir.Model) -> PassStats:
+        from onnxpress.passes.prune import heads as attention
+
+        found, notes = attention.blocks(model.graph)
+        if not found:
+            raise BadInputError(
+                "prune(structure=head): no com.microsoft.Attention with an output projection "
+                "to prune; run fuse-for-ort first, e.g. --passes "
+                "'cleanup,fuse-for-ort,prune(structure=head,heads=2)'"
+                + (f" ({notes[0]})" if notes else ""))
+        total = sum(b.heads for b in found)
+        count = self.heads or int(self.ratio * total)
+        if not 0 <= count <= total - len(found):
+            raise BadInputError(f"prune(heads={count}): the model has {total} heads in "
+                                f"{len(found)} blocks; each keeps one, so give at most "
+                                f"{total - len(found)}")
+        if self._wants_data(notes):
+            attention.measure(model, found, self.data, self.max_batches)
+        importance = self.importance if self.data is not None else "magnitude"
+        ranked = sorted((score, b, h) for b, block in enumerate(found)
+                        for h, score in enumerate(attention.scores(block, importance)))
+        removed: list[list[int]] = [[] for _ in found]
+        for _, b, h in ranked:
+            if sum(map(len, removed)) == count:
+                break
+            if len(removed[b]) < found[b].heads - 1:
+                removed[b].append(h)
+        compensate = self.compensate and self.data is not None
+        for block, heads in zip(found, removed):
+            if heads:
+                attention.remove_heads(model.graph, block, np.array(sorted(heads)), compensate)
+        drop_unused(model.graph)
+        stats = {"heads_removed": count, "heads": total, "blocks": len(found),
+                 "per_block": [len(r) for r in removed]}
+        return PassStats(model, modified=count > 0, stats=stats, notes=notes)
+
+    def _wants_data(self, notes: list[str]) -> bool:
+        """Whether importance or compensation will read calibration data (error or note
+        when it is missing)."""
+        if not (self.importance == "activation" or self.compensate):
+            return False
         if self.data is None:
             if self.importance == "activation":
                 raise BadInputError("prune(importance=activation) needs calibration data: "
                                     "give --calibration FILE.npz")
             notes.append("no calibration data: the layers after the pruned channels are not "
                          "refitted (give --calibration, or compensate=false to silence this)")
+            return False
+        return True
+
+    def _measure(self, model: ir.Model, groups: list[Group], notes: list[str]) -> dict:
+        """The input statistics of every layer reading a candidate group's channels, in one
+        calibration run, when importance or compensation wants them: node -> Consumer."""
+        if not groups or not self._wants_data(notes):
             return {}
         from onnxpress.passes.prune.compensate import consumers, gather
 

@@ -66,3 +66,31 @@ def test_activation_importance_without_data_is_refused():
     model = onnxpress.compile(MODELS / "digits_cnn.onnx", "cleanup")
     with pytest.raises(BadInputError, match="calibration"):
         onnxpress.compile(model, "prune(importance=activation)")
+
+
+def test_heads_and_mlp_width_of_the_digits_vit():
+    """The acceptance's combination: 25% of every MLP's width, then 2 of the 24 heads (on
+    fuse-for-ort's Attention), with compensation: within 1 point of the unpruned accuracy,
+    and the refit's logits closer to the unpruned ones than without it."""
+    spec = ("cleanup,prune(structure=mlp,ratio=0.25{c}),fuse-for-ort,"
+            "prune(structure=head,heads=2{c})")
+    base = onnxpress.compile(MODELS / "digits_vit.onnx", "cleanup")
+    runs = {}
+    for name, option in (("refit", ""), ("plain", ",compensate=false")):
+        model, report = onnxpress.compile(MODELS / "digits_vit.onnx", spec.format(c=option),
+                                          calibration=CALIBRATION_NPZ, return_report=True)
+        assert report.passes[-1].stats["heads_removed"] == 2
+        attention = [n for n in model.graph if n.op_type == "Attention"]
+        assert sum(n.attributes.get_int("num_heads") for n in attention) == 22
+        runs[name] = model
+    labels = np.load(MODELS / "digits_test.npz")["label"]
+    reference = _logits(base)
+    accuracy = float((_logits(runs["refit"]).argmax(1) == labels).mean())
+    assert accuracy >= float((reference.argmax(1) == labels).mean()) - 0.01
+    assert _error(reference, runs["refit"]) < 0.5 * _error(reference, runs["plain"])
+
+
+def test_head_pruning_needs_the_fused_attention():
+    model = onnxpress.compile(MODELS / "digits_vit.onnx", "cleanup")
+    with pytest.raises(BadInputError, match="fuse-for-ort"):
+        onnxpress.compile(model, "prune(structure=head,heads=2)")

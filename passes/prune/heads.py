@@ -1,0 +1,134 @@
+"""Attention-head pruning on ONNX Runtime's fused ``com.microsoft.Attention`` (what
+``fuse-for-ort`` writes from any exporter's attention): a head is ``head_size`` columns in
+each of the packed Q, K and V parts of the weight and bias, and the same rows of the output
+projection (the MatMul or Gemm reading the Attention output). Removing one cuts those and
+lowers ``num_heads``; the head size, and so the softmax scale, stay.
+
+Heads are ranked across the whole model, lowest first: ``magnitude`` is the L2 norm of the
+head's Q/K/V columns and projection rows; ``activation`` is the output error its removal
+costs the projection after the refit (:func:`.compensate.block_saliency`). Every block
+keeps at least one head. ``compensate`` refits each projection by least squares.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxpress.ir.analysis import constant_array
+from onnxpress.passes.calibration_data import Batch
+from onnxpress.passes.prune.compensate import (
+    Consumer,
+    block_saliency,
+    gather,
+    layer_bias,
+    refit,
+)
+
+MS_DOMAIN = "com.microsoft"
+
+
+@dataclasses.dataclass
+class Block:
+    attention: ir.Node
+    projection: ir.Node  # MatMul/Gemm reading the Attention output as its input 0
+    heads: int
+    head_size: int
+    consumer: Consumer | None = None
+
+    def spans(self) -> list[slice]:
+        return [slice(h * self.head_size, (h + 1) * self.head_size) for h in range(self.heads)]
+
+
+def blocks(graph: ir.Graph) -> tuple[list[Block], list[str]]:
+    found, notes = [], []
+    for node in graph:
+        if node.op_type != "Attention" or node.domain != MS_DOMAIN:
+            continue
+        reason = _unsupported(node)
+        uses = list(node.outputs[0].uses())
+        projection = uses[0].node if len(uses) == 1 else None
+        if reason is None and (projection is None or projection.op_type not in (
+                "MatMul", "Gemm") or uses[0].idx != 0 or constant_array(
+                projection.inputs[1]) is None or projection.attributes.get_int("transB", 0)):
+            reason = "its output is not read by one projection with a constant weight"
+        if reason is not None:
+            notes.append(f"Attention {node.name!r}: {reason}; its heads are kept")
+            continue
+        weight = constant_array(node.inputs[1])
+        assert weight is not None and projection is not None
+        heads = node.attributes.get_int("num_heads", 1)
+        found.append(Block(node, projection, heads, weight.shape[1] // 3 // heads))
+    return found, notes
+
+
+def _unsupported(node: ir.Node) -> str | None:
+    weight = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
+    if weight is None or weight.ndim != 2:
+        return "its Q/K/V weight is not a constant matrix"
+    if node.attributes.get("qkv_hidden_sizes") is not None:
+        return "Q, K and V have different sizes (qkv_hidden_sizes)"
+    if len(node.inputs) > 2 and node.inputs[2] is not None and constant_array(
+            node.inputs[2]) is None:
+        return "its bias is computed"
+    if any(o.uses() or o.is_graph_output() for o in node.outputs[1:]):
+        return "it returns its present key/value state"
+    return None
+
+
+def measure(model: ir.Model, found: list[Block], data: Iterable[Batch],
+            max_batches: int) -> None:
+    """The projections' input statistics, one calibration run."""
+    for block in found:
+        block.consumer = Consumer(block.projection, np.zeros(0, int),
+                                  layer_bias(block.projection))
+    gather(model, [b.consumer for b in found if b.consumer], data, max_batches)
+
+
+def scores(block: Block, importance: str) -> np.ndarray:
+    if importance == "activation":
+        assert block.consumer is not None
+        return block_saliency(block.consumer, block.spans())
+    weight = np.asarray(constant_array(block.attention.inputs[1]), np.float64)
+    projection = np.asarray(constant_array(block.projection.inputs[1]), np.float64)
+    hidden = block.heads * block.head_size
+    return np.array([
+        np.sqrt(sum((weight[:, part * hidden:][:, span] ** 2).sum() for part in range(3))
+                + (projection[span] ** 2).sum())
+        for span in block.spans()])
+
+
+def remove_heads(graph: ir.Graph, block: Block, removed: np.ndarray, compensate: bool) -> None:
+    features = np.concatenate([np.arange(block.head_size) + h * block.head_size
+                               for h in removed])
+    if compensate and block.consumer is not None and block.consumer.gram is not None:
+        block.consumer.removed = features
+        refit(graph, block.consumer)
+    hidden = block.heads * block.head_size
+    columns = np.concatenate([features + part * hidden for part in range(3)])
+    attention = block.attention
+    _set(graph, attention, 1, np.delete(constant_array(attention.inputs[1]), columns, axis=1))
+    if len(attention.inputs) > 2 and attention.inputs[2] is not None:
+        _set(graph, attention, 2, np.delete(constant_array(attention.inputs[2]), columns))
+    _set(graph, block.projection, 1,
+         np.delete(constant_array(block.projection.inputs[1]), features, axis=0))
+    attention.attributes["num_heads"] = ir.AttrInt64("num_heads", block.heads - len(removed))
+    out = attention.outputs[0]
+    if out.shape is not None:
+        out.shape = ir.Shape([*out.shape.dims[:-1], hidden - len(features)])
+
+
+def _set(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray) -> None:
+    old = node.inputs[index]
+    assert old is not None
+    name, number = f"{old.name}_heads_pruned", 1
+    while name in graph.initializers:
+        number += 1
+        name = f"{old.name}_heads_pruned_{number}"
+    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=old.type,
+                     const_value=ir.tensor(np.ascontiguousarray(array), name=name))
+    graph.register_initializer(value)
+    node.replace_input_with(index, value)
