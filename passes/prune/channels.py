@@ -80,9 +80,23 @@ def _cut(graph: ir.Graph, value: ir.Value | None,
             by_axis[item.axis].append((item, removed))
         for axis, on_axis in by_axis.items():
             array = np.compress(keep_mask(array.shape[axis], on_axis), array, axis=axis)
-    name = _unique(graph, f"{value.name}_pruned")
-    out = ir.Value(name=name, shape=ir.Shape(array.shape), type=value.type,
-                   const_value=ir.tensor(np.ascontiguousarray(array), name=name))
+    return new_constant(graph, value, array, "pruned")
+
+
+def replace_constant(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray,
+                     suffix: str) -> None:
+    """Input ``index`` of ``node`` reads a new initializer holding ``array``."""
+    old = node.inputs[index]
+    assert old is not None
+    node.replace_input_with(index, new_constant(graph, old, array, suffix))
+
+
+def new_constant(graph: ir.Graph, old: ir.Value, array: np.ndarray, suffix: str) -> ir.Value:
+    """A new initializer holding ``array`` in ``old``'s dtype, named after it."""
+    name = _unique(graph, f"{old.name}_{suffix}")
+    dtype = old.dtype.numpy() if old.dtype is not None else array.dtype
+    out = ir.Value(name=name, shape=ir.Shape(array.shape), type=old.type,
+                   const_value=ir.tensor(np.ascontiguousarray(array, dtype=dtype), name=name))
     graph.register_initializer(out)
     return out
 

@@ -24,6 +24,7 @@ import onnx_ir as ir
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.channel_groups import Group
 from onnxpress.passes.calibration_data import Batch
+from onnxpress.passes.prune.channels import replace_constant
 
 MAX_FEATURES = 8192
 RIDGE = 1e-4
@@ -156,9 +157,10 @@ def refit(graph: ir.Graph, consumer: Consumer) -> None:
     new = np.zeros_like(full)
     new[:, keep] = solved
     if consumer.bias is not None:
-        _replace(graph, bias_node, bias_index, new[:, -1].reshape(np.shape(original)))
+        replace_constant(graph, bias_node, bias_index,
+                         new[:, -1].reshape(np.shape(original)), "refit")
         new = new[:, :-1]
-    _replace(graph, node, 1, _from_matrix(node, weight, new))
+    replace_constant(graph, node, 1, _from_matrix(node, weight, new), "refit")
 
 
 def layer_bias(node: ir.Node) -> tuple[ir.Node, int] | None:
@@ -226,16 +228,3 @@ def _from_matrix(node: ir.Node, weight: np.ndarray, matrix: np.ndarray) -> np.nd
     if node.op_type == "Gemm" and node.attributes.get_int("transB", 0):
         return matrix
     return matrix.T
-
-
-def _replace(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray) -> None:
-    old = node.inputs[index]
-    assert old is not None
-    name, number = f"{old.name}_refit", 1
-    while name in graph.initializers:
-        number += 1
-        name = f"{old.name}_refit_{number}"
-    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=old.type,
-                     const_value=ir.tensor(array.astype(np.float32), name=name))
-    graph.register_initializer(value)
-    node.replace_input_with(index, value)

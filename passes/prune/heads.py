@@ -20,6 +20,7 @@ import onnx_ir as ir
 
 from onnxpress.ir.analysis import constant_array
 from onnxpress.passes.calibration_data import Batch
+from onnxpress.passes.prune.channels import replace_constant
 from onnxpress.passes.prune.compensate import (
     Consumer,
     block_saliency,
@@ -110,25 +111,14 @@ def remove_heads(graph: ir.Graph, block: Block, removed: np.ndarray, compensate:
     hidden = block.heads * block.head_size
     columns = np.concatenate([features + part * hidden for part in range(3)])
     attention = block.attention
-    _set(graph, attention, 1, np.delete(constant_array(attention.inputs[1]), columns, axis=1))
+    weight = np.delete(constant_array(attention.inputs[1]), columns, axis=1)
+    replace_constant(graph, attention, 1, weight, "heads_pruned")
     if len(attention.inputs) > 2 and attention.inputs[2] is not None:
-        _set(graph, attention, 2, np.delete(constant_array(attention.inputs[2]), columns))
-    _set(graph, block.projection, 1,
-         np.delete(constant_array(block.projection.inputs[1]), features, axis=0))
+        bias = np.delete(constant_array(attention.inputs[2]), columns)
+        replace_constant(graph, attention, 2, bias, "heads_pruned")
+    rows = np.delete(constant_array(block.projection.inputs[1]), features, axis=0)
+    replace_constant(graph, block.projection, 1, rows, "heads_pruned")
     attention.attributes["num_heads"] = ir.AttrInt64("num_heads", block.heads - len(removed))
     out = attention.outputs[0]
     if out.shape is not None:
         out.shape = ir.Shape([*out.shape.dims[:-1], hidden - len(features)])
-
-
-def _set(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray) -> None:
-    old = node.inputs[index]
-    assert old is not None
-    name, number = f"{old.name}_heads_pruned", 1
-    while name in graph.initializers:
-        number += 1
-        name = f"{old.name}_heads_pruned_{number}"
-    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=old.type,
-                     const_value=ir.tensor(np.ascontiguousarray(array), name=name))
-    graph.register_initializer(value)
-    node.replace_input_with(index, value)
