@@ -5,10 +5,16 @@ A consumer computes ``y = W x (+ b)`` over input features ``x`` (a Conv's unfold
 patches, channel x kernel position; a Gemm's or MatMul's last axis). With ``H = E[x x^T]``
 gathered in one calibration run on the unpruned model (``x`` extended by a constant 1 when
 the layer has a bias, so the fit may move the bias too), the kept features ``K`` get
-``W_K' = W H[:, K] (H[K, K] + lambda I)^-1``: the closed form of
-``min E||W_K' x_K - W x||^2``, which is what the removed features' contribution is best
-predicted by (Optimal Brain Surgeon's reconstruction, as in structured one-shot pruning).
-``lambda`` is 1e-4 of the mean diagonal, for the rank-deficient ``H`` of ReLU features.
+``W_K' = (W H[:, K] + lambda W_K) (H[K, K] + lambda I)^-1``: the closed form of
+``min E||W_K' x_K - W x||^2 + lambda ||W_K' - W_K||^2``, which moves what the removed
+features contributed onto the kept ones that predict it (Optimal Brain Surgeon's
+reconstruction, as in structured one-shot pruning). ``lambda`` (1e-2 of the mean diagonal)
+shrinks toward the layer's own weights, not toward zero: with fewer calibration rows than
+features (MiniLM's 1536-wide MLP on 60 sentences, ~700 tokens) a plain least-squares fit
+overfits and lowered MiniLM's Spearman (0.974 -> 0.970); shrunk, it raises it to 0.989.
+``sequential=true`` (the pass's default) refits layer after layer on what each sees once
+the layers before it are pruned (``gather_paired``): on the digits ViT it changes the
+logits' error by 0.1%, so the one-shot statistics are kept for ``importance=activation``.
 A consumer with more than ``MAX_FEATURES`` features is left as pruned, with a note: its
 ``H`` would not fit comfortably in memory.
 """
@@ -27,7 +33,7 @@ from onnxpress.passes.calibration_data import Batch
 from onnxpress.passes.prune.channels import replace_constant
 
 MAX_FEATURES = 8192
-RIDGE = 1e-4
+RIDGE = 1e-2
 
 
 @dataclasses.dataclass
@@ -40,6 +46,7 @@ class Consumer:
     bias: tuple[ir.Node, int] | None  # where its constant bias vector is an input
     gram: np.ndarray | None = None
     count: int = 0
+    cross: np.ndarray | None = None  # E[x x~^T], sequential refits (``gather_paired``)
 
     def inverse(self) -> tuple[np.ndarray, np.ndarray, int]:
         """``(H + lambda I)^-1`` over the features, the weight as ``[outputs, features]``
@@ -53,10 +60,15 @@ class Consumer:
         gram = gram + RIDGE * np.mean(np.diag(gram)) * np.eye(len(gram))
         return np.linalg.inv(gram), matrix, matrix.shape[1] // _in_channels(self.node, weight)
 
-    def __call__(self, x: np.ndarray) -> None:
+    def features(self, x: np.ndarray) -> np.ndarray:
+        """The layer's input as rows of features (and a constant 1 for its bias)."""
         features = _features(self.node, np.asarray(x, np.float64))
         if self.bias is not None:
             features = np.concatenate([features, np.ones((len(features), 1))], axis=1)
+        return features
+
+    def __call__(self, x: np.ndarray) -> None:
+        features = self.features(x)
         gram = features.T @ features
         self.gram = gram if self.gram is None else self.gram + gram
         self.count += len(features)
@@ -132,6 +144,30 @@ def gather(model: ir.Model, found: Sequence[Consumer], data: Iterable[Batch],
             feed={name: fan_out(targets) for name, targets in feeds.items()})
 
 
+def gather_paired(original: ir.Model, current: ir.Model, consumer: Consumer,
+                  batches: Sequence[Batch]) -> None:
+    """For a sequential refit: ``H = E[x~ x~^T]`` of the consumer's input in the
+    ``current`` model (earlier layers already pruned and refitted) and ``E[x x~^T]`` with
+    its input ``x`` in the ``original`` one, so the refit maps what the layer now sees to
+    what it produced before."""
+    from onnxpress.backends.ort_runner import Runner
+    from onnxpress.passes.quantize.calibration import with_outputs
+
+    name = consumer.node.inputs[0].name
+    runners = [Runner(with_outputs(model, [name])) for model in (original, current)]
+    consumer.gram = consumer.cross = None
+    consumer.count = 0
+    for batch in batches:
+        x, seen = (consumer.features(runner.run(batch)[name]) for runner in runners)
+        consumer.gram = _add(consumer.gram, seen.T @ seen)
+        consumer.cross = _add(consumer.cross, x.T @ seen)
+        consumer.count += len(seen)
+
+
+def _add(total: np.ndarray | None, term: np.ndarray) -> np.ndarray:
+    return term if total is None else total + term
+
+
 def refit(graph: ir.Graph, consumer: Consumer) -> None:
     """Replace the consumer's weight (and bias) by the least-squares fit on kept features;
     the removed columns are left at zero, for the channel cut that follows to take out."""
@@ -152,8 +188,12 @@ def refit(graph: ir.Graph, consumer: Consumer) -> None:
         full = np.concatenate([matrix, bias[:, None]], axis=1)
         keep = np.append(keep, True)
     kept = gram[np.ix_(keep, keep)]
-    kept = kept + RIDGE * np.mean(np.diag(kept)) * np.eye(len(kept))
-    solved = np.linalg.solve(kept, (full @ gram[:, keep]).T).T
+    ridge = RIDGE * np.mean(np.diag(kept))
+    cross = gram if consumer.cross is None else consumer.cross / max(consumer.count, 1)
+    # shrunk toward the layer's own kept weights, not toward zero: where the data leaves a
+    # direction undetermined (fewer samples than features) the weight stays as it was
+    target = full @ cross[:, keep] + ridge * full[:, keep]
+    solved = np.linalg.solve(kept + ridge * np.eye(len(kept)), target.T).T
     new = np.zeros_like(full)
     new[:, keep] = solved
     if consumer.bias is not None:

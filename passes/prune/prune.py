@@ -29,6 +29,7 @@ BatchNorms and constant weights are what the groups are read from.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import Any
 
@@ -61,6 +62,7 @@ class Prune(Pass):
     importance: str = "magnitude"
     multiple: int = 8  # channels kept per group: a multiple of this (ORT's NCHWc blocks)
     compensate: bool = True  # refit the layers reading pruned channels (.compensate; data)
+    sequential: bool = True  # refit layer after layer on the pruned model's own inputs
     max_batches: int = 256  # calibration batches compensation and importance read
     exclude: str = ""  # comma-separated producer node names whose groups stay whole
     data: Any = data_field()
@@ -142,6 +144,27 @@ class Prune(Pass):
             return False
         return True
 
+    def _refit(self, model: ir.Model, plan: list[tuple[Group, Any]], measured: dict) -> None:
+        """Refit every layer reading pruned channels: one-shot from the unpruned model's
+        statistics, or (``sequential``) layer after layer in graph order, each on what it
+        sees once the layers before it were pruned and refitted (the removed columns are
+        zeros until the cut, so the model runs as the pruned one would)."""
+        from onnxpress.passes.prune.compensate import consumers, gather_paired, refit
+
+        found = consumers(plan)[0]
+        if not self.sequential:
+            for consumer in found:
+                consumer.gram, consumer.count = (measured[consumer.node].gram,
+                                                 measured[consumer.node].count)
+                refit(model.graph, consumer)
+            return
+        order = {node: i for i, node in enumerate(model.graph)}
+        original = model.clone()
+        batches = list(itertools.islice(self.data, self.max_batches))
+        for consumer in sorted(found, key=lambda c: order[c.node]):
+            gather_paired(original, model, consumer, batches)
+            refit(model.graph, consumer)
+
     def _measure(self, model: ir.Model, groups: list[Group], notes: list[str]) -> dict:
         """The input statistics of every layer reading a candidate group's channels, in one
         calibration run, when importance or compensation wants them: node -> Consumer."""
@@ -196,12 +219,7 @@ class Prune(Pass):
                 f"{'channel' if kind == 'conv' else 'Gemm/MatMul width'} groups"
                 + (f" ({notes[0]})" if notes else ""))
         if measured and self.compensate:
-            from onnxpress.passes.prune.compensate import consumers, refit
-
-            for consumer in consumers(plan)[0]:
-                consumer.gram, consumer.count = (measured[consumer.node].gram,
-                                                 measured[consumer.node].count)
-                refit(model.graph, consumer)
+            self._refit(model, plan, measured)
         constants = remove_channels(model.graph, plan)
         removed = sum(len(r) for _, r in plan)
         total = sum(g.size for g, _ in plan)

@@ -299,7 +299,7 @@ def collect(
             sink(constant_array(found[name]))
     exposed = [n for n in fed if n not in inputs and n not in constants]
     logger.debug("calibrating %d values (%d as extra outputs)", len(names), len(exposed))
-    runner = Runner(_with_outputs(model, exposed)) if exposed else None
+    runner = Runner(with_outputs(model, exposed)) if exposed else None
     required = [v.name for v in model.graph.inputs if v.const_value is None]
     batches = data if max_batches is None else itertools.islice(data, max_batches)
     total = max_batches if max_batches is not None else _length(data)
@@ -347,7 +347,7 @@ def _main_graph_values(graph: ir.Graph) -> dict[str, ir.Value]:
     return found
 
 
-def _with_outputs(model: ir.Model, names: Sequence[str]) -> ir.Model:
+def with_outputs(model: ir.Model, names: Sequence[str]) -> ir.Model:
     """A copy of ``model`` (sharing its weights) whose graph also outputs ``names``."""
     copy = model.clone()
     found = _main_graph_values(copy.graph)

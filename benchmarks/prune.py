@@ -1,0 +1,173 @@
+"""``prune`` structured-pruning benchmark, one-shot (no retraining), in two parts.
+
+    python benchmarks/prune.py [--rounds 40] [--speed-models resnet50,resnet18,mobilenet_v2]
+        [--accuracy-models digits_cnn,digits_vit,minilm] [--cache-dir benchmarks/results/prune]
+        [--out benchmarks/results/prune.json]
+
+**Speed** (random-weight zoo models, exported once by ``baseline_export`` in a child process
+and cached in ``--cache-dir``/MODEL, so torch never loads here): ``cleanup`` (the baseline)
+against ``cleanup,prune(...)`` variants (no calibration data, so nothing is refitted). Per
+variant: channels removed / channels of the pruned groups, parameters, file size, median ms
+at batch 1 (``--rounds`` rounds) and batch 8 (half as many), ``bench_models`` (ONNX Runtime
+CPU, 2 threads, no spinning, models interleaved), speed-up = baseline median / variant
+median, and the output cosine against the baseline on the first 8 of the suite's seeded
+comparison images (random weights: a sanity number only).
+
+**Accuracy** (trained digits CNN and ViT, real all-MiniLM-L6-v2): channel (CNN, 30%,
+``multiple=1``) or MLP-width (ViT, MiniLM, 25%) pruning, importance magnitude | activation,
+compensate false | true. Calibration: ``digits_calibration.npz`` one image a batch (the pass
+reads up to 256); MiniLM every 5th sentence of ``minilm_texts.json`` (60), each its own
+unpadded batch. Metrics: digits top-1 accuracy on the test split and the logits' relative
+L2 error ||pruned - unpruned|| / ||unpruned|| there; MiniLM ``minilm-texts`` metrics against
+fp32 embeddings (spearman of pair similarities, mean cosine, retrieval agreement). ``prune
+s`` is the prune pass's wall time (calibration run and refit included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from baseline_export import prepare
+
+import onnxpress
+from onnxpress.backends.bench import bench_models
+from onnxpress.backends.ort_runner import Runner
+
+HERE = Path(__file__).resolve().parent
+MODELS = HERE.parent / "models"
+SPEED = {"resnet50": ("prune(ratio=0.3)", "prune(ratio=0.3,multiple=1)", "prune(ratio=0.5)"),
+         "resnet18": ("prune(ratio=0.3)",), "mobilenet_v2": ("prune(ratio=0.3)",)}
+ACCURACY = {"digits_cnn": "ratio=0.3,multiple=1", "digits_vit": "structure=mlp,ratio=0.25",
+            "minilm": "structure=mlp,ratio=0.25"}
+
+
+def build(source: Any, spec: str, path: Path, calibration: Any = None) -> dict[str, Any]:
+    """Compile ``cleanup[,spec]`` to ``path``: the prune record's stats, time and notes."""
+    passes = "cleanup" + (f",{spec}" if spec else "")
+    model, report = onnxpress.compile(source, passes, calibration=calibration,
+                                      return_report=True)
+    onnxpress.save(model, path)
+    record = report.passes[-1]
+    return {"spec": spec or "cleanup", "path": str(path), "parameters": record.parameters_after,
+            "bytes": path.stat().st_size, "stats": record.stats if spec else {},
+            "prune_s": record.seconds if spec else 0.0, "notes": record.notes if spec else []}
+
+
+def removed(r: dict[str, Any]) -> str:
+    s = r["stats"]
+    return f"{s['channels_removed']}/{s['channels']}" if s else "-"
+
+
+def speed(name: str, cache: Path, rounds: int) -> list[dict[str, Any]]:
+    prepared = prepare(name, cache / name)
+    feeds = dict(np.load(prepared.compare_inputs))
+    rows = [build(prepared.fp32, spec, cache / name / f"v{i}.onnx")
+            for i, spec in enumerate(("", *SPEED[name]))]
+    for r in rows:
+        for note in r["notes"][:3]:
+            print(f"  {name} {r['spec']}: {note}")
+    labelled = [(r["spec"], r["path"]) for r in rows]
+    timed = {(b, n): bench_models(labelled, batch=b, repeats=n, feeds=feeds, progress=False)
+             for b, n in ((1, rounds), (8, max(rounds // 2, 5)))}
+    sample = [{k: v[:8] for k, v in feeds.items()}]
+    for i, r in enumerate(rows):
+        r["model"] = name
+        for (b, n), bench in timed.items():
+            r[f"b{b}_ms"], r[f"b{b}_speedup"] = (bench[i].median_ms,
+                                                 bench[0].median_ms / bench[i].median_ms)
+            r[f"b{b}_p10_p90_ms"], r[f"b{b}_rounds"] = [bench[i].p10_ms, bench[i].p90_ms], n
+        r["cosine"] = onnxpress.compare(rows[0]["path"], r["path"], sample, batches=1)[0]["cosine"]
+        print(f"  {name} {r['spec']}: b1 {r['b1_ms']:.2f} ms ({r['b1_speedup']:.2f}x)", flush=True)
+    return rows
+
+
+def speed_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| model | variant | channels removed | params (M) | file MB | b1 ms | b1 speed-up "
+             "| b8 ms | b8 speed-up | cosine vs unpruned |", "|---" * 10 + "|"]
+    lines += [f"| {r['model']} | {r['spec']} | {removed(r)} | {r['parameters'] / 1e6:.2f} | "
+              f"{r['bytes'] / 1e6:.1f} | {r['b1_ms']:.2f} | {r['b1_speedup']:.2f}x | "
+              f"{r['b8_ms']:.1f} | {r['b8_speedup']:.2f}x | {r['cosine']:.4f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def subject(name: str) -> tuple[Path, Any]:
+    """(model file, calibration batches)."""
+    if name == "minilm":
+        from onnxpress.models.minilm import minilm_onnx, tokenize
+
+        texts = [s["text"] for s in json.loads((MODELS / "minilm_texts.json").read_text())
+                 ["sentences"]][::5]
+        return minilm_onnx(), [tokenize([text]) for text in texts]
+    from onnxpress.models.digits_data import CALIBRATION_NPZ
+
+    return MODELS / f"{name}.onnx", onnxpress.CalibrationData(CALIBRATION_NPZ)
+
+
+def accuracy(name: str, cache: Path) -> list[dict[str, Any]]:
+    source, calibration = subject(name)
+    (cache / name).mkdir(parents=True, exist_ok=True)
+    specs = [""] + [f"prune({ACCURACY[name]},importance={i},compensate={str(c).lower()})"
+                    for i in ("magnitude", "activation") for c in (False, True)]
+    rows = [build(source, spec, cache / name / f"a{i}.onnx", calibration if spec else None)
+            for i, spec in enumerate(specs)]
+    images = np.load(MODELS / "digits_test.npz")["image"]
+    reference = None
+    for r in rows:
+        r["model"] = name
+        evaluation = onnxpress.evaluate(r["path"], "minilm-texts" if name == "minilm"
+                                        else "digits")
+        r["metrics"] = dict(evaluation.metrics, value=evaluation.value)
+        if name != "minilm":
+            logits = next(iter(Runner(r["path"]).run({"image": images}).values()))
+            reference = logits if reference is None else reference
+            r["metrics"]["logits_rel_l2"] = float(np.linalg.norm(logits - reference)
+                                                  / np.linalg.norm(reference))
+        print(f"  {name} {r['spec']}: {r['metrics']} ({r['prune_s']:.1f} s)", flush=True)
+    return rows
+
+
+def accuracy_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| model | variant | removed | prune s | accuracy / spearman | vs unpruned | "
+             "logits rel-L2 | mean cos | retrieval |", "|---" * 9 + "|"]
+    base: dict[str, float] = {}
+    for r in rows:
+        m = r["metrics"]
+        main = m["spearman"] if r["model"] == "minilm" else m["value"]
+        base.setdefault(r["model"], main)
+        delta = main - base[r["model"]]
+        delta_text = f"{delta:+.4f}" if r["model"] == "minilm" else f"{100 * delta:+.2f} pt"
+        rest = (("-", f"{m['mean_cosine']:.4f}", f"{m['retrieval_agreement']:.4f}")
+                if r["model"] == "minilm" else (f"{m['logits_rel_l2']:.4f}", "-", "-"))
+        variant = r["spec"].replace(f"{ACCURACY[r['model']]},", "")
+        lines.append(f"| {r['model']} | {variant} | {removed(r)} | {r['prune_s']:.2f} | "
+                     f"{main:.4f} | {delta_text} | "
+                     + " | ".join(rest) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=40, help="timed rounds at batch 1")
+    parser.add_argument("--speed-models", default=",".join(SPEED))
+    parser.add_argument("--accuracy-models", default=",".join(ACCURACY))
+    parser.add_argument("--cache-dir", type=Path, default=HERE / "results" / "prune")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "prune.json")
+    args = parser.parse_args(argv)
+    fast = [r for n in filter(None, args.speed_models.split(","))
+            for r in speed(n, args.cache_dir, args.rounds)]
+    good = [r for n in filter(None, args.accuracy_models.split(","))
+            for r in accuracy(n, args.cache_dir)]
+    print(f"\n{speed_table(fast)}\n\n{accuracy_table(good)}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"rounds_b1": args.rounds, "speed": fast, "accuracy": good},
+                                   indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
