@@ -12,9 +12,10 @@ reconstruction, as in structured one-shot pruning). ``lambda`` (1e-2 of the mean
 shrinks toward the layer's own weights, not toward zero: with fewer calibration rows than
 features (MiniLM's 1536-wide MLP on 60 sentences, ~700 tokens) a plain least-squares fit
 overfits and lowered MiniLM's Spearman (0.974 -> 0.970); shrunk, it raises it to 0.989.
-``sequential=true`` (the pass's default) refits layer after layer on what each sees once
-the layers before it are pruned (``gather_paired``): on the digits ViT it changes the
-logits' error by 0.1%, so the one-shot statistics are kept for ``importance=activation``.
+``sequential=true`` refits layer after layer on what each sees once the layers before it
+are pruned (``gather_paired``; two ONNX Runtime sessions and a calibration run per layer):
+on the digits ViT it lowered the logits' error by 0.1% at 6x the time (20 s against 3 s),
+so the default is the one-shot fit from the unpruned model's statistics.
 A consumer with more than ``MAX_FEATURES`` features is left as pruned, with a note: its
 ``H`` would not fit comfortably in memory.
 """

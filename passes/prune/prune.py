@@ -62,7 +62,7 @@ class Prune(Pass):
     importance: str = "magnitude"
     multiple: int = 8  # channels kept per group: a multiple of this (ORT's NCHWc blocks)
     compensate: bool = True  # refit the layers reading pruned channels (.compensate; data)
-    sequential: bool = True  # refit layer after layer on the pruned model's own inputs
+    sequential: bool = False  # refit layer after layer on the pruned model's own inputs
     max_batches: int = 256  # calibration batches compensation and importance read
     exclude: str = ""  # comma-separated producer node names whose groups stay whole
     data: Any = data_field()
