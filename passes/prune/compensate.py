@@ -61,6 +61,16 @@ class Consumer:
         gram = gram + RIDGE * np.mean(np.diag(gram)) * np.eye(len(gram))
         return np.linalg.inv(gram), matrix, matrix.shape[1] // _in_channels(self.node, weight)
 
+    def energy(self) -> float:
+        """``tr(W H W^T)``: the mean squared output of the layer's weight term."""
+        weight = np.asarray(constant_array(self.node.inputs[1]), np.float64)
+        matrix = _as_matrix(self.node, weight)
+        assert self.gram is not None
+        gram = self.gram / max(self.count, 1)
+        if self.bias is not None:
+            gram = gram[:-1, :-1]
+        return float(np.trace(matrix @ gram @ matrix.T))
+
     def features(self, x: np.ndarray) -> np.ndarray:
         """The layer's input as rows of features (and a constant 1 for its bias)."""
         features = _features(self.node, np.asarray(x, np.float64))
@@ -95,12 +105,14 @@ def consumers(plan: Sequence[tuple[Group, np.ndarray]]) -> tuple[list[Consumer],
     return found, notes
 
 
-def saliency(group: Group, measured: dict[ir.Node, Consumer]) -> np.ndarray | None:
+def saliency(group: Group, measured: dict[ir.Node, Consumer],
+             relative: bool = False) -> np.ndarray | None:
     """Per channel of ``group``: the output error its removal costs after the refit, summed
     over the layers reading it — Optimal Brain Surgeon's ``tr(W_S [H^-1]_SS^-1 W_S^T)``
-    for the channel's features ``S`` (one-shot: each channel alone). None when a reading
-    layer was not measured."""
-    scores = np.zeros(group.size)
+    for the channel's features ``S`` (one-shot: each channel alone); ``relative``: over
+    those layers' output energy, so that groups compare. None when a reading layer was not
+    measured."""
+    scores, total = np.zeros(group.size), 0.0
     for item in group.slices:
         if item.role != "consumer":
             continue
@@ -108,11 +120,12 @@ def saliency(group: Group, measured: dict[ir.Node, Consumer]) -> np.ndarray | No
         if consumer is None or consumer.gram is None:
             return None
         inverse, matrix, per = consumer.inverse()
+        total += consumer.energy()
         for channel in range(group.size):
             span = slice((item.offset + channel) * per, (item.offset + channel + 1) * per)
             w = matrix[:, span]
             scores[channel] += np.trace(w @ np.linalg.solve(inverse[span, span], w.T))
-    return scores
+    return scores / max(total, 1e-30) if relative else scores
 
 
 def block_saliency(consumer: Consumer, spans: Sequence[slice]) -> np.ndarray:
@@ -120,13 +133,8 @@ def block_saliency(consumer: Consumer, spans: Sequence[slice]) -> np.ndarray:
     to the layer's output energy ``tr(W H W^T)``, so that layers of different scales
     compare (heads are ranked across the model)."""
     inverse, matrix, _ = consumer.inverse()
-    assert consumer.gram is not None
-    gram = consumer.gram / max(consumer.count, 1)
-    if consumer.bias is not None:
-        gram = gram[:-1, :-1]
-    energy = max(float(np.trace(matrix @ gram @ matrix.T)), 1e-30)
     return np.array([np.trace(matrix[:, s] @ np.linalg.solve(inverse[s, s], matrix[:, s].T))
-                     for s in spans]) / energy
+                     for s in spans]) / max(consumer.energy(), 1e-30)
 
 
 def gather(model: ir.Model, found: Sequence[Consumer], data: Iterable[Batch],

@@ -12,7 +12,10 @@ cannot prove safe are left alone and each is named in the notes with its reason.
 group keeps a multiple of ``multiple`` channels when it had one (ONNX Runtime's blocked
 convolutions want multiples of 16: ResNet-50 at 30% runs 1.3x faster with 45 of 64
 channels kept, 1.8x with 48). With calibration data, ``compensate=true`` refits every
-layer that read pruned channels by least squares (:mod:`.compensate`).
+layer that read pruned channels by least squares (:mod:`.compensate`). ``budget=adaptive``
+spreads the same total unevenly, cheapest channels first across all groups by relative
+refit error (each group losing at most twice ``ratio``): digits CNN at 30% 99.78% -> 100%,
+MiniLM at 25% MLP Spearman 0.989 -> 0.981; uniform stays the default.
 
 ``structure=head`` removes attention heads from ONNX Runtime's fused Attention (run
 ``fuse-for-ort`` first; :mod:`.heads`): ``heads=N`` of them across the model, lowest
@@ -63,6 +66,7 @@ class Prune(Pass):
     multiple: int = 8  # channels kept per group: a multiple of this (ORT's NCHWc blocks)
     compensate: bool = True  # refit the layers reading pruned channels (.compensate; data)
     sequential: bool = False  # refit layer after layer on the pruned model's own inputs
+    budget: str = "uniform"  # uniform: ratio in every group; adaptive: spread by importance
     max_batches: int = 256  # calibration batches compensation and importance read
     exclude: str = ""  # comma-separated producer node names whose groups stay whole
     data: Any = data_field()
@@ -76,6 +80,8 @@ class Prune(Pass):
                                 "to remove, in [0, 1), e.g. 0.3")
         if self.multiple < 1:
             raise BadInputError(f"prune(multiple={self.multiple}): give 1 or more")
+        if self.budget not in ("uniform", "adaptive"):
+            raise BadInputError(f"prune(budget={self.budget}): choose uniform or adaptive")
         if self.importance not in IMPORTANCES:
             raise BadInputError(f"prune(importance={self.importance}): choose one of "
                                 f"{', '.join(IMPORTANCES)}")
@@ -133,12 +139,13 @@ class Prune(Pass):
     def _wants_data(self, notes: list[str]) -> bool:
         """Whether importance or compensation will read calibration data (error or note
         when it is missing)."""
-        if not (self.importance == "activation" or self.compensate):
+        if not (self.importance == "activation" or self.compensate
+                or self.budget == "adaptive"):
             return False
         if self.data is None:
-            if self.importance == "activation":
-                raise BadInputError("prune(importance=activation) needs calibration data: "
-                                    "give --calibration FILE.npz")
+            if self.importance == "activation" or self.budget == "adaptive":
+                raise BadInputError(f"prune(importance={self.importance},budget={self.budget}) "
+                                    "needs calibration data: give --calibration FILE.npz")
             notes.append("no calibration data: the layers after the pruned channels are not "
                          "refitted (give --calibration, or compensate=false to silence this)")
             return False
@@ -177,11 +184,38 @@ class Prune(Pass):
         gather(model, found, self.data, self.max_batches)
         return {consumer.node: consumer for consumer in found}
 
-    def _count(self, size: int) -> int:
+    def _scores(self, group: Group, measured: dict, notes: list[str]) -> np.ndarray:
+        if self.importance == "activation" or self.budget == "adaptive":
+            from onnxpress.passes.prune.compensate import saliency
+
+            scores = saliency(group, measured, relative=self.budget == "adaptive")
+            if scores is not None:
+                return scores
+            notes.append(f"group of {group.name!r}: a reading layer was not measured; "
+                         "ranked by magnitude")
+        return magnitude(group)
+
+    def _adaptive(self, scored: list[tuple[Group, np.ndarray]], total: int) -> list[int]:
+        """Per group, how many channels go when the same total is spread by importance:
+        the channels whose removal costs least (relative output error) across all groups,
+        each group losing at most twice ``ratio`` (0.9 at most) of its channels; then
+        rounded to ``multiple`` as a uniform ratio would be."""
+        caps = [int(min(0.9, 2 * self.ratio) * g.size) for g, _ in scored]
+        ranked = sorted((s, i) for i, (_, scores) in enumerate(scored) for s in scores)
+        counts = [0] * len(scored)
+        for _, i in ranked:
+            if sum(counts) >= total:
+                break
+            if counts[i] < caps[i]:
+                counts[i] += 1
+        return [self._count(g.size, count / g.size) for (g, _), count in zip(scored, counts)]
+
+    def _count(self, size: int, ratio: float | None = None) -> int:
         """Channels to remove from a group of ``size``: ``ratio`` of them, rounded so that
         the kept count is a multiple of ``multiple`` (when the group is one already), at
         least one such block kept."""
-        keep = size - int(self.ratio * size)
+        ratio = self.ratio if ratio is None else ratio
+        keep = size - int(round(ratio * size, 6))
         if self.multiple > 1 and size % self.multiple == 0:
             keep = max(self.multiple, round(keep / self.multiple) * self.multiple)
         return size - max(keep, 1)
@@ -202,17 +236,12 @@ class Prune(Pass):
                 candidates.append(group)
         measured = self._measure(model, candidates, notes)
         plan: list[tuple[Group, Any]] = []
-        for group in candidates:
-            scores = None
-            if self.importance == "activation":
-                from onnxpress.passes.prune.compensate import saliency
-
-                scores = saliency(group, measured)
-                if scores is None:
-                    notes.append(f"group of {group.name!r}: a reading layer was not measured; "
-                                 "ranked by magnitude")
-            scores = magnitude(group) if scores is None else scores
-            plan.append((group, lowest(scores, self._count(group.size))))
+        scored = [(group, self._scores(group, measured, notes)) for group in candidates]
+        counts = [self._count(g.size) for g in candidates]
+        if self.budget == "adaptive" and scored:
+            counts = self._adaptive(scored, sum(counts))
+        plan = [(group, lowest(scores, count))
+                for (group, scores), count in zip(scored, counts)]
         if not candidates:
             raise BadInputError(
                 f"prune(structure={self.structure}): the model has no prunable "

@@ -111,3 +111,16 @@ def test_minilm_mlp_width_keeps_pair_similarities(minilm_path):
                                   f"compensate={option})", calibration=calibration)
         spearman[option] = onnxpress.evaluate(model, "minilm-texts").metrics["spearman"]
     assert spearman["true"] >= 0.95 and spearman["true"] > spearman["false"], spearman
+
+
+def test_adaptive_budget_spreads_the_same_total_unevenly():
+    """budget=adaptive removes as many channels as uniform in total, but not the same share
+    of every group; on the digits CNN it keeps the accuracy within a point with the refit."""
+    _, _, uniform = _pruned("digits_cnn", "prune(ratio=0.3,multiple=1)")
+    _, model, record = _pruned("digits_cnn", "prune(ratio=0.3,multiple=1,budget=adaptive)")
+    assert record.stats["channels_removed"] == uniform.stats["channels_removed"]
+    kept = [n.inputs[1].shape[0] for n in model.graph if n.op_type == "Conv"]
+    shares = np.array(kept) / np.array([32, 64, 64])  # the digits CNN's three Convs
+    assert np.ptp(shares) > 0.05, kept
+    labels = np.load(MODELS / "digits_test.npz")["label"]
+    assert float((_logits(model).argmax(1) == labels).mean()) >= 0.99
