@@ -41,8 +41,11 @@ HERE = Path(__file__).resolve().parent
 MODELS = HERE.parent / "models"
 SPEED = {"resnet50": ("prune(ratio=0.3)", "prune(ratio=0.3,multiple=1)", "prune(ratio=0.5)"),
          "resnet18": ("prune(ratio=0.3)",), "mobilenet_v2": ("prune(ratio=0.3)",)}
-ACCURACY = {"digits_cnn": "ratio=0.3,multiple=1", "digits_vit": "structure=mlp,ratio=0.25",
-            "minilm": "structure=mlp,ratio=0.25"}
+#: per model, the prune options measured (each with both importances, refit off and on);
+#: the ViT also at 50%, where pruning is no longer within the test split's noise
+ACCURACY = {"digits_cnn": ("ratio=0.3,multiple=1",),
+            "digits_vit": ("structure=mlp,ratio=0.25", "structure=mlp,ratio=0.5"),
+            "minilm": ("structure=mlp,ratio=0.25",)}
 
 
 def build(source: Any, spec: str, path: Path, calibration: Any = None) -> dict[str, Any]:
@@ -110,7 +113,8 @@ def subject(name: str) -> tuple[Path, Any]:
 def accuracy(name: str, cache: Path) -> list[dict[str, Any]]:
     source, calibration = subject(name)
     (cache / name).mkdir(parents=True, exist_ok=True)
-    specs = [""] + [f"prune({ACCURACY[name]},importance={i},compensate={str(c).lower()})"
+    specs = [""] + [f"prune({options},importance={i},compensate={str(c).lower()})"
+                    for options in ACCURACY[name]
                     for i in ("magnitude", "activation") for c in (False, True)]
     rows = [build(source, spec, cache / name / f"a{i}.onnx", calibration if spec else None)
             for i, spec in enumerate(specs)]
@@ -142,7 +146,7 @@ def accuracy_table(rows: list[dict[str, Any]]) -> str:
         delta_text = f"{delta:+.4f}" if r["model"] == "minilm" else f"{100 * delta:+.2f} pt"
         rest = (("-", f"{m['mean_cosine']:.4f}", f"{m['retrieval_agreement']:.4f}")
                 if r["model"] == "minilm" else (f"{m['logits_rel_l2']:.4f}", "-", "-"))
-        variant = r["spec"].replace(f"{ACCURACY[r['model']]},", "")
+        variant = r["spec"]
         lines.append(f"| {r['model']} | {variant} | {removed(r)} | {r['prune_s']:.2f} | "
                      f"{main:.4f} | {delta_text} | "
                      + " | ".join(rest) + " |")
