@@ -128,15 +128,6 @@ def saliency(group: Group, measured: dict[ir.Node, Consumer],
     return scores / max(total, 1e-30) if relative else scores
 
 
-def block_saliency(consumer: Consumer, spans: Sequence[slice]) -> np.ndarray:
-    """The same error for blocks of input features (an attention head's columns), relative
-    to the layer's output energy ``tr(W H W^T)``, so that layers of different scales
-    compare (heads are ranked across the model)."""
-    inverse, matrix, _ = consumer.inverse()
-    return np.array([np.trace(matrix[:, s] @ np.linalg.solve(inverse[s, s], matrix[:, s].T))
-                     for s in spans]) / max(consumer.energy(), 1e-30)
-
-
 def gather(model: ir.Model, found: Sequence[Consumer], data: Iterable[Batch],
            max_batches: int) -> None:
     """One calibration run of the unpruned model, feeding each consumer its input."""

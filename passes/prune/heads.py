@@ -5,9 +5,12 @@ projection (the MatMul or Gemm reading the Attention output). Removing one cuts 
 lowers ``num_heads``; the head size, and so the softmax scale, stay.
 
 Heads are ranked across the whole model, lowest first: ``magnitude`` is the L2 norm of the
-head's Q/K/V columns and projection rows; ``activation`` is the output error its removal
-costs the projection after the refit (:func:`.compensate.block_saliency`). Every block
-keeps at least one head. ``compensate`` refits each projection by least squares.
+head's Q/K/V columns and projection rows; ``activation`` is the model's output change with
+only that head removed, on calibration batches (:func:`sensitivity`: one run per head). The
+error a head's removal leaves at its own projection does not rank across blocks: on the
+digits ViT it picked block 0's heads (87% after removing 2), ablation picks heads whose
+removal costs nothing (97.78%, unchanged). Every block keeps at least one head.
+``compensate`` refits each projection by least squares.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from onnxpress.passes.calibration_data import Batch
 from onnxpress.passes.prune.channels import replace_constant
 from onnxpress.passes.prune.compensate import (
     Consumer,
-    block_saliency,
     gather,
     layer_bias,
     refit,
@@ -89,10 +91,40 @@ def measure(model: ir.Model, found: list[Block], data: Iterable[Batch],
     gather(model, [b.consumer for b in found if b.consumer], data, max_batches)
 
 
-def scores(block: Block, importance: str) -> np.ndarray:
-    if importance == "activation":
-        assert block.consumer is not None
-        return block_saliency(block.consumer, block.spans())
+def sensitivity(model: ir.Model, found: list[Block], batches: list[Batch]) -> list[np.ndarray]:
+    """Per block, per head: the model's first output's relative L2 change on ``batches``
+    when only that head is removed (its projection rows zeroed) — what a head costs the
+    whole model, comparable across blocks, unlike the error at its own projection."""
+    from onnxpress.backends.ort_runner import Runner
+
+    output = model.graph.outputs[0].name
+    reference = [Runner(model).run(b)[output] for b in batches]
+    norm = np.sqrt(sum(float((r.astype(np.float64) ** 2).sum()) for r in reference))
+    results = []
+    for block in found:
+        projection = block.projection
+        original = projection.inputs[1]
+        weight = constant_array(original)
+        assert original is not None and weight is not None
+        errors = []
+        for span in block.spans():
+            ablated = weight.copy()
+            ablated[span] = 0
+            replace_constant(model.graph, projection, 1, ablated, "ablated")
+            runner = Runner(model)
+            squared = sum(float(((runner.run(b)[output] - r).astype(np.float64) ** 2).sum())
+                          for b, r in zip(batches, reference))
+            errors.append(np.sqrt(squared) / max(norm, 1e-30))
+            temporary = projection.inputs[1]
+            projection.replace_input_with(1, original)
+            assert temporary is not None
+            del model.graph.initializers[temporary.name]
+        results.append(np.array(errors))
+    return results
+
+
+def magnitude(block: Block) -> np.ndarray:
+    """Per head: the L2 norm of its Q/K/V columns and projection rows."""
     weight = np.asarray(constant_array(block.attention.inputs[1]), np.float64)
     projection = np.asarray(constant_array(block.projection.inputs[1]), np.float64)
     hidden = block.heads * block.head_size

@@ -124,3 +124,19 @@ def test_adaptive_budget_spreads_the_same_total_unevenly():
     assert np.ptp(shares) > 0.05, kept
     labels = np.load(MODELS / "digits_test.npz")["label"]
     assert float((_logits(model).argmax(1) == labels).mean()) >= 0.99
+
+
+def test_head_ablation_ranks_heads_better_than_magnitude():
+    """importance=activation removes the heads whose ablation costs the model least: the
+    logits move less than with the magnitude ranking, and no block loses its last head."""
+    base = onnxpress.compile(MODELS / "digits_vit.onnx", "cleanup")
+    reference = _logits(base)
+    errors = {}
+    for importance in ("magnitude", "activation"):
+        model, report = onnxpress.compile(
+            MODELS / "digits_vit.onnx",
+            f"cleanup,fuse-for-ort,prune(structure=head,heads=2,importance={importance})",
+            calibration=CALIBRATION_NPZ, return_report=True)
+        assert all(n < 4 for n in report.passes[-1].stats["per_block"])
+        errors[importance] = _error(reference, model)
+    assert errors["activation"] < errors["magnitude"], errors
