@@ -93,7 +93,7 @@ class Prune(Pass):
             stats, notes = sparsify(model, structure=self.structure, sparsity=self.sparsity,
                                     n=self.n, m=self.m, importance=self.importance,
                                     data=self.data, max_batches=self.max_batches,
-                                    exclude=_names(self.exclude))
+                                    exclude=_names(self.exclude), budget=self.budget)
             return PassStats(model, modified=bool(stats.get("weights_zeroed")), stats=stats,
                              notes=notes)
         if self.structure == "head":

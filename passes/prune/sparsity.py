@@ -96,11 +96,14 @@ def sparsify(
     ops: Sequence[str] = _OPS,
     exclude: Sequence[str] = (),
     max_batches: int | None = None,
+    budget: str = "uniform",
 ) -> tuple[dict[str, int], list[str]]:
     """Zero weights of ``model``'s Conv/MatMul/Gemm in place; return (stats, notes).
 
     ``data``: calibration batches for ``importance="activation"`` (at most ``max_batches``
-    of them are read); ``exclude``: node names left dense.
+    of them are read); ``exclude``: node names left dense. ``budget="adaptive"``
+    (unstructured): per-layer sparsities spread around ``sparsity`` by outlier ratio, as
+    OWL does (:func:`_outlier_sparsities`), the same fraction of weights zeroed overall.
 
     stats: ``layers_sparsified`` (nodes whose weight was sparsified), ``layers_skipped``,
     ``weights_zeroed`` (elements masked, over distinct weights), ``weights_total`` (elements
@@ -114,6 +117,7 @@ def sparsify(
               if importance == "activation" else {})
     stats = {"layers_sparsified": 0, "layers_skipped": 0, "weights_zeroed": 0,
              "weights_total": 0}
+    scores = {}
     for source, layers in groups.items():
         if importance == "activation" and source not in scales:
             continue  # no usable norms: noted by _activation_scales
@@ -121,13 +125,20 @@ def sparsify(
         score = np.abs(w.astype(np.float64 if w.dtype == np.float64 else np.float32))
         if importance == "activation":
             score = score * scales[source].astype(score.dtype)
+        scores[source] = score
+    rates = (_outlier_sparsities(scores, sparsity)
+             if budget == "adaptive" and structure == "unstructured" else {})
+    for source, score in scores.items():
+        layers = groups[source]
+        w = layers[0].tensor.numpy()
         first = layers[0]
+        rate = rates.get(source, sparsity)
         if structure == "nm":
             keep = _nm_mask(score, first.in_axis, n, m)
         elif importance == "activation":
-            keep = _row_mask(score, first.out_axis, sparsity)
+            keep = _row_mask(score, first.out_axis, rate)
         else:
-            keep = _layer_mask(score, sparsity)
+            keep = _layer_mask(score, rate)
         _write(source, first, np.where(keep, w, np.zeros((), w.dtype)))
         stats["layers_sparsified"] += len(layers)
         stats["weights_zeroed"] += int(keep.size - np.count_nonzero(keep))
@@ -325,6 +336,27 @@ def _squares(layer: _Layer, total: np.ndarray | None) -> np.ndarray | None:
 
 
 # ----------------------------------------------------------------------------- masks
+
+
+#: OWL's outlier threshold (a score above M x the layer's mean) and spread (+- LAMBDA)
+OUTLIER_M, OUTLIER_LAMBDA = 5.0, 0.08
+
+
+def _outlier_sparsities(scores: dict[ir.Value, np.ndarray], sparsity: float
+                        ) -> dict[ir.Value, float]:
+    """OWL (Yin et al. 2024, "Outlier Weighed Layerwise sparsity"): a layer with more
+    outlier scores keeps more of its weights. Per layer ``S + lambda - 2 lambda d`` with
+    ``d`` its outlier ratio scaled to [0, 1] across layers, then shifted so that the
+    size-weighted mean is ``S`` again, and clipped to [0, 0.99]."""
+    ratios = {k: float((s > OUTLIER_M * s.mean()).mean()) for k, s in scores.items()}
+    low, high = min(ratios.values(), default=0.0), max(ratios.values(), default=0.0)
+    spread = high - low
+    rates = {k: sparsity + OUTLIER_LAMBDA - 2 * OUTLIER_LAMBDA * ((r - low) / spread
+                                                                  if spread else 0.5)
+             for k, r in ratios.items()}
+    sizes = {k: s.size for k, s in scores.items()}
+    shift = sparsity - sum(rates[k] * sizes[k] for k in rates) / max(sum(sizes.values()), 1)
+    return {k: float(np.clip(v + shift, 0.0, 0.99)) for k, v in rates.items()}
 
 
 def _round(fraction: float, count: int) -> int:

@@ -140,3 +140,15 @@ def test_head_ablation_ranks_heads_better_than_magnitude():
         assert all(n < 4 for n in report.passes[-1].stats["per_block"])
         errors[importance] = _error(reference, model)
     assert errors["activation"] < errors["magnitude"], errors
+
+
+def test_adaptive_unstructured_sparsity_is_uneven_with_the_same_total():
+    """budget=adaptive with structure=unstructured (OWL): the same half of the weights
+    zeroed overall, but layers with more outlier weights keep more of theirs."""
+    _, model, record = _pruned("digits_vit",
+                               "prune(structure=unstructured,sparsity=0.5,budget=adaptive)")
+    assert abs(record.stats["weights_zeroed"] / record.stats["weights_total"] - 0.5) < 0.005
+    shares = [float((a == 0).mean()) for a in (v.const_value.numpy() for v in
+              model.graph.initializers.values() if v.const_value is not None)
+              if a.ndim == 2 and a.size >= 4096]
+    assert max(shares) - min(shares) > 0.05, shares
