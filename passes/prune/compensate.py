@@ -131,17 +131,12 @@ def saliency(group: Group, measured: dict[ir.Node, Consumer],
 def gather(model: ir.Model, found: Sequence[Consumer], data: Iterable[Batch],
            max_batches: int) -> None:
     """One calibration run of the unpruned model, feeding each consumer its input."""
-    from onnxpress.passes.quantize.calibration import collect
+    from onnxpress.passes.activations import stream
 
-    feeds: dict[str, list[Consumer]] = {}
+    sinks: dict[str, list[Consumer]] = {}
     for consumer in found:
-        feeds.setdefault(consumer.node.inputs[0].name, []).append(consumer)
-
-    def fan_out(targets: list[Consumer]):
-        return lambda x: [target(x) for target in targets]
-
-    collect(model, [], data, max_batches=max_batches,
-            feed={name: fan_out(targets) for name, targets in feeds.items()})
+        sinks.setdefault(consumer.node.inputs[0].name, []).append(consumer)
+    stream(model, sinks, data, max_batches=max_batches)
 
 
 def gather_paired(original: ir.Model, current: ir.Model, consumer: Consumer,
@@ -151,7 +146,7 @@ def gather_paired(original: ir.Model, current: ir.Model, consumer: Consumer,
     its input ``x`` in the ``original`` one, so the refit maps what the layer now sees to
     what it produced before."""
     from onnxpress.backends.ort_runner import Runner
-    from onnxpress.passes.quantize.calibration import with_outputs
+    from onnxpress.passes.activations import with_outputs
 
     name = consumer.node.inputs[0].name
     runners = [Runner(with_outputs(model, [name])) for model in (original, current)]

@@ -278,7 +278,7 @@ def _activation_scales(model: ir.Model, groups: dict[ir.Value, list[_Layer]], da
                        ) -> dict[ir.Value, np.ndarray]:
     """``||X_j||`` laid out along each weight's reduction axis (broadcastable to it), from one
     calibration run; readers of a shared weight pool their sums of squares."""
-    from onnxpress.passes.quantize.calibration import collect
+    from onnxpress.passes.activations import stream
 
     keys = sorted({layer.feature for layers in groups.values() for layer in layers
                    if layer.feature[0]})
@@ -287,8 +287,8 @@ def _activation_scales(model: ir.Model, groups: dict[ir.Value, list[_Layer]], da
     for name, axis in keys:
         by_name[name].append(axis)
     if keys:
-        collect(model, [], data, max_batches=max_batches,
-                feed={name: _accumulator(name, axes, sums) for name, axes in by_name.items()})
+        stream(model, {name: [_accumulator(name, axes, sums)] for name, axes in by_name.items()},
+               data, max_batches=max_batches)
     scales = {}
     for source, layers in groups.items():
         squares = [_squares(layer, sums.get(layer.feature)) for layer in layers]

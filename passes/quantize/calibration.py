@@ -25,21 +25,15 @@ independent of batch boundaries) and work per tensor; ``collect`` gives per-chan
 from __future__ import annotations
 
 import abc
-import itertools
-import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
-from tqdm import tqdm
 
-from onnxpress.backends.ort_runner import Runner
 from onnxpress.errors import BadInputError
-from onnxpress.ir.analysis import constant_array, is_constant
+from onnxpress.passes.activations import stream
 from onnxpress.passes.calibration_data import Batch, CalibrationData
 from onnxpress.passes.quantize.histogram import DEFAULT_BINS, StreamingHistogram
-
-logger = logging.getLogger(__name__)
 
 Range = tuple[np.ndarray, np.ndarray]
 
@@ -264,66 +258,25 @@ def collect(
     feed: Mapping[str, Callable[[np.ndarray], None]] | None = None,
 ) -> dict[str, Observer]:
     """Run ``model`` over ``data`` and return an observer per named value (``values``, then
-    any ``per_channel`` name not among them), fed every batch.
+    any ``per_channel`` name not among them), fed every batch
+    (:func:`onnxpress.passes.activations.stream`: one batch of activations alive at a time,
+    the caller's model unchanged).
 
     ``method``: a name in ``OBSERVERS`` or a factory (e.g. ``lambda: Mse(symmetric=True)``).
     ``per_channel``: value name -> axis; those values get ``MinMax(axis)``. ``feed``: value
     name -> a callable also given each batch of that value (statistics other than a range,
-    gathered in the same run). Graph inputs are
-    observed from the data, constants from their content; every other value becomes an
-    extra output of a copy of the model (the caller's model is not changed). One batch of
-    activations is alive at a time.
+    gathered in the same run).
     """
     factory = _factory(method)
     per_channel = dict(per_channel or {})
-    feed = dict(feed or {})
     names = list(dict.fromkeys([*values, *per_channel]))
-    fed = list(dict.fromkeys([*names, *feed]))
-    if not fed:
-        return {}
-    found = _main_graph_values(model.graph)
-    for name in fed:
-        if name not in found:
-            raise BadInputError(f"{name!r} is not a value of the model's main graph; "
-                                "give the name of a node output, graph input or initializer")
     observers = {n: MinMax(per_channel[n]) if n in per_channel else factory() for n in names}
-    sinks: dict[str, list[Callable[[np.ndarray], None]]] = {n: [] for n in fed}
+    sinks: dict[str, list[Callable[[np.ndarray], None]]] = {}
     for name, observer in observers.items():
-        sinks[name].append(observer.update)
-    for name, callback in feed.items():
-        sinks[name].append(callback)
-    inputs = {v.name for v in model.graph.inputs}
-    constants = [n for n in fed if n not in inputs and is_constant(found[n])]
-    for name in constants:
-        for sink in sinks[name]:
-            sink(constant_array(found[name]))
-    exposed = [n for n in fed if n not in inputs and n not in constants]
-    logger.debug("calibrating %d values (%d as extra outputs)", len(names), len(exposed))
-    runner = Runner(with_outputs(model, exposed)) if exposed else None
-    required = [v.name for v in model.graph.inputs if v.const_value is None]
-    batches = data if max_batches is None else itertools.islice(data, max_batches)
-    total = max_batches if max_batches is not None else _length(data)
-    hidden = None if progress is None else not progress
-    count = 0
-    for batch in tqdm(batches, desc="calibrate", unit="batch", total=total, disable=hidden,
-                      leave=False):
-        _check_batch(batch, required)
-        outputs = _run(runner, batch, count) if runner is not None else {}
-        for name, name_sinks in sinks.items():
-            if name in outputs:
-                value = outputs[name]
-            elif name in inputs and name in batch:
-                value = batch[name]
-            elif name in inputs and count == 0 and found[name].const_value is not None:
-                value = found[name].const_value.numpy()  # initializer input
-            else:
-                continue
-            for sink in name_sinks:
-                sink(value)
-        del outputs  # before the next batch runs: never two batches of activations
-        count += 1
-    if count == 0:
-        raise BadInputError("the calibration data holds no batches; give at least one sample")
+        sinks.setdefault(name, []).append(observer.update)
+    for name, callback in (feed or {}).items():
+        sinks.setdefault(name, []).append(callback)
+    stream(model, sinks, data, max_batches=max_batches, progress=progress)
     return observers
 
 
@@ -334,49 +287,3 @@ def _factory(method: str | Callable[[], Observer]) -> Callable[[], Observer]:
         raise BadInputError(f"unknown calibration method {method!r}; "
                             f"choose one of {', '.join(OBSERVERS)}")
     return OBSERVERS[method]
-
-
-def _main_graph_values(graph: ir.Graph) -> dict[str, ir.Value]:
-    found: dict[str, ir.Value] = {}
-    for value in [*graph.inputs, *graph.initializers.values()]:
-        found[value.name] = value
-    for node in graph:
-        for value in node.outputs:
-            if value.name:
-                found[value.name] = value
-    return found
-
-
-def with_outputs(model: ir.Model, names: Sequence[str]) -> ir.Model:
-    """A copy of ``model`` (sharing its weights) whose graph also outputs ``names``."""
-    copy = model.clone()
-    found = _main_graph_values(copy.graph)
-    present = {v.name for v in copy.graph.outputs}
-    copy.graph.outputs.extend(found[n] for n in names if n not in present)
-    return copy
-
-
-def _length(data: object) -> int | None:
-    try:
-        return len(data)  # type: ignore[arg-type]
-    except TypeError:
-        return None
-
-
-def _check_batch(batch: Batch, required: Sequence[str]) -> None:
-    for name in required:
-        if name not in batch:
-            given = ", ".join(sorted(batch)) or "nothing"
-            raise BadInputError(f"the calibration data has no {name!r} (it gives {given}); "
-                                "give every model input in each batch")
-
-
-def _run(runner: Runner, batch: Batch, index: int) -> dict[str, np.ndarray]:
-    try:
-        return runner.run(batch)
-    except BadInputError:
-        raise
-    except Exception as error:  # ORT raises its own classes for bad feeds (dtype, shape)
-        first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        raise BadInputError(f"calibration batch {index}: ONNX Runtime cannot run the model "
-                            f"on it: {first}") from None

@@ -1,0 +1,131 @@
+"""Streaming a model's intermediate values over calibration data: what every data-driven pass
+reads (quantization ranges, bias correction, pruning's Gram matrices and norms).
+
+``stream`` runs a copy of the model with the named values as extra outputs, one batch at a
+time, and hands each value to its callbacks; nothing of a batch is kept after its callbacks
+return, so memory stays one batch of activations whatever the data's length (ONNX
+Runtime's entropy calibrator keeps them all). A progress bar shows on long runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import onnx_ir as ir
+from tqdm import tqdm
+
+from onnxpress.backends.ort_runner import Runner
+from onnxpress.errors import BadInputError
+from onnxpress.ir.analysis import constant_array, is_constant
+from onnxpress.passes.calibration_data import Batch, CalibrationData
+
+__all__ = ["stream", "with_outputs"]
+
+logger = logging.getLogger(__name__)
+
+Sink = Callable[[np.ndarray], object]
+
+
+def stream(
+    model: ir.Model,
+    sinks: Mapping[str, Sequence[Sink]],
+    data: CalibrationData | Iterable[Batch],
+    *,
+    max_batches: int | None = None,
+    progress: bool | None = None,
+) -> int:
+    """Give every callback of ``sinks`` (value name -> callables) that value for each batch
+    of ``data`` (at most ``max_batches``); the number of batches run.
+
+    Graph inputs come from the data, constants from their content (once); every other value
+    becomes an extra output of a copy of the model (the caller's model is not changed).
+    """
+    if not sinks:
+        return 0
+    found = _main_graph_values(model.graph)
+    for name in sinks:
+        if name not in found:
+            raise BadInputError(f"{name!r} is not a value of the model's main graph; "
+                                "give the name of a node output, graph input or initializer")
+    inputs = {v.name for v in model.graph.inputs}
+    constants = [n for n in sinks if n not in inputs and is_constant(found[n])]
+    for name in constants:
+        for sink in sinks[name]:
+            sink(constant_array(found[name]))
+    exposed = [n for n in sinks if n not in inputs and n not in constants]
+    logger.debug("streaming %d values (%d as extra outputs)", len(sinks), len(exposed))
+    runner = Runner(with_outputs(model, exposed)) if exposed else None
+    required = [v.name for v in model.graph.inputs if v.const_value is None]
+    batches = data if max_batches is None else itertools.islice(data, max_batches)
+    total = max_batches if max_batches is not None else _length(data)
+    hidden = None if progress is None else not progress
+    count = 0
+    for batch in tqdm(batches, desc="calibrate", unit="batch", total=total, disable=hidden,
+                      leave=False):
+        _check_batch(batch, required)
+        outputs = _run(runner, batch, count) if runner is not None else {}
+        for name, name_sinks in sinks.items():
+            if name in outputs:
+                value = outputs[name]
+            elif name in inputs and name in batch:
+                value = batch[name]
+            elif name in inputs and count == 0 and found[name].const_value is not None:
+                value = found[name].const_value.numpy()  # initializer input
+            else:
+                continue
+            for sink in name_sinks:
+                sink(value)
+        del outputs  # before the next batch runs: never two batches of activations
+        count += 1
+    if count == 0:
+        raise BadInputError("the calibration data holds no batches; give at least one sample")
+    return count
+
+
+def with_outputs(model: ir.Model, names: Sequence[str]) -> ir.Model:
+    """A copy of ``model`` (sharing its weights) whose graph also outputs ``names``."""
+    copy = model.clone()
+    found = _main_graph_values(copy.graph)
+    present = {v.name for v in copy.graph.outputs}
+    copy.graph.outputs.extend(found[n] for n in names if n not in present)
+    return copy
+
+
+def _main_graph_values(graph: ir.Graph) -> dict[str, ir.Value]:
+    found: dict[str, ir.Value] = {}
+    for value in [*graph.inputs, *graph.initializers.values()]:
+        found[value.name] = value
+    for node in graph:
+        for value in node.outputs:
+            if value.name:
+                found[value.name] = value
+    return found
+
+
+def _length(data: object) -> int | None:
+    try:
+        return len(data)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _check_batch(batch: Batch, required: Sequence[str]) -> None:
+    for name in required:
+        if name not in batch:
+            given = ", ".join(sorted(batch)) or "nothing"
+            raise BadInputError(f"the calibration data has no {name!r} (it gives {given}); "
+                                "give every model input in each batch")
+
+
+def _run(runner: Runner, batch: Batch, index: int) -> dict[str, np.ndarray]:
+    try:
+        return runner.run(batch)
+    except BadInputError:
+        raise
+    except Exception as error:  # ORT raises its own classes for bad feeds (dtype, shape)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise BadInputError(f"calibration batch {index}: ONNX Runtime cannot run the model "
+                            f"on it: {first}") from None
