@@ -19,7 +19,7 @@ import onnx_ir as ir
 
 from onnxpress.backends.sparse_initializers import to_sparse
 from onnxpress.errors import BadInputError
-from onnxpress.ir.analysis import parameter_bytes
+from onnxpress.ir.analysis import graph_protos, parameter_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -142,21 +142,13 @@ def _file_proto(model: ir.Model, folder: Path, data_name: str | None) -> onnx.Mo
         finally:  # unload_from_model points the values at the new file; point them back
             for value, tensor in zip(values, tensors, strict=True):
                 value.const_value = tensor
-    for graph in _graph_protos(proto.graph):
+    for graph in graph_protos(proto.graph):
         initializers = {t.name for t in graph.initializer}
         kept = [info for info in graph.value_info if info.name not in initializers]
         if len(kept) < len(graph.value_info):
             del graph.value_info[:]
             graph.value_info.extend(kept)
     return proto
-
-
-def _graph_protos(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    yield graph
-    for node in graph.node:
-        for attribute in node.attribute:
-            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-                yield from _graph_protos(sub)
 
 
 def _umask() -> int:

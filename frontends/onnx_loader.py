@@ -17,6 +17,7 @@ from onnx import numpy_helper
 from onnx_ir.passes.common import RemoveInitializersFromInputsPass
 
 from onnxpress.errors import BadInputError
+from onnxpress.ir.analysis import graph_protos
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def load(
 
 def _deserialize(source: str | os.PathLike | bytes | onnx.ModelProto) -> ir.Model:
     if isinstance(source, onnx.ModelProto):
-        if any(graph.sparse_initializer for graph in _graphs(source.graph)):
+        if any(graph.sparse_initializer for graph in graph_protos(source.graph)):
             copy = onnx.ModelProto()
             copy.CopyFrom(source)  # the caller's proto stays as it was
             source = _densify(copy, "the given model")
@@ -106,7 +107,7 @@ def _densify(proto: onnx.ModelProto, where: str, base_dir: str = "") -> onnx.Mod
     """``proto`` with its sparse initializers made dense ones (in place): onnx_ir does not
     read sparse_initializer (the nodes reading one would read an undefined value), and ONNX
     Runtime makes them dense at load too, so nothing is lost."""
-    for graph in _graphs(proto.graph):
+    for graph in graph_protos(proto.graph):
         for sparse in graph.sparse_initializer:
             try:
                 values = numpy_helper.to_array(sparse.values, base_dir).reshape(-1)
@@ -123,16 +124,6 @@ def _densify(proto: onnx.ModelProto, where: str, base_dir: str = "") -> onnx.Mod
                                                              sparse.values.name))
         del graph.sparse_initializer[:]
     return proto
-
-
-def _graphs(main: onnx.GraphProto) -> list[onnx.GraphProto]:
-    """``main`` and every subgraph nested in it."""
-    graphs = [main]
-    for graph in graphs:  # grows while it is walked: breadth first
-        graphs.extend(sub for node in graph.node for attribute in node.attribute
-                      for sub in [*([attribute.g] if attribute.HasField("g") else []),
-                                  *attribute.graphs])
-    return graphs
 
 
 def _convert_opset(model: ir.Model, opset: int) -> None:

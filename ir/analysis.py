@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 
 
@@ -112,3 +113,14 @@ def unknown_ops(model: ir.Model) -> dict[str, int]:
             key = f"{node.domain}::{node.op_type}"
             counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def graph_protos(main: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """``main`` and every subgraph nested in it, as protos (for edits below the IR: the
+    writer's and loader's initializer rewrites)."""
+    graphs = [main]
+    for graph in graphs:  # grows while it is walked: breadth first
+        graphs.extend(sub for node in graph.node for attribute in node.attribute
+                      for sub in [*([attribute.g] if attribute.HasField("g") else []),
+                                  *attribute.graphs])
+    return graphs

@@ -49,26 +49,27 @@ class Consumer:
     count: int = 0
     cross: np.ndarray | None = None  # E[x x~^T], sequential refits (``gather_paired``)
 
+    def _weight_terms(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """The weight as ``[outputs, features]``, ``H`` over those features (the bias's
+        constant feature left out), and the features per input channel."""
+        weight = np.asarray(constant_array(self.node.inputs[1]), np.float64)
+        matrix = _as_matrix(self.node, weight)
+        assert self.gram is not None
+        gram = self.gram / max(self.count, 1)
+        if self.bias is not None:
+            gram = gram[:-1, :-1]
+        return matrix, gram, matrix.shape[1] // _in_channels(self.node, weight)
+
     def inverse(self) -> tuple[np.ndarray, np.ndarray, int]:
         """``(H + lambda I)^-1`` over the features, the weight as ``[outputs, features]``
         and the features per input channel."""
-        weight = np.asarray(constant_array(self.node.inputs[1]), np.float64)
-        matrix = _as_matrix(self.node, weight)
-        assert self.gram is not None
-        gram = self.gram / max(self.count, 1)
-        if self.bias is not None:
-            gram = gram[:-1, :-1]
+        matrix, gram, per_channel = self._weight_terms()
         gram = gram + RIDGE * np.mean(np.diag(gram)) * np.eye(len(gram))
-        return np.linalg.inv(gram), matrix, matrix.shape[1] // _in_channels(self.node, weight)
+        return np.linalg.inv(gram), matrix, per_channel
 
     def energy(self) -> float:
         """``tr(W H W^T)``: the mean squared output of the layer's weight term."""
-        weight = np.asarray(constant_array(self.node.inputs[1]), np.float64)
-        matrix = _as_matrix(self.node, weight)
-        assert self.gram is not None
-        gram = self.gram / max(self.count, 1)
-        if self.bias is not None:
-            gram = gram[:-1, :-1]
+        matrix, gram, _ = self._weight_terms()
         return float(np.trace(matrix @ gram @ matrix.T))
 
     def features(self, x: np.ndarray) -> np.ndarray:
