@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     ev = commands.add_parser("evaluate", help="the model's metric on a data set (last line)")
     ev.add_argument("model")
     ev.add_argument("--data", required=True,
-                    help="digits, minilm-texts, or a .npz with inputs and 'label' or 'reference'")
+                    help="digits, digits-shifted, minilm-texts, or a .npz with inputs and "
+                    "'label' or 'reference'")
     ev.add_argument("--batch", type=int, default=64)
 
     ben = commands.add_parser("bench", help="latency/throughput on ONNX Runtime CPU")

@@ -6,6 +6,8 @@ whose similarities are compared). Those arrays are never fed to the model.
 
 - ``digits``: the held-out split of scikit-learn's digits set shipped as
   ``digits_test.npz`` (written by ``train_digits``; no scikit-learn needed to read it);
+- ``digits-shifted``: that split under the nine one-pixel shifts of the training
+  augmentation (4050 images), for telling apart models a few test images from each other;
 - ``minilm-texts``: 300 hand-written sentences tokenized for all-MiniLM-L6-v2 with its fp32
   embeddings as ``reference`` (``minilm_texts.npz``, written by ``build_minilm_texts``);
 - ``FILE.npz``: arrays keyed by input name (first axis = samples) and ``label``, or
@@ -25,6 +27,8 @@ from onnxpress.errors import BadInputError
 
 HERE = Path(__file__).parent
 NAMED = {"digits": HERE / "digits_test.npz", "minilm-texts": HERE / "minilm_texts.npz"}
+#: sets computed from a named one: name -> (source name, per-input transform, label repeats)
+DERIVED = {"digits-shifted": ("digits", "shifted", 9)}
 LABEL_KEYS = ("label", "labels")
 #: encoder metadata: scored against, never fed to the model
 EXTRA_KEYS = ("pairs", "reference")
@@ -62,7 +66,7 @@ def is_dataset(source: object) -> bool:
     input arrays: a named set, or an ``.npz`` whose encoder metadata must not be fed."""
     if not isinstance(source, (str, os.PathLike)):
         return False
-    if os.fspath(source) in NAMED:
+    if os.fspath(source) in NAMED or os.fspath(source) in DERIVED:
         return True
     path = Path(source)
     if path.suffix != ".npz" or not path.is_file():
@@ -75,9 +79,11 @@ def is_dataset(source: object) -> bool:
 
 
 def load_dataset(source: str | Path) -> Dataset:
+    if str(source) in DERIVED:
+        return _derived(str(source))
     path = NAMED.get(str(source)) or Path(source)
     if not path.is_file():
-        known = ", ".join(sorted(NAMED))
+        known = ", ".join(sorted([*NAMED, *DERIVED]))
         raise BadInputError(f"{source}: no such data set or .npz file (named sets: {known})")
     try:
         with np.load(path, allow_pickle=False) as arrays:
@@ -104,3 +110,13 @@ def _check_pairs(path: Path, pairs: np.ndarray, samples: int) -> None:
         raise BadInputError(f"{path}: 'pairs' must be integer sample indices of shape [P, 2]")
     if pairs.size and (pairs.min() < 0 or pairs.max() >= samples):
         raise BadInputError(f"{path}: 'pairs' holds indices outside 0..{samples - 1}")
+
+
+def _derived(name: str) -> Dataset:
+    from onnxpress.models import digits_data
+
+    origin, transform, repeats = DERIVED[name]
+    base = load_dataset(origin)
+    inputs = {key: getattr(digits_data, transform)(value) for key, value in base.inputs.items()}
+    labels = None if base.labels is None else np.tile(base.labels, repeats)
+    return Dataset(name, inputs, labels)

@@ -45,3 +45,17 @@ def test_bad_data_is_a_clear_error(tmp_path: Path) -> None:
         onnxpress.evaluate(default_model_path(), wrong_input)
     with pytest.raises(BadInputError, match="no such data set"):
         onnxpress.evaluate(default_model_path(), tmp_path / "missing.npz")
+
+
+def test_digits_shifted_is_the_split_under_nine_one_pixel_shifts():
+    from onnxpress.models.datasets import load_dataset
+
+    plain, shifted = load_dataset("digits"), load_dataset("digits-shifted")
+    images, moved = plain.inputs["image"], shifted.inputs["image"]
+    n = len(plain)
+    assert len(shifted) == 9 * n and (shifted.labels == np.tile(plain.labels, 9)).all()
+    np.testing.assert_array_equal(moved[4 * n : 5 * n], images)  # the unshifted copy
+    # first copy: shifted by (-1, -1), so row 0 and column 0 are the zero fill
+    np.testing.assert_array_equal(moved[:n, :, 1:, 1:], images[:, :, :-1, :-1])
+    assert not moved[:n, :, 0, :].any() and not moved[:n, :, :, 0].any()
+    np.testing.assert_array_equal(moved[8 * n :, :, :-1, :-1], images[:, :, 1:, 1:])
