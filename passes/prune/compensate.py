@@ -31,6 +31,14 @@ import onnx_ir as ir
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.channel_groups import Group
 from onnxpress.passes.calibration_data import Batch
+from onnxpress.passes.layer_matrix import (
+    as_matrix,
+    features_of,
+    from_matrix,
+    in_channels,
+    layer_bias,
+    outputs_of,
+)
 from onnxpress.passes.prune.channels import replace_constant
 
 MAX_FEATURES = 8192
@@ -53,12 +61,12 @@ class Consumer:
         """The weight as ``[outputs, features]``, ``H`` over those features (the bias's
         constant feature left out), and the features per input channel."""
         weight = np.asarray(constant_array(self.node.inputs[1]), np.float64)
-        matrix = _as_matrix(self.node, weight)
+        matrix = as_matrix(self.node, weight)
         assert self.gram is not None
         gram = self.gram / max(self.count, 1)
         if self.bias is not None:
             gram = gram[:-1, :-1]
-        return matrix, gram, matrix.shape[1] // _in_channels(self.node, weight)
+        return matrix, gram, matrix.shape[1] // in_channels(self.node, weight)
 
     def inverse(self) -> tuple[np.ndarray, np.ndarray, int]:
         """``(H + lambda I)^-1`` over the features, the weight as ``[outputs, features]``
@@ -74,7 +82,7 @@ class Consumer:
 
     def features(self, x: np.ndarray) -> np.ndarray:
         """The layer's input as rows of features (and a constant 1 for its bias)."""
-        features = _features(self.node, np.asarray(x, np.float64))
+        features = features_of(self.node, np.asarray(x, np.float64))
         if self.bias is not None:
             features = np.concatenate([features, np.ones((len(features), 1))], axis=1)
         return features
@@ -97,7 +105,7 @@ def consumers(plan: Sequence[tuple[Group, np.ndarray]]) -> tuple[list[Consumer],
     for node, parts in removed.items():
         weight = constant_array(node.inputs[1])
         assert weight is not None
-        size = weight.size // _outputs(node, weight)
+        size = weight.size // outputs_of(node, weight)
         if size > MAX_FEATURES:
             notes.append(f"{node.op_type} {node.name!r}: {size} input features, more than "
                          f"{MAX_FEATURES}; not compensated")
@@ -169,8 +177,8 @@ def refit(graph: ir.Graph, consumer: Consumer) -> None:
     the removed columns are left at zero, for the channel cut that follows to take out."""
     node = consumer.node
     weight = np.asarray(constant_array(node.inputs[1]), np.float64)
-    matrix = _as_matrix(node, weight)  # [outputs, features]
-    per_channel = matrix.shape[1] // _in_channels(node, weight)
+    matrix = as_matrix(node, weight)  # [outputs, features]
+    per_channel = matrix.shape[1] // in_channels(node, weight)
     keep = np.ones(matrix.shape[1], bool)
     for channel in consumer.removed:
         keep[channel * per_channel:(channel + 1) * per_channel] = False
@@ -196,71 +204,4 @@ def refit(graph: ir.Graph, consumer: Consumer) -> None:
         replace_constant(graph, bias_node, bias_index,
                          new[:, -1].reshape(np.shape(original)), "refit")
         new = new[:, :-1]
-    replace_constant(graph, node, 1, _from_matrix(node, weight, new), "refit")
-
-
-def layer_bias(node: ir.Node) -> tuple[ir.Node, int] | None:
-    """A Conv's or Gemm's bias input; the constant vector a MatMul's sole reader adds."""
-    if node.op_type in ("Conv", "Gemm"):
-        if len(node.inputs) > 2 and constant_array(node.inputs[2]) is not None:
-            return node, 2
-        return None
-    uses = list(node.outputs[0].uses())
-    if len(uses) == 1 and uses[0].node.op_type == "Add":
-        add, other = uses[0].node, 1 - uses[0].idx
-        array = constant_array(add.inputs[other])
-        if array is not None and array.ndim == 1 and len(list(add.inputs[other].uses())) == 1:
-            return add, other
-    return None
-
-
-def _features(node: ir.Node, x: np.ndarray) -> np.ndarray:
-    if node.op_type != "Conv":
-        return x.reshape(-1, x.shape[-1])
-    weight = constant_array(node.inputs[1])
-    assert weight is not None
-    kernel = weight.shape[2:]
-    attrs = node.attributes
-    strides = attrs.get_ints("strides", [1] * len(kernel))
-    dilations = attrs.get_ints("dilations", [1] * len(kernel))
-    pads = attrs.get_ints("pads", [0] * 2 * len(kernel))
-    spatial = len(kernel)
-    widths = [(0, 0), (0, 0)] + [(pads[i], pads[i + spatial]) for i in range(spatial)]
-    padded = np.pad(x, widths)
-    span = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
-    windows = np.lib.stride_tricks.sliding_window_view(padded, span, axis=tuple(
-        range(2, 2 + spatial)))
-    index = (slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides) + tuple(
-        slice(None, None, d) for d in dilations)
-    windows = windows[index]  # [N, C, out..., k...]
-    order = (0, *range(2, 2 + spatial), 1, *range(2 + spatial, 2 + 2 * spatial))
-    return windows.transpose(order).reshape(-1, int(np.prod(weight.shape[1:])))
-
-
-def _outputs(node: ir.Node, weight: np.ndarray) -> int:
-    if node.op_type == "Conv":
-        return weight.shape[0]
-    if node.op_type == "Gemm":
-        return weight.shape[0 if node.attributes.get_int("transB", 0) else 1]
-    return weight.shape[1]
-
-
-def _in_channels(node: ir.Node, weight: np.ndarray) -> int:
-    return weight.size // _outputs(node, weight) // (
-        int(np.prod(weight.shape[2:])) if node.op_type == "Conv" else 1)
-
-
-def _as_matrix(node: ir.Node, weight: np.ndarray) -> np.ndarray:
-    if node.op_type == "Conv":
-        return weight.reshape(weight.shape[0], -1)
-    if node.op_type == "Gemm" and node.attributes.get_int("transB", 0):
-        return weight
-    return weight.T
-
-
-def _from_matrix(node: ir.Node, weight: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    if node.op_type == "Conv":
-        return matrix.reshape(weight.shape)
-    if node.op_type == "Gemm" and node.attributes.get_int("transB", 0):
-        return matrix
-    return matrix.T
+    replace_constant(graph, node, 1, from_matrix(node, weight, new), "refit")

@@ -23,13 +23,9 @@ import onnx_ir as ir
 
 from onnxpress.ir.analysis import constant_array
 from onnxpress.passes.calibration_data import Batch
+from onnxpress.passes.layer_matrix import layer_bias
 from onnxpress.passes.prune.channels import replace_constant
-from onnxpress.passes.prune.compensate import (
-    Consumer,
-    gather,
-    layer_bias,
-    refit,
-)
+from onnxpress.passes.prune.compensate import Consumer, gather, refit
 
 MS_DOMAIN = "com.microsoft"
 
