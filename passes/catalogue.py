@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from onnxpress.passes.base import Pass
 from onnxpress.passes.cleanup import BUILTIN_PASSES as CLEANUP
+from onnxpress.passes.lowrank import LowRank
 from onnxpress.passes.ort_fusion import FuseForOrt
 from onnxpress.passes.prune import Prune
 from onnxpress.passes.quantize.fold_qdq import FoldQdq
@@ -14,5 +15,7 @@ from onnxpress.passes.quantize.weight_only import WeightOnly
 
 QUANTIZATION: tuple[type[Pass], ...] = (Smooth, Quantize, FoldQdq, LowerQdq, WeightOnly)
 PRUNING: tuple[type[Pass], ...] = (Prune,)
+LOW_RANK: tuple[type[Pass], ...] = (LowRank,)
 RUNTIME: tuple[type[Pass], ...] = (FuseForOrt,)
-BUILTIN_PASSES: tuple[type[Pass], ...] = (*CLEANUP, *QUANTIZATION, *PRUNING, *RUNTIME)
+BUILTIN_PASSES: tuple[type[Pass], ...] = (*CLEANUP, *QUANTIZATION, *PRUNING, *LOW_RANK,
+                                             *RUNTIME)
