@@ -17,7 +17,7 @@ from onnxpress.passes.layer_matrix import as_matrix, features_of
 MAX_FEATURES = 8192
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # one per layer: hashed by identity
 class Site:
     node: ir.Node
     weight: np.ndarray  # as stored
