@@ -27,20 +27,13 @@ s`` is the prune pass's wall time (calibration run and refit included).
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+import compression_bench as common
 import numpy as np
 from baseline_export import prepare
 
-import onnxpress
-from onnxpress.backends.bench import bench_models
-from onnxpress.backends.ort_runner import Runner
-
-HERE = Path(__file__).resolve().parent
-MODELS = HERE.parent / "models"
 SPEED = {"resnet50": ("prune(ratio=0.3)", "prune(ratio=0.3,multiple=1)", "prune(ratio=0.5)"),
          "resnet18": ("prune(ratio=0.3)",), "mobilenet_v2": ("prune(ratio=0.3)",)}
 #: per model, the pipelines measured after cleanup, ``{p}`` taking each importance with the
@@ -54,18 +47,6 @@ ACCURACY = {"digits_cnn": ("prune(ratio=0.3,multiple=1{p})",),
             "minilm": ("prune(structure=mlp,ratio=0.25{p})",)}
 
 
-def build(source: Any, spec: str, path: Path, calibration: Any = None) -> dict[str, Any]:
-    """Compile ``cleanup[,spec]`` to ``path``: the prune record's stats, time and notes."""
-    passes = "cleanup" + (f",{spec}" if spec else "")
-    model, report = onnxpress.compile(source, passes, calibration=calibration,
-                                      return_report=True)
-    onnxpress.save(model, path)
-    record = report.passes[-1]
-    return {"spec": spec or "cleanup", "path": str(path), "parameters": record.parameters_after,
-            "bytes": path.stat().st_size, "stats": record.stats if spec else {},
-            "prune_s": record.seconds if spec else 0.0, "notes": record.notes if spec else []}
-
-
 def removed(r: dict[str, Any]) -> str:
     s = r["stats"]
     if "heads_removed" in s:
@@ -76,24 +57,9 @@ def removed(r: dict[str, Any]) -> str:
 def speed(name: str, cache: Path, rounds: int) -> list[dict[str, Any]]:
     prepared = prepare(name, cache / name)
     feeds = dict(np.load(prepared.compare_inputs))
-    rows = [build(prepared.fp32, spec, cache / name / f"v{i}.onnx")
+    rows = [common.build(prepared.fp32, spec, cache / name / f"v{i}.onnx")
             for i, spec in enumerate(("", *SPEED[name]))]
-    for r in rows:
-        for note in r["notes"][:3]:
-            print(f"  {name} {r['spec']}: {note}")
-    labelled = [(r["spec"], r["path"]) for r in rows]
-    timed = {(b, n): bench_models(labelled, batch=b, repeats=n, feeds=feeds, progress=False)
-             for b, n in ((1, rounds), (8, max(rounds // 2, 5)))}
-    sample = [{k: v[:8] for k, v in feeds.items()}]
-    for i, r in enumerate(rows):
-        r["model"] = name
-        for (b, n), bench in timed.items():
-            r[f"b{b}_ms"], r[f"b{b}_speedup"] = (bench[i].median_ms,
-                                                 bench[0].median_ms / bench[i].median_ms)
-            r[f"b{b}_p10_p90_ms"], r[f"b{b}_rounds"] = [bench[i].p10_ms, bench[i].p90_ms], n
-        r["cosine"] = onnxpress.compare(rows[0]["path"], r["path"], sample, batches=1)[0]["cosine"]
-        print(f"  {name} {r['spec']}: b1 {r['b1_ms']:.2f} ms ({r['b1_speedup']:.2f}x)", flush=True)
-    return rows
+    return common.timed(name, rows, feeds, rounds)
 
 
 def speed_table(rows: list[dict[str, Any]]) -> str:
@@ -105,42 +71,15 @@ def speed_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def subject(name: str) -> tuple[Path, Any]:
-    """(model file, calibration batches)."""
-    if name == "minilm":
-        from onnxpress.models.minilm import minilm_onnx, tokenize
-
-        texts = [s["text"] for s in json.loads((MODELS / "minilm_texts.json").read_text())
-                 ["sentences"]][::5]
-        return minilm_onnx(), [tokenize([text]) for text in texts]
-    from onnxpress.models.digits_data import CALIBRATION_NPZ
-
-    return MODELS / f"{name}.onnx", onnxpress.CalibrationData(CALIBRATION_NPZ)
-
-
 def accuracy(name: str, cache: Path) -> list[dict[str, Any]]:
-    source, calibration = subject(name)
+    source, calibration = common.subject(name)
     (cache / name).mkdir(parents=True, exist_ok=True)
     specs = [""] + [template.format(p=f",importance={i},compensate={str(c).lower()}")
                     for template in ACCURACY[name]
                     for i in ("magnitude", "activation") for c in (False, True)]
-    rows = [build(source, spec, cache / name / f"a{i}.onnx", calibration if spec else None)
-            for i, spec in enumerate(specs)]
-    images = np.load(MODELS / "digits_test.npz")["image"]
-    reference = None
-    for r in rows:
-        r["model"] = name
-        evaluation = onnxpress.evaluate(r["path"], "minilm-texts" if name == "minilm"
-                                        else "digits")
-        r["metrics"] = dict(evaluation.metrics, value=evaluation.value)
-        if name != "minilm":
-            r["metrics"]["shifted"] = onnxpress.evaluate(r["path"], "digits-shifted").value
-            logits = next(iter(Runner(r["path"]).run({"image": images}).values()))
-            reference = logits if reference is None else reference
-            r["metrics"]["logits_rel_l2"] = float(np.linalg.norm(logits - reference)
-                                                  / np.linalg.norm(reference))
-        print(f"  {name} {r['spec']}: {r['metrics']} ({r['prune_s']:.1f} s)", flush=True)
-    return rows
+    return common.scored(name, [common.build(source, spec, cache / name / f"a{i}.onnx",
+                                             calibration if spec else None)
+                                for i, spec in enumerate(specs)])
 
 
 def accuracy_table(rows: list[dict[str, Any]]) -> str:
@@ -157,30 +96,19 @@ def accuracy_table(rows: list[dict[str, Any]]) -> str:
                 if r["model"] == "minilm"
                 else (f"{m['shifted']:.4f}", f"{m['logits_rel_l2']:.4f}", "-", "-"))
         variant = r["spec"]
-        lines.append(f"| {r['model']} | {variant} | {removed(r)} | {r['prune_s']:.2f} | "
+        lines.append(f"| {r['model']} | {variant} | {removed(r)} | {r['seconds']:.2f} | "
                      f"{main:.4f} | {delta_text} | "
                      + " | ".join(rest) + " |")
     return "\n".join(lines)
 
 
+def tables(fast: list[dict[str, Any]], good: list[dict[str, Any]]) -> str:
+    return f"{speed_table(fast)}\n\n{accuracy_table(good)}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=40, help="timed rounds at batch 1")
-    parser.add_argument("--speed-models", default=",".join(SPEED))
-    parser.add_argument("--accuracy-models", default=",".join(ACCURACY))
-    parser.add_argument("--cache-dir", type=Path, default=HERE / "results" / "prune")
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "prune.json")
-    args = parser.parse_args(argv)
-    fast = [r for n in filter(None, args.speed_models.split(","))
-            for r in speed(n, args.cache_dir, args.rounds)]
-    good = [r for n in filter(None, args.accuracy_models.split(","))
-            for r in accuracy(n, args.cache_dir)]
-    print(f"\n{speed_table(fast)}\n\n{accuracy_table(good)}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"rounds_b1": args.rounds, "speed": fast, "accuracy": good},
-                                   indent=2, default=str))
-    return 0
+    return common.main(argv, __doc__, "prune", speed, accuracy, tables, ",".join(SPEED),
+                       ",".join(ACCURACY))
 
 
 if __name__ == "__main__":
