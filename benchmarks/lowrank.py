@@ -21,7 +21,8 @@ whose weights are random).
 ``params`` fraction of the eligible weights kept overall and a per-layer rank ``ratio``,
 each plain (``aware=false``: SVD of the weights) and activation-aware (``aware=true``: SVD
 after whitening by the calibration inputs' second moments), so that the two meet at the
-same parameter count. The digits CNN's layers are under the default ``min_elements``, so
+same parameter count. Both get the calibration data, so a ``params`` budget is spread by
+measured sensitivity in both and the whitening is the only difference. The digits CNN's layers are under the default ``min_elements``, so
 there it is 0. Calibration: ``digits_calibration.npz`` one image a batch (the pass reads up
 to 256); MiniLM every 5th sentence of ``minilm_texts.json`` (60), each its own unpadded
 batch. Metrics: digits top-1 accuracy on the test split, on ``digits-shifted`` (the split
@@ -104,7 +105,7 @@ def accuracy(name: str, cache: Path) -> list[dict[str, Any]]:
     for i, (budget, aware) in enumerate(variants):
         spec = f"lowrank({budget},aware={str(aware).lower()})" if budget else ""
         rows.append(dict(build(source, spec, cache / name / f"a{i}.onnx",
-                               calibration if aware else None),
+                               calibration),
                          budget=budget or "dense", aware=aware))
     return common.scored(name, rows)
 
