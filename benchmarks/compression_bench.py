@@ -81,12 +81,12 @@ def minilm_texts() -> list[str]:
 
 
 def subject(name: str) -> tuple[Path, Any]:
-    """(model file, calibration batches): digits ``digits_calibration.npz``, MiniLM every
-    5th sentence of the text set, each its own batch."""
+    """(model file, calibration batches): digits ``digits_calibration.npz``, MiniLM the
+    sentences of ``minilm_calibration.json``, each its own batch."""
     if name == "minilm":
-        from onnxpress.models.minilm import minilm_onnx, tokenize
+        from onnxpress.models.minilm import calibration_batches, minilm_onnx
 
-        return minilm_onnx(), [tokenize([text]) for text in minilm_texts()[::5]]
+        return minilm_onnx(), calibration_batches()
     from onnxpress.models.digits_data import CALIBRATION_NPZ
 
     return MODELS / f"{name}.onnx", onnxpress.CalibrationData(CALIBRATION_NPZ)

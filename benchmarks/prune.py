@@ -16,7 +16,8 @@ comparison images (random weights: a sanity number only).
 **Accuracy** (trained digits CNN and ViT, real all-MiniLM-L6-v2): channel (CNN, 30%,
 ``multiple=1``) or MLP-width (ViT, MiniLM, 25%) pruning, importance magnitude | activation,
 compensate false | true. Calibration: ``digits_calibration.npz`` one image a batch (the pass
-reads up to 256); MiniLM every 5th sentence of ``minilm_texts.json`` (60), each its own
+reads up to 256); MiniLM the 320 sentences of ``minilm_calibration.json`` (not the evaluation
+set), each its own
 unpadded batch. Metrics: digits top-1 accuracy on the test split, on ``digits-shifted``
 (the split under the training augmentation's nine 1-pixel shifts: 4050 images, so that one
 image is 0.025 points rather than 0.22) and the logits' relative L2 error ||pruned -

