@@ -33,10 +33,12 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
+from onnxpress.ir.attention import heads as _heads
+from onnxpress.ir.attention import reshape as _reshape
+from onnxpress.ir.attention.mask import MaskSource, trace_mask
+from onnxpress.ir.attention.values import dims, scalar
 from onnxpress.ir.builder import Builder
-from onnxpress.passes.ort_fusion import _heads, _reshape
-from onnxpress.passes.ort_fusion._common import MS_DOMAIN, Declines, dims, scalar
-from onnxpress.passes.ort_fusion._mask import MaskSource, trace_mask
+from onnxpress.passes.ort_fusion._common import MS_DOMAIN, Declines
 
 __all__ = ["fuse_attention"]
 

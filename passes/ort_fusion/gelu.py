@@ -26,16 +26,8 @@ import onnx_ir as ir
 from onnxscript.rewriter._basics import MatchResult
 from onnxscript.rewriter._rewrite_rule import RewriteRuleClassBase, RewriteRuleSet
 
-from onnxpress.passes.ort_fusion._common import (
-    MS_DOMAIN,
-    Declines,
-    close,
-    const,
-    dims,
-    last_dim,
-    same_dim,
-    scalar,
-)
+from onnxpress.ir.attention.values import close, const, dims, last_dim, same_dim, scalar
+from onnxpress.passes.ort_fusion._common import MS_DOMAIN, Declines
 
 # Where the 0.5 multiplies: onto (1 + erf), last, or onto x first.
 _FORMS = ("half_on_erf", "half_last", "half_on_x")

@@ -25,14 +25,8 @@ import onnx_ir as ir
 from onnxscript.rewriter._basics import MatchResult
 from onnxscript.rewriter._rewrite_rule import RewriteRuleClassBase, RewriteRuleSet
 
-from onnxpress.passes.ort_fusion._common import (
-    MS_DOMAIN,
-    Declines,
-    const,
-    dims,
-    same_dim,
-    same_dims,
-)
+from onnxpress.ir.attention.values import const, dims, same_dim, same_dims
+from onnxpress.passes.ort_fusion._common import MS_DOMAIN, Declines
 
 
 class SkipLayerNorm(RewriteRuleClassBase):

@@ -16,8 +16,8 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
-from onnxpress.passes.ort_fusion import _reshape
-from onnxpress.passes.ort_fusion._common import const, dims, scalar
+from onnxpress.ir.attention import reshape as _reshape
+from onnxpress.ir.attention.values import const, dims, scalar
 
 QV_LAYOUT = ("batch", "head", "sequence", "channel")
 K_T_LAYOUT = ("batch", "head", "channel", "sequence")

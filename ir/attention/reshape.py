@@ -15,7 +15,7 @@ from collections.abc import Collection
 import numpy as np
 import onnx_ir as ir
 
-from onnxpress.passes.ort_fusion._common import const, dims, same_dim
+from onnxpress.ir.attention.values import const, dims, same_dim
 
 LEAD = ("batch", "sequence")
 Entry = int | str | None

@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
-from onnxpress.passes.ort_fusion._common import const, dims, same_dim, same_dims, scalar
+from onnxpress.ir.attention.values import const, dims, same_dim, same_dims, scalar
 
 _INTEGER = {
     ir.DataType.INT64, ir.DataType.INT32, ir.DataType.INT16, ir.DataType.INT8,

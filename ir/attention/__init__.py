@@ -1,0 +1,2 @@
+"""Attention in exported graphs: tracing q, k, v to their projections (:mod:`.heads`),
+reshape layouts (:mod:`.reshape`), additive masks (:mod:`.mask`)."""
