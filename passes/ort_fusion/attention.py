@@ -34,9 +34,8 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxpress.ir.attention import heads as _heads
-from onnxpress.ir.attention import reshape as _reshape
-from onnxpress.ir.attention.mask import MaskSource, trace_mask
-from onnxpress.ir.attention.values import dims, scalar
+from onnxpress.ir.attention.mask import MaskSource
+from onnxpress.ir.attention.match import find_attention
 from onnxpress.ir.builder import Builder
 from onnxpress.passes.ort_fusion._common import MS_DOMAIN, Declines
 
@@ -70,116 +69,14 @@ def fuse_attention(graph: ir.Graph, declines: Declines, softmax_axis_default: in
 
 
 def _match(softmax: ir.Node, axis_default: int) -> _Block | str:
-    if softmax.attributes.get_int("axis", axis_default) not in (-1, 3):
-        return "Softmax is not over the last axis"
-    scores = _scores(softmax.inputs[0])
-    if isinstance(scores, str):
-        return scores
-    product, factor, mask_value, score_nodes = scores
-    users = list(softmax.outputs[0].uses())
-    if len(users) != 1 or users[0].node.op_type != "MatMul" or users[0].idx != 0:
-        return "the attention weights feed something other than one MatMul with v"
-    weighted = users[0].node
-    heads = [
-        _heads.trace_head(value, layout)
-        for value, layout in ((product.inputs[0], _heads.QV_LAYOUT),
-                              (product.inputs[1], _heads.K_T_LAYOUT),
-                              (weighted.inputs[1], _heads.QV_LAYOUT))
-    ]
-    for role, head in zip("qkv", heads):
-        if isinstance(head, str):
-            return f"{role}: {head}"
-    q, k, v = heads  # type: ignore[misc]
-    x = q.projection.x
-    if any(h.projection.x is not x for h in (k, v)) or len({(h.heads, h.head_size)
-                                                            for h in heads}) != 1:
-        return "q, k and v do not project one input into equal heads"
-    tail = _output(weighted, x, heads)
-    if isinstance(tail, str):
-        return tail
-    mask = None
-    if mask_value is not None:
-        mask = trace_mask(mask_value, dims(x))
-        if isinstance(mask, str):
-            return mask
-    scale = factor * q.factor * k.factor
-    if v.factor != 1.0 or not np.isfinite(scale) or scale == 0.0:
-        return "v is scaled, or the total scale is 0 or not finite"
-    nodes = {softmax, product, weighted, *score_nodes, *tail}
-    for head in heads:
-        nodes.update(head.nodes, head.projection.nodes)
-    block = _Block(x, heads, scale, mask, tail[-1], nodes)
-    return _absorb_shape_readers(block) or _check_removable(block) or block
-
-
-def _scores(value: ir.Value) -> tuple | str:
-    """Softmax's input as ``MatMul(q, kT) * factor [+ mask]``."""
-    node = value.producer()
-    mask_value, nodes = None, []
-    if node is not None and node.op_type == "Add":
-        sides = [_unscaled(v) for v in node.inputs]
-        if all(isinstance(s, str) for s in sides):
-            return "the attention scores are not a MatMul plus a mask"
-        side = 0 if not isinstance(sides[0], str) else 1
-        mask_value, nodes = node.inputs[1 - side], [node]
-        found = sides[side]
-    else:
-        found = _unscaled(value)
+    found = find_attention(softmax, axis_default)
     if isinstance(found, str):
         return found
-    product, factor, scale_nodes = found
-    return product, factor, mask_value, nodes + scale_nodes
-
-
-def _unscaled(value: ir.Value | None) -> tuple | str:
-    factor, nodes = 1.0, []
-    node = value.producer() if value is not None else None
-    while node is not None and node.op_type in ("Mul", "Div") and node.domain == "":
-        rank = len(dims(node.outputs[0]) or ())
-        number = scalar(node.inputs[1], rank)
-        inner = node.inputs[0]
-        if number is None and node.op_type == "Mul":
-            number, inner = scalar(node.inputs[0], rank), node.inputs[1]
-        if number is None or number == 0:
-            return "the attention scores are scaled by a non-constant"
-        factor *= number if node.op_type == "Mul" else 1.0 / number
-        nodes.append(node)
-        node = inner.producer()
-    if node is None or node.op_type != "MatMul" or node.domain != "":
-        return "the Softmax input is not q @ k^T"
-    return node, factor, nodes
-
-
-def _output(weighted: ir.Node, x: ir.Value, heads) -> list[ir.Node] | str:
-    """The Transposes (and Identities) and the Reshape after ``probs @ v``, proved to
-    produce [B, S, H * d] in Attention's head-major layout."""
-    labels = list(_heads.QV_LAYOUT)
-    nodes: list[ir.Node] = []
-    value = weighted.outputs[0]
-    while True:
-        users = [u for u in value.uses() if u.node.op_type != "Shape"]
-        if len(users) != 1 or value.is_graph_output():
-            return "the attention output has more than one user before its Reshape"
-        node = users[0].node
-        nodes.append(node)
-        if node.op_type == "Reshape" and users[0].idx == 0:
-            break
-        if node.op_type == "Transpose":
-            perm = node.attributes.get_ints("perm", [])
-            if sorted(perm) != [0, 1, 2, 3]:
-                return "a Transpose of the attention output has a bad perm"
-            labels = [labels[p] for p in perm]
-        elif node.op_type != "Identity":
-            return f"the attention output passes through {node.op_type}"
-        value = node.outputs[0]
-    if labels != ["batch", "sequence", "head", "channel"]:
-        return "the attention output is not transposed to [B, S, H, d]"
-    lead = (node.inputs[0], x, *(h.projection.output for h in heads))
-    entries = _reshape.layout(node, dims(x), lead)
-    width = heads[0].heads * heads[0].head_size
-    if isinstance(entries, str) or list(entries) != ["batch", "sequence", width]:
-        return "the attention output's Reshape does not merge the heads into [B, S, H * d]"
-    return nodes
+    nodes = {found.softmax, found.product, found.weighted, *found.score_nodes, *found.tail}
+    for head in found.heads:
+        nodes.update(head.nodes, head.projection.nodes)
+    block = _Block(found.x, found.heads, found.scale, found.mask, found.tail[-1], nodes)
+    return _absorb_shape_readers(block) or _check_removable(block) or block
 
 
 _SHAPE_OPS = {"Shape", "Gather", "Slice", "Squeeze", "Unsqueeze", "Concat", "Cast"}
