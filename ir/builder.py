@@ -33,6 +33,19 @@ class Builder:
     ) -> ir.Value:
         return self._tape.op(op_type, inputs, attributes, domain=domain, name=name)
 
+    def op_multi(
+        self,
+        op_type: str,
+        inputs: Sequence[ir.Value | None],
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        num_outputs: int,
+        domain: str = "",
+        name: str | None = None,
+    ) -> Sequence[ir.Value]:
+        return self._tape.op_multi_out(op_type, inputs, attributes, num_outputs=num_outputs,
+                                       domain=domain, name=name)
+
     def initializer(self, array: np.ndarray, name: str) -> ir.Value:
         """A new initializer of the graph, named ``name`` or ``name_1``, ``name_2``, ..."""
         unique, counter = name, 0

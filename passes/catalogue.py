@@ -12,10 +12,12 @@ from onnxpress.passes.quantize.lower_qdq import LowerQdq
 from onnxpress.passes.quantize.quantize import Quantize
 from onnxpress.passes.quantize.smooth import Smooth
 from onnxpress.passes.quantize.weight_only import WeightOnly
+from onnxpress.passes.tome import Tome
 
 QUANTIZATION: tuple[type[Pass], ...] = (Smooth, Quantize, FoldQdq, LowerQdq, WeightOnly)
 PRUNING: tuple[type[Pass], ...] = (Prune,)
 LOW_RANK: tuple[type[Pass], ...] = (LowRank,)
+TOKENS: tuple[type[Pass], ...] = (Tome,)
 RUNTIME: tuple[type[Pass], ...] = (FuseForOrt,)
 BUILTIN_PASSES: tuple[type[Pass], ...] = (*CLEANUP, *QUANTIZATION, *PRUNING, *LOW_RANK,
-                                             *RUNTIME)
+                                             *TOKENS, *RUNTIME)
