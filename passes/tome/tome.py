@@ -89,8 +89,16 @@ def _merge(graph: ir.Graph, block: TransformerBlock, tokens: int, r: int, protec
             np.array([tokens, 1], np.int64), f"tome{index}_ones_shape")], {"axis": 0})
         ones = builder.initializer(np.ones((1, tokens, 1), np.float32), f"tome{index}_ones")
         size = builder.op("Expand", [ones, target])
-    total = merger.merge(builder.op("Mul", [mid, size]), tokens, plan)
-    merged_size = merger.merge(size, tokens, plan)
+    width = mid.shape[2] if mid.shape is not None and len(mid.shape) == 3 else None
+    if isinstance(width, int):  # one gather/scatter for x * size and size together
+        packed = builder.op("Concat", [builder.op("Mul", [mid, size]), size], {"axis": -1})
+        both = merger.merge(packed, tokens, plan)
+        total, merged_size = builder.op_multi("Split", [both, builder.initializer(
+            np.array([width, 1], np.int64), f"tome{index}_split")], {"axis": -1},
+            num_outputs=2)
+    else:
+        total = merger.merge(builder.op("Mul", [mid, size]), tokens, plan)
+        merged_size = merger.merge(size, tokens, plan)
     merged = builder.op("Div", [total, merged_size])
     created = set(builder.nodes)
     builder.insert_after(block.residual)
