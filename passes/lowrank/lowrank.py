@@ -174,8 +174,8 @@ class LowRank(Pass):
     def _ranks(self, found: list[sites.Site], spectra: list[Spectrum],
                weights: np.ndarray | None = None) -> list[int | None]:
         if self.params:
-            tails = [s.energy * (1.0 if weights is None else w)
-                     for s, w in zip(spectra, weights if weights is not None else spectra)]
+            scale = np.ones(len(spectra)) if weights is None else weights
+            tails = [s.energy * w for s, w in zip(spectra, scale)]
             return ranks.by_budget(tails, [s.shape for s in found],
                                    [ranks.limit(*s.shape, self.min_saving) for s in found],
                                    self.params)
