@@ -3,15 +3,20 @@
 
 With ``N`` tokens, keys ``k^T [B, H, d, N]`` and ``r`` merges:
 
-- metric = the keys averaged over heads, L2-normalised, ``[B, N, d]``;
-- A = even positions (``Na`` tokens), B = odd positions; scores = A B^T ``[B, Na, Nb]``;
-  protected leading tokens (CLS at 0, a distillation token at 1) get ``-inf`` rows (in A)
-  or columns (in B), so they never merge and nothing merges into them;
-- each A token's best B match (ReduceMax / ArgMax); the ``r`` A tokens with the highest
-  best score (``TopK(r)``, not a full sort) merge: ``x * size`` and ``size`` are
-  scatter-added into their match, then divided by the summed size;
-- output: the unmerged A tokens in their original order (a second ``TopK`` over
-  ``Na - position`` with the merged ones zeroed), then all B tokens: ``[B, N - r, C]``.
+- metric = the keys averaged over heads, L2-normalised; A = even positions, B = odd ones;
+- every A token's best B match: the full ``N x N`` similarity (a ``[N, d] x [d, N]``
+  product, cheaper in ONNX Runtime than slicing the halves apart) with ``-inf`` everywhere
+  but A rows x B columns; protected leading tokens (CLS at 0, a distillation token at 1)
+  get ``-inf`` rows or columns too, so they never merge and nothing merges into them;
+- the ``r`` A tokens with the highest best score merge (``TopK(r)``, not a full sort);
+- output: the unmerged A tokens in their original order, then all B tokens, ``[B, N - r,
+  C]``. One ``TopK`` over a position key (``p`` for A, ``N + p`` for B, ``3N`` for merged
+  A tokens) yields exactly that order, so the stream is gathered once from ``x`` rather
+  than sliced into halves, gathered and concatenated; the merged tokens are then
+  scatter-added into their match's output slot.
+
+About 20 small nodes per block: at batch 1 ONNX Runtime's cost per node, not arithmetic,
+is what a merge costs.
 """
 
 from __future__ import annotations
@@ -20,6 +25,18 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxpress.ir.builder import Builder
+
+#: (kept positions [B, N - r] in output order, merged A positions [B, r, 1], the output
+#: slots they merge into [B, r])
+Plan = tuple[ir.Value, ir.Value, ir.Value]
+
+
+def mask(tokens: int, protected: int) -> np.ndarray:
+    """``0`` where an A row may merge into a B column, else ``-inf``."""
+    position = np.arange(tokens)
+    allowed = (position[:, None] % 2 == 0) & (position[None, :] % 2 == 1)
+    allowed &= (position[:, None] >= protected) & (position[None, :] >= protected)
+    return np.where(allowed, 0.0, -np.inf).astype(np.float32)
 
 
 class Merger:
@@ -31,60 +48,55 @@ class Merger:
     def _const(self, array: np.ndarray, name: str) -> ir.Value:
         return self.b.initializer(array, f"{self.stem}_{name}")
 
-    def _ints(self, values: list[int], name: str) -> ir.Value:
-        return self._const(np.array(values, np.int64), name)
+    def _ints(self, values: list[int] | np.ndarray, name: str) -> ir.Value:
+        return self._const(np.asarray(values, np.int64), name)
 
     def _reduce(self, op: str, x: ir.Value, axis: int) -> ir.Value:
         if self.opset >= 18:
             return self.b.op(op, [x, self._ints([axis], f"{op}_axes")], {"keepdims": 0})
         return self.b.op(op, [x], {"axes": [axis], "keepdims": 0})
 
-    def _half(self, x: ir.Value, start: int, tokens: int) -> ir.Value:
-        return self.b.op("Slice", [x, self._ints([start], f"start{start}"),
-                                   self._ints([tokens], "end"), self._ints([1], "axis"),
-                                   self._ints([2], "step")])
+    def _head_sum(self, keys: ir.Value, tokens: int) -> ir.Value:
+        """``k^T [B, H, d, N]`` summed over heads, ``[B, d, N]`` (the mean up to a factor
+        the normalisation removes): a ``[1, H]`` product of ones, since ONNX Runtime's
+        ReduceMean over a middle axis costs 60 us here, the product under 5."""
+        heads = keys.shape[1] if keys.shape is not None and len(keys.shape) == 4 else None
+        if not isinstance(heads, int):
+            return self._reduce("ReduceSum", keys, 1)
+        rows = self.b.op("Reshape", [keys, self._ints([0, heads, -1], "rows")])
+        total = self.b.op("MatMul", [self._const(np.ones((1, heads), np.float32), "heads"), rows])
+        return self.b.op("Reshape", [total, self._ints([0, -1, tokens], "columns")])
 
-    def plan(self, keys: ir.Value, tokens: int, r: int, protected: int
-             ) -> tuple[ir.Value, ir.Value, ir.Value]:
-        """``(unmerged A indices [B, Na - r], merged A indices [B, r], their B match
-        [B, r])`` from the block's keys."""
-        b = self.b
-        metric = b.op("Transpose", [self._reduce("ReduceMean", keys, 1)], {"perm": [0, 2, 1]})
-        metric = b.op("LpNormalization", [metric], {"axis": -1, "p": 2})
-        a, other = self._half(metric, 0, tokens), self._half(metric, 1, tokens)
-        scores = b.op("MatMul", [a, b.op("Transpose", [other], {"perm": [0, 2, 1]})])
-        na, nb = (tokens + 1) // 2, tokens // 2
-        if protected:
-            mask = np.zeros((na, nb), np.float32)
-            for position in range(protected):
-                if position % 2 == 0:
-                    mask[position // 2, :] = -np.inf
-                else:
-                    mask[:, position // 2] = -np.inf
-            scores = b.op("Add", [scores, self._const(mask, "protect")])
+    def plan(self, keys: ir.Value, tokens: int, r: int, protected: int) -> Plan:
+        b, n = self.b, tokens
+        metric = b.op("LpNormalization", [self._head_sum(keys, n)], {"axis": 1, "p": 2})
+        similarity = b.op("MatMul", [b.op("Transpose", [metric], {"perm": [0, 2, 1]}), metric])
+        scores = b.op("Add", [similarity, self._const(mask(n, protected), "mask")])
         best = self._reduce("ReduceMax", scores, -1)
         match = b.op("ArgMax", [scores], {"axis": -1, "keepdims": 0})
-        _, merged = b.op_multi("TopK", [best, self._ints([r], "r")],
+        _, chosen = b.op_multi("TopK", [best, self._ints([r], "r")],
                                {"axis": -1, "largest": 1, "sorted": 1}, num_outputs=2)
-        order = self._const((na - np.arange(na, dtype=np.float32))[None], "order")
-        order = b.op("Expand", [order, b.op("Shape", [best])])
-        zeros = b.op("Mul", [b.op("Cast", [merged], {"to": ir.DataType.FLOAT}),
-                             self._const(np.array(0, np.float32), "zero")])
-        kept = b.op("ScatterElements", [order, merged, zeros], {"axis": 1})
-        _, unmerged = b.op_multi("TopK", [kept, self._ints([na - r], "kept")],
-                                 {"axis": -1, "largest": 1, "sorted": 1}, num_outputs=2)
-        target = b.op("GatherElements", [match, merged], {"axis": 1})
-        return unmerged, merged, target
+        merged = b.op("Unsqueeze", [chosen, self._ints([-1], "last")])  # [B, r, 1]
+        position = np.arange(n)
+        key = np.where(position % 2 == 0, position, n + position).astype(np.float32)
+        hit = b.op("Equal", [merged, self._ints(position, "positions")])  # [B, r, N]
+        key = b.op("Where", [hit, self._const(np.array(3.0 * n, np.float32), "gone"),
+                             self._const(key, "key")])
+        _, kept = b.op_multi("TopK", [self._reduce("ReduceMax", key, 1),
+                                      self._ints([n - r], "kept")],
+                             {"axis": -1, "largest": 0, "sorted": 1}, num_outputs=2)
+        kept_a = (n + 1) // 2 - r
+        slot = np.where(position % 2 == 1, kept_a + position // 2, 0)
+        target = b.op("GatherElements", [match, chosen], {"axis": 1})
+        return kept, merged, b.op("Gather", [self._ints(slot, "slots"), target])
 
-    def merge(self, x: ir.Value, tokens: int, plan: tuple[ir.Value, ir.Value, ir.Value]
-              ) -> ir.Value:
+    def merge(self, x: ir.Value, plan: Plan) -> ir.Value:
         """``x [B, N, C]`` with the planned tokens scatter-added into their matches."""
         b = self.b
-        unmerged, merged, target = plan
-        a, other = self._half(x, 0, tokens), self._half(x, 1, tokens)
-        last = self._ints([-1], "last")
-        unm = b.op("GatherND", [a, b.op("Unsqueeze", [unmerged, last])], {"batch_dims": 1})
-        src = b.op("GatherND", [a, b.op("Unsqueeze", [merged, last])], {"batch_dims": 1})
-        index = b.op("Expand", [b.op("Unsqueeze", [target, last]), b.op("Shape", [src])])
-        dst = b.op("ScatterElements", [other, index, src], {"axis": 1, "reduction": "add"})
-        return b.op("Concat", [unm, dst], {"axis": 1})
+        kept, merged, slot = plan
+        base = b.op("GatherND", [x, b.op("Unsqueeze", [kept, self._ints([-1], "last")])],
+                    {"batch_dims": 1})
+        source = b.op("GatherND", [x, merged], {"batch_dims": 1})
+        index = b.op("Expand", [b.op("Unsqueeze", [slot, self._ints([-1], "last")]),
+                                b.op("Shape", [source])])
+        return b.op("ScatterElements", [base, index, source], {"axis": 1, "reduction": "add"})

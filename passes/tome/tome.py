@@ -58,16 +58,17 @@ class Tome(Pass):
         if protected is None:
             notes.append("no CLS token found ahead of the patches; none protected")
             protected = 0
-        tokens, size, per_block = full, None, []
+        tokens, size, bias, per_block = full, None, None, []
         for index, block in enumerate(blocks):
             if tokens != full:
                 _retarget(model.graph, block, full, tokens)
-                if size is not None and self.proportional:
-                    _proportional(model.graph, block, size, opset)
+                if bias is not None and self.proportional:
+                    _proportional(model.graph, block, bias)
             r = min(self.r, max((tokens - protected) // 2, 0))
             per_block.append(tokens)
             if r:
-                size = _merge(model.graph, block, tokens, r, protected, size, opset, index)
+                size, bias = _merge(model.graph, block, tokens, r, protected, size, opset,
+                                    index)
                 tokens -= r
         if tokens != full:
             _refresh_shapes(model)
@@ -77,8 +78,9 @@ class Tome(Pass):
 
 
 def _merge(graph: ir.Graph, block: TransformerBlock, tokens: int, r: int, protected: int,
-           size: ir.Value | None, opset: int, index: int) -> ir.Value:
-    """Insert the merge after ``block``'s attention residual; the merged sizes."""
+           size: ir.Value | None, opset: int, index: int) -> tuple[ir.Value, ir.Value]:
+    """Insert the merge after ``block``'s attention residual: the merged sizes ``[B, N - r,
+    1]`` and their logarithm as an attention-logits bias ``[B, 1, 1, N - r]``."""
     builder = Builder(graph)
     merger = Merger(builder, opset, f"tome{index}")
     plan = merger.plan(block.keys, tokens, r, protected)
@@ -89,32 +91,34 @@ def _merge(graph: ir.Graph, block: TransformerBlock, tokens: int, r: int, protec
             np.array([tokens, 1], np.int64), f"tome{index}_ones_shape")], {"axis": 0})
         ones = builder.initializer(np.ones((1, tokens, 1), np.float32), f"tome{index}_ones")
         size = builder.op("Expand", [ones, target])
+    # x * size and size travel together: one set of gathers and one scatter, not two
+    both = merger.merge(builder.op("Concat", [builder.op("Mul", [mid, size]), size],
+                                   {"axis": -1}), plan)
     width = mid.shape[2] if mid.shape is not None and len(mid.shape) == 3 else None
-    if isinstance(width, int):  # one gather/scatter for x * size and size together
-        packed = builder.op("Concat", [builder.op("Mul", [mid, size]), size], {"axis": -1})
-        both = merger.merge(packed, tokens, plan)
+    if isinstance(width, int):
         total, merged_size = builder.op_multi("Split", [both, builder.initializer(
             np.array([width, 1], np.int64), f"tome{index}_split")], {"axis": -1},
             num_outputs=2)
     else:
-        total = merger.merge(builder.op("Mul", [mid, size]), tokens, plan)
-        merged_size = merger.merge(size, tokens, plan)
+        ends = [builder.initializer(np.array([v], np.int64), f"tome{index}_{name}")
+                for v, name in ((0, "zero"), (-1, "minus1"), (2**62, "end"))]
+        total = builder.op("Slice", [both, ends[0], ends[1], ends[1]])
+        merged_size = builder.op("Slice", [both, ends[1], ends[2], ends[1]])
     merged = builder.op("Div", [total, merged_size])
+    bias = builder.op("Reshape", [builder.op("Log", [merged_size]), builder.initializer(
+        np.array([-1, 1, 1, tokens - r], np.int64), f"tome{index}_bias_shape")])
     created = set(builder.nodes)
     builder.insert_after(block.residual)
     for use in list(mid.uses()):
         if use.node not in created:
             use.node.replace_input_with(use.idx, merged)
-    return merged_size
+    return merged_size, bias
 
 
-def _proportional(graph: ir.Graph, block: TransformerBlock, size: ir.Value, opset: int) -> None:
+def _proportional(graph: ir.Graph, block: TransformerBlock, bias: ir.Value) -> None:
     """Softmax(logits + log(size) over the keys)."""
     builder = Builder(graph)
     softmax = block.attention.softmax
-    axes = builder.initializer(np.array([1], np.int64), "tome_axis1")
-    logs = builder.op("Transpose", [builder.op("Log", [size])], {"perm": [0, 2, 1]})
-    bias = builder.op("Unsqueeze", [logs, axes])
     shifted = builder.op("Add", [softmax.inputs[0], bias])
     builder.insert_before(softmax)
     softmax.replace_input_with(0, shifted)
