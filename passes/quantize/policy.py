@@ -27,6 +27,7 @@ from collections.abc import Iterable
 
 import onnx_ir as ir
 
+from onnxpress.ir.marks import kept_float
 from onnxpress.ir.analysis import constant_array
 
 FLOAT = ir.DataType.FLOAT
@@ -73,6 +74,7 @@ def plan(
     targets: list[Target] = []
     chosen: dict[ir.Value, None] = {}  # insertion-ordered set
     notes: list[str] = []
+    marked = 0  # nodes another pass marked to stay in float
 
     def want(value: ir.Value | None, node: ir.Node) -> bool:
         if value is None or value.dtype != FLOAT:
@@ -88,6 +90,9 @@ def plan(
     for node in graph:
         if node.op_type not in ops or node.domain != _DOMAINS.get(node.op_type, "") \
                 or node.name in exclude:
+            continue
+        if kept_float(node) is not None:
+            marked += 1
             continue
         if node.op_type in _JOINING:
             target = _joining(node, chosen, outputs)
@@ -114,6 +119,9 @@ def plan(
         target.activations = wanted
         targets.append(target)
         chosen.update(dict.fromkeys(wanted))
+    if marked:
+        notes.append(f"{marked} nodes marked by an earlier pass (e.g. tome's similarity "
+                     "scores, which choose the tokens to merge) left in float")
     return Plan(targets, list(chosen), notes)
 
 

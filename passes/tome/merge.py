@@ -25,10 +25,12 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxpress.ir.builder import Builder
+from onnxpress.ir.marks import keep_float
 
 #: (kept positions [B, N - r] in output order, merged A positions [B, r, 1], the output
 #: slots they merge into [B, r])
 Plan = tuple[ir.Value, ir.Value, ir.Value]
+WHY = "tome: the token similarity that chooses the merges"
 
 
 def mask(tokens: int, protected: int) -> np.ndarray:
@@ -65,12 +67,14 @@ class Merger:
             return self._reduce("ReduceSum", keys, 1)
         rows = self.b.op("Reshape", [keys, self._ints([0, heads, -1], "rows")])
         total = self.b.op("MatMul", [self._const(np.ones((1, heads), np.float32), "heads"), rows])
+        keep_float(total.producer(), WHY)
         return self.b.op("Reshape", [total, self._ints([0, -1, tokens], "columns")])
 
     def plan(self, keys: ir.Value, tokens: int, r: int, protected: int) -> Plan:
         b, n = self.b, tokens
         metric = b.op("LpNormalization", [self._head_sum(keys, n)], {"axis": 1, "p": 2})
         similarity = b.op("MatMul", [b.op("Transpose", [metric], {"perm": [0, 2, 1]}), metric])
+        keep_float(similarity.producer(), WHY)
         scores = b.op("Add", [similarity, self._const(mask(n, protected), "mask")])
         best = self._reduce("ReduceMax", scores, -1)
         match = b.op("ArgMax", [scores], {"axis": -1, "keepdims": 0})
