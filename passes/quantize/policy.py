@@ -27,8 +27,8 @@ from collections.abc import Iterable
 
 import onnx_ir as ir
 
-from onnxpress.ir.marks import kept_float
 from onnxpress.ir.analysis import constant_array
+from onnxpress.ir.marks import kept_float
 
 FLOAT = ir.DataType.FLOAT
 #: compute ops outside the default domain that ``quantize`` knows
