@@ -1,5 +1,6 @@
 """ToMe's bipartite soft matching as ONNX ops (Bolya et al., ICLR 2023; the reference
-``bipartite_soft_matching`` and ``merge_wavg``), for one block with a static token count.
+``bipartite_soft_matching`` and ``merge_wavg``), for one block with a static token count,
+and the token-dropping alternative.
 
 With ``N`` tokens, keys ``k^T [B, H, d, N]`` and ``r`` merges:
 
@@ -16,7 +17,8 @@ With ``N`` tokens, keys ``k^T [B, H, d, N]`` and ``r`` merges:
   scatter-added into their match's output slot.
 
 About 20 small nodes per block: at batch 1 ONNX Runtime's cost per node, not arithmetic,
-is what a merge costs.
+is what a merge costs. The similarity products are marked to stay in float
+(:mod:`onnxpress.ir.marks`): quantizing them would change which tokens merge.
 """
 
 from __future__ import annotations
@@ -48,31 +50,56 @@ class Merger:
         self.b, self.opset, self.stem = builder, opset, stem
 
     def _const(self, array: np.ndarray, name: str) -> ir.Value:
-        return self.b.initializer(array, f"{self.stem}_{name}")
+        return self.b.initializer(np.asarray(array), f"{self.stem}_{name}")
 
-    def _ints(self, values: list[int] | np.ndarray, name: str) -> ir.Value:
+    def _ints(self, values: int | list[int] | np.ndarray, name: str) -> ir.Value:
         return self._const(np.asarray(values, np.int64), name)
 
     def _reduce(self, op: str, x: ir.Value, axis: int) -> ir.Value:
-        if self.opset >= 18:
+        if self.opset >= (13 if op == "ReduceSum" else 18):  # when axes became an input
             return self.b.op(op, [x, self._ints([axis], f"{op}_axes")], {"keepdims": 0})
         return self.b.op(op, [x], {"axes": [axis], "keepdims": 0})
 
-    def _head_sum(self, keys: ir.Value, tokens: int) -> ir.Value:
-        """``k^T [B, H, d, N]`` summed over heads, ``[B, d, N]`` (the mean up to a factor
-        the normalisation removes): a ``[1, H]`` product of ones, since ONNX Runtime's
-        ReduceMean over a middle axis costs 60 us here, the product under 5."""
-        heads = keys.shape[1] if keys.shape is not None and len(keys.shape) == 4 else None
+    def _head_sum(self, x: ir.Value, rest: list[int], why: str) -> ir.Value:
+        """``x [B, H, ...]`` summed over heads, reshaped to ``[B, *rest]``: a ``[1, H]``
+        product of ones, since ONNX Runtime's ReduceSum over a middle axis costs 60 us
+        here, the product under 5. The sum, not the mean: what reads it normalises or
+        ranks."""
+        heads = x.shape[1] if x.shape is not None and len(x.shape) >= 3 else None
         if not isinstance(heads, int):
-            return self._reduce("ReduceSum", keys, 1)
-        rows = self.b.op("Reshape", [keys, self._ints([0, heads, -1], "rows")])
+            return self.b.op("Reshape", [self._reduce("ReduceSum", x, 1),
+                                         self._ints([0, *rest], "rest")])
+        rows = self.b.op("Reshape", [x, self._ints([0, heads, -1], "rows")])
         total = self.b.op("MatMul", [self._const(np.ones((1, heads), np.float32), "heads"), rows])
-        keep_float(total.producer(), WHY)
-        return self.b.op("Reshape", [total, self._ints([0, -1, tokens], "columns")])
+        keep_float(total.producer(), why)
+        return self.b.op("Reshape", [total, self._ints([0, *rest], "rest")])
+
+    def _without(self, gone: ir.Value, tokens: int, r: int, bipartite: bool) -> ir.Value:
+        """The positions left ``[B, N - r]`` when the tokens ``gone [B, r, 1]`` leave, in
+        order: one TopK over a position key, ``3N`` for the ones leaving and, when
+        ``bipartite``, ``N + p`` for B tokens so that they follow the A tokens."""
+        b, n = self.b, tokens
+        position = np.arange(n)
+        key = np.where(bipartite & (position % 2 == 1), n + position, position)
+        hit = b.op("Equal", [gone, self._ints(position, "positions")])  # [B, r, N]
+        key = b.op("Where", [hit, self._const(np.float32(3 * n), "gone"),
+                             self._const(key.astype(np.float32), "key")])
+        _, kept = b.op_multi("TopK", [self._reduce("ReduceMax", key, 1),
+                                      self._ints([n - r], "kept")],
+                             {"axis": -1, "largest": 0, "sorted": 1}, num_outputs=2)
+        return kept
+
+    def _gather(self, x: ir.Value, positions: ir.Value) -> ir.Value:
+        """``x [B, N, C]`` at ``positions [B, K, 1]``: ``[B, K, C]``."""
+        return self.b.op("GatherND", [x, positions], {"batch_dims": 1})
+
+    def _column(self, x: ir.Value) -> ir.Value:
+        return self.b.op("Unsqueeze", [x, self._ints([-1], "last")])
 
     def plan(self, keys: ir.Value, tokens: int, r: int, protected: int) -> Plan:
         b, n = self.b, tokens
-        metric = b.op("LpNormalization", [self._head_sum(keys, n)], {"axis": 1, "p": 2})
+        metric = b.op("LpNormalization", [self._head_sum(keys, [-1, n], WHY)],
+                      {"axis": 1, "p": 2})  # [B, d, N]
         similarity = b.op("MatMul", [b.op("Transpose", [metric], {"perm": [0, 2, 1]}), metric])
         keep_float(similarity.producer(), WHY)
         scores = b.op("Add", [similarity, self._const(mask(n, protected), "mask")])
@@ -80,27 +107,34 @@ class Merger:
         match = b.op("ArgMax", [scores], {"axis": -1, "keepdims": 0})
         _, chosen = b.op_multi("TopK", [best, self._ints([r], "r")],
                                {"axis": -1, "largest": 1, "sorted": 1}, num_outputs=2)
-        merged = b.op("Unsqueeze", [chosen, self._ints([-1], "last")])  # [B, r, 1]
-        position = np.arange(n)
-        key = np.where(position % 2 == 0, position, n + position).astype(np.float32)
-        hit = b.op("Equal", [merged, self._ints(position, "positions")])  # [B, r, N]
-        key = b.op("Where", [hit, self._const(np.array(3.0 * n, np.float32), "gone"),
-                             self._const(key, "key")])
-        _, kept = b.op_multi("TopK", [self._reduce("ReduceMax", key, 1),
-                                      self._ints([n - r], "kept")],
-                             {"axis": -1, "largest": 0, "sorted": 1}, num_outputs=2)
+        merged = self._column(chosen)  # [B, r, 1]
         kept_a = (n + 1) // 2 - r
+        position = np.arange(n)
         slot = np.where(position % 2 == 1, kept_a + position // 2, 0)
         target = b.op("GatherElements", [match, chosen], {"axis": 1})
-        return kept, merged, b.op("Gather", [self._ints(slot, "slots"), target])
+        return (self._without(merged, n, r, bipartite=True), merged,
+                b.op("Gather", [self._ints(slot, "slots"), target]))
 
     def merge(self, x: ir.Value, plan: Plan) -> ir.Value:
         """``x [B, N, C]`` with the planned tokens scatter-added into their matches."""
         b = self.b
         kept, merged, slot = plan
-        base = b.op("GatherND", [x, b.op("Unsqueeze", [kept, self._ints([-1], "last")])],
-                    {"batch_dims": 1})
-        source = b.op("GatherND", [x, merged], {"batch_dims": 1})
-        index = b.op("Expand", [b.op("Unsqueeze", [slot, self._ints([-1], "last")]),
-                                b.op("Shape", [source])])
+        base = self._gather(x, self._column(kept))
+        source = self._gather(x, merged)
+        index = b.op("Expand", [self._column(slot), b.op("Shape", [source])])
         return b.op("ScatterElements", [base, index, source], {"axis": 1, "reduction": "add"})
+
+    def drop(self, probabilities: ir.Value, x: ir.Value, tokens: int, r: int,
+             protected: int) -> ir.Value:
+        """``x [B, N, C]`` without the ``r`` tokens the first token (CLS) attends to least,
+        summed over heads (``probabilities [B, H, N, N]``, the block's softmax); the
+        protected ones always stay, and the rest keep their order."""
+        b, n = self.b, tokens
+        row = b.op("Gather", [probabilities, self._ints(0, "cls")], {"axis": 2})  # [B, H, N]
+        attention = self._head_sum(row, [n], "tome: the CLS attention that chooses the drops")
+        guard = np.where(np.arange(n) < protected, np.inf, 0).astype(np.float32)
+        attention = b.op("Add", [attention, self._const(guard, "guard")])
+        _, gone = b.op_multi("TopK", [attention, self._ints([r], "r")],
+                             {"axis": -1, "largest": 0, "sorted": 1}, num_outputs=2)
+        kept = self._without(self._column(gone), n, r, bipartite=False)
+        return self._gather(x, self._column(kept))

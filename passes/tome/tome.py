@@ -1,13 +1,15 @@
 """``tome``: token merging (ToMe) inserted into the transformer blocks of an exported ViT.
 
-Blocks come from :func:`onnxpress.ir.attention.blocks.transformer_blocks`; each merges
-``r`` tokens (at most half of its unprotected ones) between its attention residual and its
-MLP (:mod:`.merge`), and every later block adds ``log(size)`` to its attention logits
-(proportional attention) so that a merged token counts as the tokens it stands for. The
-leading learned tokens (CLS, distillation) are protected: detected from the first block's
-token Concat, or given as ``protected``. The token count must be static (the exporters
-bake it into the head Reshapes, which are rewritten block by block). ``r=0`` changes
-nothing.
+Blocks come from :func:`onnxpress.ir.attention.blocks.transformer_blocks`; each merges its
+share of tokens (:mod:`.schedule`: at most half of its unprotected ones) between its
+attention residual and its MLP (:mod:`.merge`), and every later block adds ``log(size)``
+to its attention logits (proportional attention) so that a merged token counts as the
+tokens it stands for; a token-mean readout is weighed by size too (:mod:`.readout`).
+``mode=prune`` instead drops the tokens the CLS token attends to least (training-free
+token pruning, for comparison). The leading learned tokens (CLS, distillation) are
+protected: detected from the first block's token Concat, or given as ``protected``. The
+token count must be static (the exporters bake it into the head Reshapes, which are
+rewritten block by block). ``r=0`` changes nothing.
 """
 
 from __future__ import annotations
@@ -21,26 +23,45 @@ from onnxpress.errors import BadInputError
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.attention.blocks import TransformerBlock, leading_tokens, transformer_blocks
 from onnxpress.ir.builder import Builder
+from onnxpress.ir.flops import macs_by_section
 from onnxpress.passes.base import Pass, PassStats
+from onnxpress.passes.tome import schedule
 from onnxpress.passes.tome.merge import Merger
+from onnxpress.passes.tome.readout import weigh_mean
 
 __all__ = ["Tome"]
+
+MODES = ("merge", "prune")
 
 
 @dataclasses.dataclass(frozen=True)
 class Tome(Pass):
     name = "tome"
 
-    r: int = 0  # tokens merged in every block
+    r: int = 0  # tokens merged (or dropped) per block, before the schedule bends it
+    schedule: str = "constant"  # constant | decreasing (2r -> 0) | increasing (0 -> 2r)
+    keep: float = 0.0  # > 0: the smallest r whose blocks keep at most this share of MACs
+    mode: str = "merge"  # merge (ToMe) | prune (drop the tokens CLS attends to least)
     protected: int = -1  # leading tokens that never merge; -1: detected (CLS, distillation)
     proportional: bool = True  # add log(size) to later blocks' attention logits
 
     def __post_init__(self) -> None:
         if self.r < 0:
             raise BadInputError(f"tome(r={self.r}): give the tokens merged per block, >= 0")
+        if self.schedule not in schedule.SHAPES:
+            raise BadInputError(f"tome(schedule={self.schedule!r}): use one of "
+                                f"{', '.join(schedule.SHAPES)}")
+        if self.mode not in MODES:
+            raise BadInputError(f"tome(mode={self.mode!r}): use merge or prune")
+        if not 0.0 <= self.keep < 1.0:
+            raise BadInputError(f"tome(keep={self.keep}): give the share of multiply-"
+                                "accumulates to keep, between 0 and 1 (0: use r)")
+        if self.keep and self.r:
+            raise BadInputError("tome: give r or keep, not both")
 
     def call(self, model: ir.Model) -> PassStats:
-        blocks, notes = transformer_blocks(model.graph)
+        graph = model.graph
+        blocks, notes = transformer_blocks(graph)
         if not blocks:
             raise BadInputError(
                 "tome: the model has no pre-norm transformer block (LayerNorm -> self-attention "
@@ -50,31 +71,113 @@ class Tome(Pass):
         if not isinstance(full, int):
             raise BadInputError("tome: the token count is not static; export with a fixed "
                                 "image size")
-        opset = model.opset_imports.get("", 0)
-        if self.r and opset < 16:
-            raise BadInputError(f"tome: the model imports opset {opset}; merging needs 16 "
-                                "(ScatterElements with add), e.g. compile with --opset 17")
         protected = leading_tokens(blocks[0]) if self.protected < 0 else self.protected
         if protected is None:
             notes.append("no CLS token found ahead of the patches; none protected")
             protected = 0
-        tokens, size, bias, per_block = full, None, None, []
-        for index, block in enumerate(blocks):
-            if tokens != full:
-                _retarget(model.graph, block, full, tokens)
-                if bias is not None and self.proportional:
-                    _proportional(model.graph, block, bias)
-            r = min(self.r, max((tokens - protected) // 2, 0))
-            per_block.append(tokens)
-            if r:
-                size, bias = _merge(model.graph, block, tokens, r, protected, size, opset,
-                                    index)
-                tokens -= r
-        if tokens != full:
+        if self.mode == "prune" and protected == 0:
+            raise BadInputError("tome(mode=prune) ranks tokens by the CLS token's attention, "
+                                "and this model has none; use mode=merge or give protected=1")
+        costs = schedule.cost(graph, blocks, full)
+        r = self._choose_r(costs, len(blocks), full, protected)
+        counts = schedule.tokens(full, protected, schedule.per_block(r, len(blocks),
+                                                                     self.schedule))
+        opset = model.opset_imports.get("", 0)
+        if any(step for _, step, _ in counts) and opset < 16:
+            raise BadInputError(f"tome: the model imports opset {opset}; merging needs 16 "
+                                "(ScatterElements with add), e.g. compile with --opset 17")
+        ends = [blocks[0].stream.producer()] + [n for b in blocks
+                                                for n in (b.residual, b.mlp_residual)]
+        before = macs_by_section(graph, ends) if costs is not None else None
+        size = self._rewrite(graph, blocks, counts, protected, opset, full)
+        if counts[-1][2] != full:
             _refresh_shapes(model)
-        stats = {"blocks": len(blocks), "protected": protected, "tokens_in": per_block,
-                 "tokens_out": tokens, "r": self.r}
-        return PassStats(model, modified=tokens != full, stats=stats, notes=notes)
+            if size is not None:
+                note = weigh_mean(graph, blocks[-1].out, size, opset)
+                notes += [note] if note else []
+        stats = {"blocks": len(blocks), "protected": protected, "r": r, "mode": self.mode,
+                 "schedule": self.schedule, "tokens_in": [a for a, _, _ in counts],
+                 "tokens_out": counts[-1][2]}
+        if before is not None and None not in before:
+            after = macs_by_section(graph, ends)
+            if None not in after:
+                stats.update(_macs(before, after))
+                notes.append(_summary(stats))
+        return PassStats(model, modified=counts[-1][2] != full, stats=stats, notes=notes)
+
+    def _choose_r(self, costs: schedule.Cost | None, blocks: int, full: int,
+                  protected: int) -> int:
+        if not self.keep:
+            return self.r
+        if costs is None:
+            raise BadInputError("tome(keep=...): a MatMul's shape is unknown, so the cost "
+                                "cannot be estimated; give r instead")
+        kept = 1.0
+        for r in range(1, full):
+            counts = schedule.tokens(full, protected, schedule.per_block(r, blocks,
+                                                                         self.schedule))
+            kept = costs.kept(counts)
+            if kept <= self.keep:
+                return r
+        raise BadInputError(f"tome(keep={self.keep}): even the most merging keeps "
+                            f"{kept:.2f} of the multiply-accumulates")
+
+    def _rewrite(self, graph: ir.Graph, blocks: list[TransformerBlock],
+                 counts: list[tuple[int, int, int]], protected: int, opset: int, full: int
+                 ) -> ir.Value | None:
+        """Merge or drop block by block; the last sizes (None when nothing merged)."""
+        size = bias = None
+        for index, (block, (tokens, step, _)) in enumerate(zip(blocks, counts)):
+            if tokens != full:
+                _retarget(graph, block, full, tokens)
+                if bias is not None and self.proportional:
+                    _proportional(graph, block, bias)
+            if not step:
+                continue
+            if self.mode == "prune":
+                _drop(graph, block, tokens, step, protected, opset, index)
+            else:
+                size, bias = _merge(graph, block, tokens, step, protected, size, opset, index)
+        return size
+
+
+def _macs(before: list[int], after: list[int]) -> dict[str, object]:
+    """Multiply-accumulates at batch 1 (millions): the whole model, and each block's
+    attention half (up to its residual Add) and MLP half, before and after."""
+    def blocks(sections: list[int]) -> list[float]:
+        inner = sections[1:-1]
+        return [round((inner[i] + inner[i + 1]) / 1e6, 1) for i in range(0, len(inner), 2)]
+
+    return {"macs_before_M": round(sum(before) / 1e6, 1),
+            "macs_after_M": round(sum(after) / 1e6, 1),
+            "macs_kept": round(sum(after) / sum(before), 4),
+            "block_macs_before_M": blocks(before), "block_macs_after_M": blocks(after)}
+
+
+def _summary(stats: dict[str, object]) -> str:
+    tokens, before, after = stats["tokens_in"], stats["macs_before_M"], stats["macs_after_M"]
+    unit, scale = ("G", 1e3) if before >= 1e3 else ("M", 1.0)
+    return (f"tokens per block {' '.join(map(str, tokens))} -> {stats['tokens_out']}; "
+            f"multiply-accumulates at batch 1 {before / scale:.2f} {unit} -> "
+            f"{after / scale:.2f} {unit} ({stats['macs_kept']:.0%})")
+
+
+def _replace_after(builder: Builder, block: TransformerBlock, new: ir.Value) -> None:
+    """Place the built nodes after the attention residual; its readers read ``new``."""
+    created = set(builder.nodes)
+    builder.insert_after(block.residual)
+    for use in list(block.mid.uses()):
+        if use.node not in created:
+            use.node.replace_input_with(use.idx, new)
+
+
+def _drop(graph: ir.Graph, block: TransformerBlock, tokens: int, r: int, protected: int,
+          opset: int, index: int) -> None:
+    builder = Builder(graph)
+    probabilities = block.attention.softmax.outputs[0]
+    kept = Merger(builder, opset, f"tome{index}").drop(probabilities, block.mid, tokens, r,
+                                                       protected)
+    _replace_after(builder, block, kept)
 
 
 def _merge(graph: ir.Graph, block: TransformerBlock, tokens: int, r: int, protected: int,
@@ -107,11 +210,7 @@ def _merge(graph: ir.Graph, block: TransformerBlock, tokens: int, r: int, protec
     merged = builder.op("Div", [total, merged_size])
     bias = builder.op("Reshape", [builder.op("Log", [merged_size]), builder.initializer(
         np.array([-1, 1, 1, tokens - r], np.int64), f"tome{index}_bias_shape")])
-    created = set(builder.nodes)
-    builder.insert_after(block.residual)
-    for use in list(mid.uses()):
-        if use.node not in created:
-            use.node.replace_input_with(use.idx, merged)
+    _replace_after(builder, block, merged)
     return merged_size, bias
 
 
