@@ -20,27 +20,32 @@ MODELS = HERE.parent / "models"
 Rows = list[dict[str, Any]]
 
 
-def build(source: Any, spec: str, path: Path, calibration: Any = None) -> dict[str, Any]:
-    """Compile ``cleanup[,spec]`` to ``path``: the last pass's stats, time and notes."""
+def build(source: Any, spec: str, path: Path, calibration: Any = None,
+          stats_of: str | None = None) -> dict[str, Any]:
+    """Compile ``cleanup[,spec]`` to ``path``: the stats, time and notes of the last pass,
+    or of the last one named ``stats_of``."""
     passes = "cleanup" + (f",{spec}" if spec else "")
     model, report = onnxpress.compile(source, passes, calibration=calibration,
                                       return_report=True)
     onnxpress.save(model, path)
-    record = report.passes[-1]
+    named = [r for r in report.passes if r.name == stats_of]
+    record = named[-1] if named else report.passes[-1]
     return {"spec": spec or "cleanup", "path": str(path), "parameters": record.parameters_after,
             "bytes": path.stat().st_size, "stats": record.stats if spec else {},
             "seconds": record.seconds if spec else 0.0, "notes": record.notes if spec else []}
 
 
-def timed(name: str, rows: Rows, feeds: dict[str, np.ndarray], rounds: int) -> Rows:
-    """Time ``rows`` (the first is the baseline) interleaved at batch 1 and 8; add medians,
-    speed-ups and the first output's cosine against the baseline on 8 inputs."""
+def timed(name: str, rows: Rows, feeds: dict[str, np.ndarray], rounds: int,
+          b8_rounds: int | None = None) -> Rows:
+    """Time ``rows`` (the first is the baseline) interleaved at batch 1 (``rounds``) and 8
+    (``b8_rounds``, default half as many); add medians, speed-ups and the first output's
+    cosine against the baseline on 8 inputs."""
     for r in rows:
         for note in r["notes"][:3]:
             print(f"  {name} {r['spec']}: {note}")
     labelled = [(r["spec"], r["path"]) for r in rows]
     benches = {(b, n): bench_models(labelled, batch=b, repeats=n, feeds=feeds, progress=False)
-               for b, n in ((1, rounds), (8, max(rounds // 2, 5)))}
+               for b, n in ((1, rounds), (8, b8_rounds or max(rounds // 2, 5)))}
     sample = [{k: v[:8] for k, v in feeds.items()}]
     for i, r in enumerate(rows):
         r["model"] = name
@@ -94,12 +99,14 @@ def subject(name: str) -> tuple[Path, Any]:
 
 def main(argv: list[str] | None, doc: str, name: str, speed: Callable[..., Rows],
          accuracy: Callable[..., Rows], tables: Callable[[Rows, Rows], str],
-         speed_models: str, accuracy_models: str) -> int:
+         speed_models: str, accuracy_models: str, rounds: int = 40,
+         after: Callable[[Rows, Path], str] | None = None) -> int:
     """The shared command line: ``--rounds``, ``--speed-models``, ``--accuracy-models``,
-    ``--cache-dir`` (results/NAME), ``--out`` (results/NAME.json)."""
+    ``--cache-dir`` (results/NAME), ``--out`` (results/NAME.json); ``after(accuracy rows,
+    the out path with .png)`` runs last (a plot) and says what it did."""
     parser = argparse.ArgumentParser(description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=40, help="timed rounds at batch 1")
+    parser.add_argument("--rounds", type=int, default=rounds, help="timed rounds at batch 1")
     parser.add_argument("--speed-models", default=speed_models)
     parser.add_argument("--accuracy-models", default=accuracy_models)
     parser.add_argument("--cache-dir", type=Path, default=HERE / "results" / name)
@@ -113,4 +120,6 @@ def main(argv: list[str] | None, doc: str, name: str, speed: Callable[..., Rows]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rounds_b1": args.rounds, "speed": fast, "accuracy": good},
                                    indent=2, default=str))
+    if after is not None and good:
+        print(after(good, args.out.with_suffix(".png")))
     return 0
