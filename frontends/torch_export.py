@@ -10,8 +10,9 @@ torch is imported inside the function only.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -73,7 +74,7 @@ def export_onnx(
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     module = module.eval()
-    with torch.no_grad():
+    with torch.no_grad(), _without_mha_fastpath(torch):
         if exporter == "torchscript":
             torch.onnx.export(
                 module,
@@ -104,3 +105,20 @@ def export_onnx(
         else:
             raise ValueError(f"unknown exporter {exporter!r} (torchscript or dynamo)")
     return path
+
+
+@contextlib.contextmanager
+def _without_mha_fastpath(torch: Any) -> Iterator[None]:
+    """``nn.MultiheadAttention`` in eval mode takes a fused fast path
+    (``aten::_native_multi_head_attention``) that the TorchScript exporter cannot write;
+    the plain path it falls back to computes the same thing in exportable ops."""
+    backend = getattr(torch.backends, "mha", None)
+    if backend is None:
+        yield
+        return
+    enabled = backend.get_fastpath_enabled()
+    backend.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        backend.set_fastpath_enabled(enabled)

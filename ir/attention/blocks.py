@@ -18,12 +18,14 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxpress.ir.analysis import is_constant
-from onnxpress.ir.attention.match import Attention, find_attention
+from onnxpress.ir.attention.match import NORMS, Attention, find_attention, find_core_attention
 from onnxpress.ir.attention.values import const, dims
 
 _THROUGH = frozenset({"MatMul", "Gemm", "Add", "Mul", "Div", "Identity", "Dropout", "Gelu",
                       "Erf", "Relu", "Sigmoid", "Tanh", "Sqrt", "Pow", "Sub"})
-_NORMS = frozenset({"LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization"})
+_NORMS = NORMS
+#: layout ops an attention output may pass through on its way back to [B, N, C]
+_MOVES = frozenset({"Transpose", "Reshape"})
 
 
 @dataclasses.dataclass
@@ -43,12 +45,17 @@ class TransformerBlock:
         return value
 
 
-def transformer_blocks(graph: ir.Graph, softmax_axis_default: int = -1
+def transformer_blocks(graph: ir.Graph, softmax_axis_default: int = -1, *, core: bool = False
                        ) -> tuple[list[TransformerBlock], list[str]]:
-    """Proven pre-norm blocks in graph order, and why each other attention is not one."""
+    """Proven pre-norm blocks in graph order, and why each other attention is not one.
+    ``core``: an attention whose projections cannot be traced may still be read by its
+    core (:func:`find_core_attention`), for rewrites that need no projection weights."""
     blocks, notes = [], []
     for softmax in [n for n in graph if n.op_type == "Softmax" and n.domain == ""]:
         found = find_attention(softmax, softmax_axis_default)
+        if isinstance(found, str) and core:
+            loose = find_core_attention(softmax, softmax_axis_default)
+            found = loose if not isinstance(loose, str) else found
         block = found if isinstance(found, str) else _block(found)
         if isinstance(block, str):
             notes.append(f"Softmax {softmax.name!r}: {block}")
@@ -101,7 +108,8 @@ def _block(attention: Attention) -> TransformerBlock | str:
     if norm is None or norm.op_type not in _NORMS:
         return "its input is not a LayerNorm's output (only pre-norm blocks are handled)"
     stream = norm.inputs[0]
-    residual = _join(attention.tail[-1].outputs[0], stream)
+    output = (attention.tail[-1] if attention.tail else attention.weighted).outputs[0]
+    residual = _join(output, stream)
     if residual is None:
         return "its output does not reach an Add with the stream the block's LayerNorm reads"
     mid = residual.outputs[0]
@@ -144,7 +152,7 @@ def _join(value: ir.Value, stream: ir.Value) -> ir.Node | None:
         node = users[0].node
         if node.op_type == "Add" and stream in node.inputs and value in node.inputs:
             return node
-        if node.op_type not in _THROUGH or node.domain not in ("", "com.microsoft"):
+        if node.op_type not in _THROUGH | _MOVES or node.domain not in ("", "com.microsoft"):
             return None
         value = node.outputs[0]
     return None

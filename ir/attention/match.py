@@ -12,6 +12,7 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
+from onnxpress.ir.analysis import is_constant
 from onnxpress.ir.attention import heads as _heads
 from onnxpress.ir.attention import reshape as _reshape
 from onnxpress.ir.attention.mask import MaskSource, trace_mask
@@ -33,16 +34,10 @@ class Attention:
 
 def find_attention(softmax: ir.Node, axis_default: int) -> Attention | str:
     """The self-attention whose weights ``softmax`` computes, or why it is not one."""
-    if softmax.attributes.get_int("axis", axis_default) not in (-1, 3):
-        return "Softmax is not over the last axis"
-    scores = _scores(softmax.inputs[0])
-    if isinstance(scores, str):
-        return scores
-    product, factor, mask_value, score_nodes = scores
-    users = list(softmax.outputs[0].uses())
-    if len(users) != 1 or users[0].node.op_type != "MatMul" or users[0].idx != 0:
-        return "the attention weights feed something other than one MatMul with v"
-    weighted = users[0].node
+    core = _core(softmax, axis_default)
+    if isinstance(core, str):
+        return core
+    product, factor, mask_value, score_nodes, weighted = core
     heads = [
         _heads.trace_head(value, layout)
         for value, layout in ((product.inputs[0], _heads.QV_LAYOUT),
@@ -69,6 +64,19 @@ def find_attention(softmax: ir.Node, axis_default: int) -> Attention | str:
     if v.factor != 1.0 or not np.isfinite(scale) or scale == 0.0:
         return "v is scaled, or the total scale is 0 or not finite"
     return Attention(softmax, product, weighted, x, list(heads), scale, mask, score_nodes, tail)
+
+
+def _core(softmax: ir.Node, axis_default: int) -> tuple | str:
+    """(q @ k^T, its scale, the mask value or None, the score nodes, probabilities @ v)."""
+    if softmax.attributes.get_int("axis", axis_default) not in (-1, 3):
+        return "Softmax is not over the last axis"
+    scores = _scores(softmax.inputs[0])
+    if isinstance(scores, str):
+        return scores
+    users = list(softmax.outputs[0].uses())
+    if len(users) != 1 or users[0].node.op_type != "MatMul" or users[0].idx != 0:
+        return "the attention weights feed something other than one MatMul with v"
+    return (*scores, users[0].node)
 
 
 def _scores(value: ir.Value) -> tuple | str:
@@ -141,3 +149,45 @@ def _output(weighted: ir.Node, x: ir.Value, heads) -> list[ir.Node] | str:
     return nodes
 
 
+
+
+NORMS = frozenset({"LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization"})
+
+
+def find_core_attention(softmax: ir.Node, axis_default: int) -> Attention | str:
+    """A looser reading than :func:`find_attention`, for rewrites that need only the
+    attention's core, not its projection weights (token merging): ``Softmax(scale * q
+    k^T)`` with ``[B, H, N, N]`` weights feeding one MatMul with v, where q, k and v each
+    trace back through single-input ops (reshapes, transposes, picks of a packed qkv, in
+    any layout, e.g. ``nn.MultiheadAttention``'s sequence-first one) to one LayerNorm's
+    output. ``heads`` is empty, ``scale`` NaN, ``tail`` empty."""
+    core = _core(softmax, axis_default)
+    if isinstance(core, str):
+        return core
+    product, _, mask_value, score_nodes, weighted = core
+    if mask_value is not None:
+        return "the attention scores carry a mask"
+    if len(dims(softmax.outputs[0]) or ()) != 4 or len(dims(product.inputs[1]) or ()) != 4:
+        return "the attention weights or keys are not [B, H, N, N] and [B, H, d, N]"
+    sources = {_normalised(v) for v in (product.inputs[0], product.inputs[1],
+                                        weighted.inputs[1])}
+    if len(sources) != 1 or None in sources:
+        return "q, k and v do not all come from one LayerNorm's output"
+    (x,) = sources
+    return Attention(softmax, product, weighted, x, [], float("nan"), None, score_nodes, [])
+
+
+def _normalised(value: ir.Value | None, limit: int = 24) -> ir.Value | None:
+    """The LayerNorm output ``value`` is computed from through ops with one non-constant
+    input each (a projection's MatMul and bias, reshapes, transposes, picks, scalings)."""
+    for _ in range(limit):
+        node = value.producer() if value is not None else None
+        if node is None:
+            return None
+        if node.op_type in NORMS:
+            return value
+        moving = [v for v in node.inputs if v is not None and not is_constant(v)]
+        if len(moving) != 1:
+            return None
+        value = moving[0]
+    return None

@@ -61,7 +61,7 @@ class Tome(Pass):
 
     def call(self, model: ir.Model) -> PassStats:
         graph = model.graph
-        blocks, notes = transformer_blocks(graph)
+        blocks, notes = transformer_blocks(graph, core=True)
         if not blocks:
             raise BadInputError(
                 "tome: the model has no pre-norm transformer block (LayerNorm -> self-attention "
@@ -224,16 +224,21 @@ def _proportional(graph: ir.Graph, block: TransformerBlock, bias: ir.Value) -> N
 
 
 def _retarget(graph: ir.Graph, block: TransformerBlock, full: int, tokens: int) -> None:
-    """The block's head-split and head-merge Reshapes: ``full`` tokens become ``tokens``."""
-    attention = block.attention
-    reshapes = {n for head in attention.heads for n in head.nodes if n.op_type == "Reshape"}
-    reshapes |= {n for n in attention.tail if n.op_type == "Reshape"}
-    for node in reshapes:
-        target = constant_array(node.inputs[1])
-        if target is None or full not in target.tolist():
-            continue
-        array = np.where(target == full, tokens, target).astype(np.int64)
-        node.replace_input_with(1, Builder(graph).initializer(array, f"{node.name}_tokens"))
+    """The Reshapes between the block's first norm and its attention residual (head split,
+    head merge, an exporter's sequence-first moves): ``full`` tokens become ``tokens``."""
+    stack, seen = [block.attention.x], set()
+    while stack:
+        for use in stack.pop().uses():
+            node = use.node
+            if node is block.residual or node in seen:
+                continue
+            seen.add(node)
+            stack.extend(node.outputs)
+            target = constant_array(node.inputs[1]) if node.op_type == "Reshape" else None
+            if target is not None and full in target.tolist():
+                array = np.where(target == full, tokens, target).astype(np.int64)
+                node.replace_input_with(1, Builder(graph).initializer(array,
+                                                                      f"{node.name}_tokens"))
 
 
 def _refresh_shapes(model: ir.Model) -> None:

@@ -112,6 +112,15 @@ def _images(count: int = 4) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((count, 3, 32, 32)).astype(np.float32)
 
 
+def _export(module, path: Path, exporter: str) -> Path:
+    from onnxpress.frontends.torch_export import export_onnx
+
+    export_onnx(module, (torch.from_numpy(_images(2)),), path, input_names=["pixel_values"],
+                output_names=["logits"], dynamic_axes={"pixel_values": {0: "batch"}},
+                exporter=exporter)
+    return path
+
+
 def _run(model, images: np.ndarray) -> np.ndarray:
     proto = onnxpress.to_proto(model)
     onnx.checker.check_model(proto, full_check=True)
@@ -212,14 +221,10 @@ def test_keep_picks_the_smallest_r_that_meets_it(vit):
 
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
 def test_a_token_mean_readout_is_weighed_by_size(exporter, tmp_path):
-    from onnxpress.frontends.torch_export import export_onnx
     from onnxpress.models.zoo import ZOO
 
     module = _MeanPooled(ZOO["vit_32"].build()).eval()
-    path = tmp_path / "mean.onnx"
-    export_onnx(module, (torch.from_numpy(_images(2)),), path, input_names=["pixel_values"],
-                output_names=["logits"], dynamic_axes={"pixel_values": {0: "batch"}},
-                exporter=exporter)
+    path = _export(module, tmp_path / "mean.onnx", exporter)
     images = _images()
     model, report = onnxpress.compile(path, "cleanup,tome(r=8)", return_report=True)
     assert any("token mean" in note for note in report.passes[-1].notes)
@@ -255,3 +260,73 @@ def test_quantize_leaves_the_similarity_in_float():
 def test_bad_options_are_refused(spec, message):
     with pytest.raises(BadInputError, match=message):
         onnxpress.compile(MODELS / "digits_vit.onnx", f"cleanup,{spec}")
+
+
+class _MhaBlock(torch.nn.Module):
+    """A pre-norm block around ``nn.MultiheadAttention`` (batch first)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        nn = torch.nn
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x):
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class _MhaViT(torch.nn.Module):
+    """A small ViT (32x32 images, patch 4: 65 tokens) built on ``nn.MultiheadAttention``."""
+
+    def __init__(self, dim: int = 64, heads: int = 4, depth: int = 3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.patch = torch.nn.Conv2d(3, dim, 4, 4)
+        self.cls = torch.nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.pos = torch.nn.Parameter(torch.randn(1, 65, dim) * 0.02)
+        self.blocks = torch.nn.ModuleList(_MhaBlock(dim, heads) for _ in range(depth))
+        self.norm, self.head = torch.nn.LayerNorm(dim), torch.nn.Linear(dim, 10)
+
+    def forward(self, images, r: int = 0):
+        """``r > 0``: ToMe after each block's attention, from the MHA's own weights."""
+        x = self.patch(images).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1) + self.pos
+        size = None
+        for block in self.blocks:
+            if not r:
+                x = block(x)
+                continue
+            attn, h = block.attn, block.norm1(x)
+            b, n, c = h.shape
+            heads, d = attn.num_heads, c // attn.num_heads
+            q, k, v = (torch.nn.functional.linear(h, w, bias).reshape(b, n, heads, d)
+                       .transpose(1, 2) for w, bias in zip(attn.in_proj_weight.chunk(3),
+                                                           attn.in_proj_bias.chunk(3)))
+            logits = q @ k.transpose(-2, -1) / math.sqrt(d)
+            if size is not None:
+                logits = logits + size.log()[:, None, None, :, 0]
+            x = x + attn.out_proj((logits.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c))
+            merge = _bipartite(k.mean(1), min(r, (n - 1) // 2))
+            size = torch.ones_like(x[..., :1]) if size is None else size
+            x, size = merge(x * size), merge(size)
+            x = x / size
+            x = x + block.mlp(block.norm2(x))
+        return self.head(self.norm(x)[:, 0])
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_a_vit_on_nn_multiheadattention_matches_the_reference(exporter, tmp_path):
+    module = _MhaViT().eval()
+    path = _export(module, tmp_path / "mha.onnx", exporter)
+    images = _images()
+    model, report = onnxpress.compile(path, "cleanup,tome(r=8)", return_report=True)
+    assert report.passes[-1].stats["tokens_in"] == [65, 57, 49]
+    with torch.no_grad():
+        expected = module(torch.from_numpy(images), r=8).numpy()
+        unmerged = module(torch.from_numpy(images)).numpy()
+    merged = _run(model, images)
+    np.testing.assert_allclose(merged, expected, rtol=0, atol=1e-4)
+    assert np.abs(merged - unmerged).max() > 1e-2  # merging did change the outputs
