@@ -58,6 +58,13 @@ def timed(name: str, rows: Rows, feeds: dict[str, np.ndarray], rounds: int,
     return rows
 
 
+def timing_cells(r: dict[str, Any]) -> str:
+    """A timed row's table cells: file MB | b1 ms | b1 speed-up | b8 ms | b8 speed-up |
+    cosine against the baseline."""
+    return (f"{r['bytes'] / 1e6:.1f} | {r['b1_ms']:.2f} | {r['b1_speedup']:.2f}x | "
+            f"{r['b8_ms']:.1f} | {r['b8_speedup']:.2f}x | {r['cosine']:.4f}")
+
+
 def scored(name: str, rows: Rows) -> Rows:
     """Each row's metrics: ``minilm-texts`` for MiniLM; for a digits model top-1 on the
     test split and on ``digits-shifted``, and the logits' relative L2 error against the

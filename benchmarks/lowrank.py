@@ -96,9 +96,7 @@ def speed_table(rows: list[dict[str, Any]]) -> str:
         weights = (f"{s['weights_before'] / 1e6:.2f} -> {s['weights_after'] / 1e6:.2f}"
                    if s else "-")
         lines.append(f"| {r['model']} | {r['spec']} | {factored(r)} | {weights} | "
-                     f"{r['parameters'] / 1e6:.2f} | {r['bytes'] / 1e6:.1f} | {r['b1_ms']:.2f} | "
-                     f"{r['b1_speedup']:.2f}x | {r['b8_ms']:.1f} | {r['b8_speedup']:.2f}x | "
-                     f"{r['cosine']:.4f} |")
+                     f"{r['parameters'] / 1e6:.2f} | {common.timing_cells(r)} |")
     return "\n".join(lines)
 
 

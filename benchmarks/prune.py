@@ -67,8 +67,7 @@ def speed_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| model | variant | channels removed | params (M) | file MB | b1 ms | b1 speed-up "
              "| b8 ms | b8 speed-up | cosine vs unpruned |", "|---" * 10 + "|"]
     lines += [f"| {r['model']} | {r['spec']} | {removed(r)} | {r['parameters'] / 1e6:.2f} | "
-              f"{r['bytes'] / 1e6:.1f} | {r['b1_ms']:.2f} | {r['b1_speedup']:.2f}x | "
-              f"{r['b8_ms']:.1f} | {r['b8_speedup']:.2f}x | {r['cosine']:.4f} |" for r in rows]
+              f"{common.timing_cells(r)} |" for r in rows]
     return "\n".join(lines)
 
 

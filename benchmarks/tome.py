@@ -72,8 +72,7 @@ def speed_table(rows: list[dict[str, Any]]) -> str:
         tokens = (f"{s['tokens_in'][0]} .. {s['tokens_in'][-1]} -> {s['tokens_out']}"
                   if "tokens_in" in s else "-")
         lines.append(f"| {r['model']} | {r['spec']} | {tokens} | {_macs(r, rows)} | "
-                     f"{r['bytes'] / 1e6:.1f} | {r['b1_ms']:.2f} | {r['b1_speedup']:.2f}x | "
-                     f"{r['b8_ms']:.1f} | {r['b8_speedup']:.2f}x | {r['cosine']:.4f} |")
+                     f"{common.timing_cells(r)} |")
     return "\n".join(lines)
 
 

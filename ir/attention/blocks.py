@@ -23,7 +23,6 @@ from onnxpress.ir.attention.values import const, dims
 
 _THROUGH = frozenset({"MatMul", "Gemm", "Add", "Mul", "Div", "Identity", "Dropout", "Gelu",
                       "Erf", "Relu", "Sigmoid", "Tanh", "Sqrt", "Pow", "Sub"})
-_NORMS = NORMS
 #: layout ops an attention output may pass through on its way back to [B, N, C]
 _MOVES = frozenset({"Transpose", "Reshape"})
 
@@ -105,7 +104,7 @@ def _learned(value: ir.Value | None) -> np.ndarray | None:
 
 def _block(attention: Attention) -> TransformerBlock | str:
     norm = attention.x.producer()
-    if norm is None or norm.op_type not in _NORMS:
+    if norm is None or norm.op_type not in NORMS:
         return "its input is not a LayerNorm's output (only pre-norm blocks are handled)"
     stream = norm.inputs[0]
     output = (attention.tail[-1] if attention.tail else attention.weighted).outputs[0]
@@ -114,7 +113,7 @@ def _block(attention: Attention) -> TransformerBlock | str:
         return "its output does not reach an Add with the stream the block's LayerNorm reads"
     mid = residual.outputs[0]
     readers = [u.node for u in mid.uses()]
-    norms = [n for n in readers if n.op_type in _NORMS]
+    norms = [n for n in readers if n.op_type in NORMS]
     adds = [n for n in readers if n.op_type == "Add"]
     if len(norms) != 1 or len(adds) != 1 or len(readers) != 2 or mid.is_graph_output():
         return "the stream after attention does not feed just one LayerNorm and one Add"

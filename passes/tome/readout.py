@@ -1,8 +1,8 @@
 """The classifier readout after token merging. A CLS readout (``Gather`` of token 0) needs
 nothing: the CLS token never merges and stays first. A mean over the tokens must weigh
-each merged token by the tokens it stands for: ``ReduceMean(x, tokens)`` becomes
-``ReduceSum(x * size) / ReduceSum(size)``, through the final LayerNorm and a ``Slice``
-that leaves the CLS token out, when the model has them."""
+each merged token by the tokens it stands for: the ``ReduceMean`` over tokens reads
+``x * size / mean(size)``, whose mean is ``sum(x * size) / sum(size)``, through the final
+LayerNorm and a ``Slice`` that leaves the CLS token out, when the model has them."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxpress.ir.analysis import constant_array
+from onnxpress.ir.attention.match import NORMS
 from onnxpress.ir.builder import Builder
-
-_NORMS = frozenset({"LayerNormalization", "RMSNormalization"})
 
 
 def _axes(node: ir.Node) -> list[int] | None:
@@ -32,7 +31,7 @@ def weigh_mean(graph: ir.Graph, out: ir.Value, size: ir.Value, opset: int) -> st
     """Rewrite the token mean that reads the last block's output ``out [B, N, C]`` to weigh
     by ``size [B, N, 1]``; what was done, or None when the readout is not a token mean."""
     node, slices = _only_reader(out), []
-    while node is not None and (node.op_type in _NORMS or node.op_type == "Slice"):
+    while node is not None and (node.op_type in NORMS or node.op_type == "Slice"):
         if node.op_type == "Slice":
             axes = constant_array(node.inputs[3]) if len(node.inputs) > 3 else None
             if axes is None or axes.ravel().tolist() not in ([1], [-2]):
@@ -44,7 +43,7 @@ def weigh_mean(graph: ir.Graph, out: ir.Value, size: ir.Value, opset: int) -> st
     builder, weights = Builder(graph), size
     for cut in slices:  # the same token slice, applied to the sizes
         weights = builder.op("Slice", [weights, *cut.inputs[1:]])
-    # mean(x * w / mean(w)) = sum(x * w) / sum(w): the ReduceMean node and its output stay
+    # the ReduceMean node and its output stay, so graph outputs need no renaming
     if opset >= 18:
         axes = builder.initializer(np.array([1], np.int64), "tome_readout_axes")
         mean = builder.op("ReduceMean", [weights, axes], {"keepdims": 1})
