@@ -6,9 +6,10 @@
 
 **Speed**: ViT-S/16 @ 224 (``deit_small``, random weights, exported once by
 ``baseline_export`` in a child process and cached in ``--cache-dir``/MODEL) as ``cleanup``
-(the unmerged baseline) against ``tome(r=13)`` (ToMe's off-the-shelf ViT-S setting), the
-same with ``schedule=decreasing`` and with ``mode=prune``, then the ``int8`` preset alone
-and after ``tome(r=13)`` (calibrated on the suite's 64 seeded images), timed on the
+(the unmerged baseline) and ``fuse-for-ort`` (unmerged, with ORT's fused Attention and
+BiasGelu) against ``tome(r=13)`` (ToMe's off-the-shelf ViT-S setting) without and with
+``fuse-for-ort``, ``schedule=decreasing`` (fused) and ``mode=prune``, then the ``int8``
+preset alone and after ``tome(r=13)`` (calibrated on the suite's 64 seeded images), timed on the
 suite's comparison images. Per variant: multiply-accumulates at batch 1 (the pass's own
 count) and their share of the baseline's, file size, median ms at batch 1 (``--rounds``
 rounds) and batch 8 (a third as many), ``bench_models`` (ONNX Runtime CPU, 2 threads, no
@@ -34,8 +35,10 @@ import compression_bench as common
 import numpy as np
 from baseline_export import prepare
 
-SPEED = ("", "tome(r=13)", "tome(r=13,schedule=decreasing)", "tome(r=13,mode=prune)",
-         "int8", "tome(r=13),int8")
+SPEED = ("", "fuse-for-ort", "tome(r=13)", "tome(r=13),fuse-for-ort",
+         "tome(r=13,schedule=decreasing),fuse-for-ort", "tome(r=13,mode=prune)", "int8",
+         "tome(r=13),int8")
+FUSED = "fuse-for-ort"  # the unmerged model with ONNX Runtime's fused ops: a second baseline
 R_SWEEP = tuple(range(0, 17, 2))
 COMPOSED = ("tome(r=10)", "int8", "tome(r=10),int8")
 
@@ -65,14 +68,20 @@ def _macs(r: dict[str, Any], rows: list[dict[str, Any]]) -> str:
 
 
 def speed_table(rows: list[dict[str, Any]]) -> str:
+    """Speed-ups against the exported model (``cleanup``), and against the unmerged model
+    with the same fusion (``fuse-for-ort``) where the variant fuses too."""
     lines = ["| model | variant | tokens per block | MACs b1 | file MB | b1 ms | b1 speed-up "
-             "| b8 ms | b8 speed-up | cosine vs baseline |", "|---" * 10 + "|"]
+             "| b8 ms | b8 speed-up | cosine vs baseline | b1 / b8 vs fuse-for-ort |",
+             "|---" * 11 + "|"]
+    fused = next((r for r in rows if r["spec"] == FUSED), None)
     for r in rows:
         s = r["stats"]
         tokens = (f"{s['tokens_in'][0]} .. {s['tokens_in'][-1]} -> {s['tokens_out']}"
                   if "tokens_in" in s else "-")
+        versus = (f"{fused['b1_ms'] / r['b1_ms']:.2f}x / {fused['b8_ms'] / r['b8_ms']:.2f}x"
+                  if fused is not None and FUSED in r["spec"] else "-")
         lines.append(f"| {r['model']} | {r['spec']} | {tokens} | {_macs(r, rows)} | "
-                     f"{common.timing_cells(r)} |")
+                     f"{common.timing_cells(r)} | {versus} |")
     return "\n".join(lines)
 
 

@@ -23,7 +23,8 @@ from onnxpress.passes.pipeline import PassSpec, split_pipeline
 #: preset -> (main pass, {target: pipeline})
 PRESETS: dict[str, tuple[str, dict[str, str]]] = {
     "int8": ("quantize", {
-        "ort-cpu": "cleanup,fuse-for-ort,quantize(smooth=0.5),fold-qdq,lower-qdq",
+        "ort-cpu": ("cleanup,fuse-for-ort(attention_bias=false),quantize(smooth=0.5),"
+                    "fold-qdq,lower-qdq"),
         "tensorrt": "cleanup,quantize(activations=int8),fold-qdq(int8_moves=true)",
     }),
 }

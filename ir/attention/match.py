@@ -2,7 +2,8 @@
 ``Reshape(Transpose(Softmax(scale * q k^T [+ mask]) v))`` where q, k and v are heads of
 projections of one input (:mod:`.heads` replays whatever split and transposes the exporter
 wrote), the scale is the product of scalar Mul/Div on the q, k or score path, and the
-optional mask an additive Hugging Face mask (:mod:`.mask`). What fusion (``fuse-for-ort``)
+optional additive term either a Hugging Face mask (:mod:`.mask`) or a bias shared by
+the heads, such as token merging's log(size). What fusion (``fuse-for-ort``)
 and token merging build on."""
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Attention:
     mask: MaskSource | None
     score_nodes: list[ir.Node]  # the scalings and the mask Add between product and softmax
     tail: list[ir.Node]  # Transposes .. the Reshape back to [B, S, H * d]
+    bias: ir.Value | None = None  # an additive bias shared by the heads, [B | 1, 1, 1 | S, S]
 
 
 def find_attention(softmax: ir.Node, axis_default: int) -> Attention | str:
@@ -55,15 +57,26 @@ def find_attention(softmax: ir.Node, axis_default: int) -> Attention | str:
     tail = _output(weighted, x, heads)
     if isinstance(tail, str):
         return tail
-    mask = None
+    mask = bias = None
     if mask_value is not None:
         mask = trace_mask(mask_value, dims(x))
-        if isinstance(mask, str):
+        if isinstance(mask, str) and not _shared_bias(mask_value, dims(x)):
             return mask
+        if isinstance(mask, str):
+            mask, bias = None, mask_value
     scale = factor * q.factor * k.factor
     if v.factor != 1.0 or not np.isfinite(scale) or scale == 0.0:
         return "v is scaled, or the total scale is 0 or not finite"
-    return Attention(softmax, product, weighted, x, list(heads), scale, mask, score_nodes, tail)
+    return Attention(softmax, product, weighted, x, list(heads), scale, mask, score_nodes, tail,
+                     bias)
+
+
+def _shared_bias(value: ir.Value, x_dims: tuple | None) -> bool:
+    """A ``[B | 1, 1, 1 | S, S]`` additive term, the same for every head (token merging's
+    log(size)), with a static token count S."""
+    shape, tokens = dims(value), (x_dims or (None, None))[1]
+    return (isinstance(tokens, int) and shape is not None and len(shape) == 4
+            and shape[1] == 1 and shape[2] in (1, tokens) and shape[3] == tokens)
 
 
 def _core(softmax: ir.Node, axis_default: int) -> tuple | str:

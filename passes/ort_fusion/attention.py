@@ -36,6 +36,7 @@ import onnx_ir as ir
 from onnxpress.ir.attention import heads as _heads
 from onnxpress.ir.attention.mask import MaskSource
 from onnxpress.ir.attention.match import find_attention
+from onnxpress.ir.attention.values import dims
 from onnxpress.ir.builder import Builder
 from onnxpress.passes.ort_fusion._common import MS_DOMAIN, Declines
 
@@ -48,18 +49,21 @@ class _Block:
     heads: list[_heads.HeadPath]  # q, k, v
     scale: float
     mask: MaskSource | None
+    bias: ir.Value | None  # attention_bias, [B | 1, 1, S, S] once expanded
     final: ir.Node  # the Reshape back to [B, S, D]
     nodes: set[ir.Node]  # everything the fused node replaces
 
 
 def fuse_attention(graph: ir.Graph, declines: Declines, softmax_axis_default: int,
-                   mask_value: float | None = None) -> int:
+                   mask_value: float | None = None, biased: bool = True) -> int:
     """Fuse every attention block it can prove; the count. ``mask_value``: the additive
-    value of masked keys when the exporter's is more negative (module docstring)."""
+    value of masked keys when the exporter's is more negative (module docstring).
+    ``biased``: also fuse blocks with a shared additive bias (``attention_bias``, which
+    QAttention lacks: off where int8 lowering follows)."""
     count = 0
     casts: dict[ir.Value, ir.Value] = {}
     for softmax in [n for n in graph if n.op_type == "Softmax" and n.domain == ""]:
-        block = _match(softmax, softmax_axis_default)
+        block = _match(softmax, softmax_axis_default, biased)
         if isinstance(block, str):
             declines.record(softmax, block)
             continue
@@ -68,14 +72,17 @@ def fuse_attention(graph: ir.Graph, declines: Declines, softmax_axis_default: in
     return count
 
 
-def _match(softmax: ir.Node, axis_default: int) -> _Block | str:
+def _match(softmax: ir.Node, axis_default: int, biased: bool) -> _Block | str:
     found = find_attention(softmax, axis_default)
     if isinstance(found, str):
         return found
+    if found.bias is not None and not biased:
+        return "the scores carry an additive bias (attention_bias, which QAttention lacks)"
     nodes = {found.softmax, found.product, found.weighted, *found.score_nodes, *found.tail}
     for head in found.heads:
         nodes.update(head.nodes, head.projection.nodes)
-    block = _Block(found.x, found.heads, found.scale, found.mask, found.tail[-1], nodes)
+    block = _Block(found.x, found.heads, found.scale, found.mask, found.bias, found.tail[-1],
+                   nodes)
     return _absorb_shape_readers(block) or _check_removable(block) or block
 
 
@@ -139,10 +146,24 @@ def _rewrite(graph: ir.Graph, block: _Block, casts: dict[ir.Value, ir.Value],
         inputs.append(_mask_index(graph, block.mask.source, casts))
         fill = block.mask.fill
         attributes["mask_filter_value"] = fill if mask_value is None else max(fill, mask_value)
+    if block.bias is not None:
+        inputs += [None] * (5 - len(inputs)) + [_full_bias(builder, block, prefix)]
     out = builder.op("Attention", inputs, attributes, domain=MS_DOMAIN, name=f"{prefix}_attention")
     ir.convenience.replace_nodes_and_values(
         graph, block.final, list(block.nodes), list(builder.nodes), [block.final.outputs[0]], [out]
     )
+
+
+def _full_bias(builder: Builder, block: _Block, prefix: str) -> ir.Value:
+    """ORT wants attention_bias as [B | 1, 1, S, S]; a per-key bias is broadcast over the
+    queries."""
+    shape = dims(block.bias)
+    tokens = dims(block.x)[1]
+    if shape is not None and shape[2] == tokens:
+        return block.bias
+    target = builder.initializer(np.array([1, 1, tokens, tokens], np.int64),
+                                 f"{prefix}_bias_shape")
+    return builder.op("Expand", [block.bias, target])
 
 
 def _mask_index(graph: ir.Graph, source: ir.Value, casts: dict[ir.Value, ir.Value]) -> ir.Value:

@@ -59,6 +59,7 @@ class FuseForOrt(Pass):
     skip_layer_norm: bool = False
     add_as_sum: bool = True  # without skip_layer_norm: keep ORT from fusing it (slow kernel)
     mask_value: float | None = -50.0  # additive mask of fused attention (attention.py)
+    attention_bias: bool = True  # fuse attention with a shared additive bias (tome's)
     infer_shapes: bool = True
 
     def call(self, model: ir.Model) -> PassStats:
@@ -74,7 +75,7 @@ class FuseForOrt(Pass):
             softmax_axis = -1 if opset >= 13 else 1
             for graph in list(all_graphs(model)):
                 stats["attention"] += fuse_attention(graph, declines["Softmax"], softmax_axis,
-                                                     self.mask_value)
+                                                     self.mask_value, self.attention_bias)
         if self.gelu:
             onnx_gelu = opset >= 20
             stats["gelu"] = gelu_rules(

@@ -2,13 +2,18 @@
 ``bipartite_soft_matching`` and ``merge_wavg``), for one block with a static token count,
 and the token-dropping alternative.
 
-With ``N`` tokens, keys ``k^T [B, H, d, N]`` and ``r`` merges:
+With ``N`` tokens and ``r`` merges:
 
-- metric = the keys averaged over heads, L2-normalised; A = even positions, B = odd ones;
-- every A token's best B match: the full ``N x N`` similarity (a ``[N, d] x [d, N]``
-  product, cheaper in ONNX Runtime than slicing the halves apart) with ``-inf`` everywhere
-  but A rows x B columns; protected leading tokens (CLS at 0, a distillation token at 1)
-  get ``-inf`` rows or columns too, so they never merge and nothing merges into them;
+- metric = the keys summed over heads (the mean, up to a factor the normalisation
+  removes), L2-normalised. Where the key projection is known it is computed from the
+  block's normed input with the projection's head blocks summed (``[C, d]``), so that
+  nothing else reads the attention's head split and ``fuse-for-ort`` can still fuse it;
+  otherwise the keys ``k^T [B, H, d, N]`` are summed by a ``[1, H]`` product of ones;
+- A = even positions, B = odd ones; every A token's best B match: the full ``N x N``
+  similarity (one product, cheaper in ONNX Runtime than slicing the halves apart) with
+  ``-inf`` everywhere but A rows x B columns; protected leading tokens (CLS at 0, a
+  distillation token at 1) get ``-inf`` rows or columns too, so they never merge and
+  nothing merges into them; one ``TopK(1)`` gives each row's best score and match;
 - the ``r`` A tokens with the highest best score merge (``TopK(r)``, not a full sort);
 - output: the unmerged A tokens in their original order, then all B tokens, ``[B, N - r,
   C]``. One ``TopK`` over a position key (``p`` for A, ``N + p`` for B, ``3N`` for merged
@@ -16,9 +21,9 @@ With ``N`` tokens, keys ``k^T [B, H, d, N]`` and ``r`` merges:
   than sliced into halves, gathered and concatenated; the merged tokens are then
   scatter-added into their match's output slot.
 
-About 20 small nodes per block: at batch 1 ONNX Runtime's cost per node, not arithmetic,
-is what a merge costs. The similarity products are marked to stay in float
-(:mod:`onnxpress.ir.marks`): quantizing them would change which tokens merge.
+About 25 small nodes per block: at batch 1 ONNX Runtime's cost per node, not arithmetic,
+is most of what a merge costs. The metric and similarity products are marked to stay in
+float (:mod:`onnxpress.ir.marks`): quantizing them would change which tokens merge.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from onnxpress.ir.builder import Builder
 from onnxpress.ir.marks import keep_float
 
 #: (kept positions [B, N - r] in output order, merged A positions [B, r, 1], the output
-#: slots they merge into [B, r])
+#: slots they merge into [B, r, 1])
 Plan = tuple[ir.Value, ir.Value, ir.Value]
 WHY = "tome: the token similarity that chooses the merges"
 
@@ -96,32 +101,42 @@ class Merger:
     def _column(self, x: ir.Value) -> ir.Value:
         return self.b.op("Unsqueeze", [x, self._ints([-1], "last")])
 
-    def plan(self, keys: ir.Value, tokens: int, r: int, protected: int) -> Plan:
+    def keys_metric(self, keys: ir.Value, tokens: int) -> ir.Value:
+        """The metric from the score product's keys ``k^T [B, H, d, N]``: ``[B, d, N]``."""
+        return self._head_sum(keys, [-1, tokens], WHY)
+
+    def plan(self, metric: ir.Value, tokens: int, r: int, protected: int, *,
+             tokens_last: bool) -> Plan:
+        """``metric``: ``[B, d, N]`` when ``tokens_last``, else ``[B, N, d]``."""
         b, n = self.b, tokens
-        metric = b.op("LpNormalization", [self._head_sum(keys, [-1, n], WHY)],
-                      {"axis": 1, "p": 2})  # [B, d, N]
-        similarity = b.op("MatMul", [b.op("Transpose", [metric], {"perm": [0, 2, 1]}), metric])
+        metric = b.op("LpNormalization", [metric], {"axis": 1 if tokens_last else 2, "p": 2})
+        flipped = b.op("Transpose", [metric], {"perm": [0, 2, 1]})
+        pair = [flipped, metric] if tokens_last else [metric, flipped]
+        similarity = b.op("MatMul", pair)
         keep_float(similarity.producer(), WHY)
         scores = b.op("Add", [similarity, self._const(mask(n, protected), "mask")])
-        best = self._reduce("ReduceMax", scores, -1)
-        match = b.op("ArgMax", [scores], {"axis": -1, "keepdims": 0})
-        _, chosen = b.op_multi("TopK", [best, self._ints([r], "r")],
-                               {"axis": -1, "largest": 1, "sorted": 1}, num_outputs=2)
-        merged = self._column(chosen)  # [B, r, 1]
+        # one TopK(1) for the best match and its score; TopK(r) over those picks the merges
+        best, match = b.op_multi("TopK", [scores, self._ints([1], "one")],
+                                 {"axis": -1, "largest": 1, "sorted": 1}, num_outputs=2)
+        _, merged = b.op_multi("TopK", [best, self._ints([r], "r")],
+                               {"axis": 1, "largest": 1, "sorted": 1}, num_outputs=2)
         kept_a = (n + 1) // 2 - r
         position = np.arange(n)
         slot = np.where(position % 2 == 1, kept_a + position // 2, 0)
-        target = b.op("GatherElements", [match, chosen], {"axis": 1})
+        target = b.op("GatherElements", [match, merged], {"axis": 1})  # [B, r, 1]
         return (self._without(merged, n, r, bipartite=True), merged,
                 b.op("Gather", [self._ints(slot, "slots"), target]))
 
-    def merge(self, x: ir.Value, plan: Plan) -> ir.Value:
-        """``x [B, N, C]`` with the planned tokens scatter-added into their matches."""
+    def merge(self, x: ir.Value, plan: Plan, width: int | None) -> ir.Value:
+        """``x [B, N, C]`` with the planned tokens scatter-added into their matches; ``width``:
+        C when known."""
         b = self.b
         kept, merged, slot = plan
         base = self._gather(x, self._column(kept))
         source = self._gather(x, merged)
-        index = b.op("Expand", [self._column(slot), b.op("Shape", [source])])
+        shape = (self._ints([1, 1, width], "index_shape") if isinstance(width, int)
+                 else b.op("Shape", [source]))  # a constant shape spares a node
+        index = b.op("Expand", [slot, shape])
         return b.op("ScatterElements", [base, index, source], {"axis": 1, "reduction": "add"})
 
     def drop(self, probabilities: ir.Value, x: ir.Value, tokens: int, r: int,

@@ -24,9 +24,10 @@ from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.attention.blocks import TransformerBlock, leading_tokens, transformer_blocks
 from onnxpress.ir.builder import Builder
 from onnxpress.ir.flops import macs_by_section
+from onnxpress.ir.marks import keep_float
 from onnxpress.passes.base import Pass, PassStats
 from onnxpress.passes.tome import schedule
-from onnxpress.passes.tome.merge import Merger
+from onnxpress.passes.tome.merge import WHY, Merger
 from onnxpress.passes.tome.readout import weigh_mean
 
 __all__ = ["Tome"]
@@ -186,7 +187,12 @@ def _merge(graph: ir.Graph, block: TransformerBlock, tokens: int, r: int, protec
     1]`` and their logarithm as an attention-logits bias ``[B, 1, 1, N - r]``."""
     builder = Builder(graph)
     merger = Merger(builder, opset, f"tome{index}")
-    plan = merger.plan(block.keys, tokens, r, protected)
+    metric = _projected_keys(builder, block, index)
+    if metric is None:
+        plan = merger.plan(merger.keys_metric(block.keys, tokens), tokens, r, protected,
+                           tokens_last=True)
+    else:
+        plan = merger.plan(metric, tokens, r, protected, tokens_last=False)
     mid = block.mid
     if size is None:
         batch = builder.op("Shape", [mid], {"start": 0, "end": 1})
@@ -194,11 +200,12 @@ def _merge(graph: ir.Graph, block: TransformerBlock, tokens: int, r: int, protec
             np.array([tokens, 1], np.int64), f"tome{index}_ones_shape")], {"axis": 0})
         ones = builder.initializer(np.ones((1, tokens, 1), np.float32), f"tome{index}_ones")
         size = builder.op("Expand", [ones, target])
+    width = mid.shape[2] if mid.shape is not None and len(mid.shape) == 3 else None
+    width = width if isinstance(width, int) else None
     # x * size and size travel together: one set of gathers and one scatter, not two
     both = merger.merge(builder.op("Concat", [builder.op("Mul", [mid, size]), size],
-                                   {"axis": -1}), plan)
-    width = mid.shape[2] if mid.shape is not None and len(mid.shape) == 3 else None
-    if isinstance(width, int):
+                                   {"axis": -1}), plan, width and width + 1)
+    if width is not None:
         total, merged_size = builder.op_multi("Split", [both, builder.initializer(
             np.array([width, 1], np.int64), f"tome{index}_split")], {"axis": -1},
             num_outputs=2)
@@ -212,6 +219,26 @@ def _merge(graph: ir.Graph, block: TransformerBlock, tokens: int, r: int, protec
         np.array([-1, 1, 1, tokens - r], np.int64), f"tome{index}_bias_shape")])
     _replace_after(builder, block, merged)
     return merged_size, bias
+
+
+def _projected_keys(builder: Builder, block: TransformerBlock, index: int) -> ir.Value | None:
+    """The keys summed over heads, ``[B, N, d]``, computed from the block's normed input
+    with the key projection summed over heads: the attention's own head split is then
+    read by nothing else, so ``fuse-for-ort`` can still fuse it. None when the projection
+    is unknown (a core-only reading)."""
+    if not block.attention.heads:
+        return None
+    key = block.attention.heads[1]
+    projection, columns = key.projection, key.columns
+    shape = (key.heads, key.head_size)
+    weight = projection.weight[:, columns].reshape(-1, *shape).sum(axis=1)
+    metric = builder.op("MatMul", [block.attention.x, builder.initializer(
+        weight.astype(np.float32), f"tome{index}_key_weight")])
+    keep_float(metric.producer(), WHY)
+    if projection.bias is None:
+        return metric
+    bias = projection.bias[columns].reshape(shape).sum(axis=0).astype(np.float32)
+    return builder.op("Add", [metric, builder.initializer(bias, f"tome{index}_key_bias")])
 
 
 def _proportional(graph: ir.Graph, block: TransformerBlock, bias: ir.Value) -> None:

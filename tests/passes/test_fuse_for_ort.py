@@ -400,12 +400,19 @@ def test_attention_whose_weights_are_a_graph_output_is_kept():
     assert any("user outside the attention block" in note for note in result.notes)
 
 
-def test_attention_with_a_float_mask_is_kept():
-    proto = attention_model(mask=TensorProto.FLOAT)  # 1 - m is not a 0/1 choice for m=0.5
+def test_attention_with_a_float_mask_becomes_an_attention_bias():
+    """1 - m is not a 0/1 choice for m = 0.5, so it cannot be ORT's mask_index; added as it
+    is (attention_bias), it is exact. Where QAttention follows, it is kept unfused."""
+    proto = attention_model(mask=TensorProto.FLOAT)
     out, result = fuse(proto)
-    assert count(out, "Softmax") == 1 and result.stats["attention"] == 0
-    assert any("integer [B, S]" in note for note in result.notes)
+    assert count(out, "Softmax") == 0 and result.stats["attention"] == 1
+    (node,) = [n for n in out.graph.node if n.op_type == "Attention"]
+    assert len(node.input) == 6 and node.input[3] == ""
     assert_close(proto, out, attention_feeds(np.float32))
+
+    out, result = fuse(proto, attention_bias=False)
+    assert count(out, "Softmax") == 1 and result.stats["attention"] == 0
+    assert any("attention_bias, which QAttention lacks" in note for note in result.notes)
 
 
 def packed_attention_model(layout):

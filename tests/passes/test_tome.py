@@ -148,6 +148,20 @@ def test_matches_the_pytorch_reference(vit, r):
     np.testing.assert_allclose(_run(model, images), expected, rtol=0, atol=1e-4)
 
 
+def test_fuse_for_ort_after_tome_fuses_every_attention(vit):
+    """The metric is computed from the block's normed input, so the head split stays
+    fusable, and log(size) becomes ORT's attention_bias; still the reference."""
+    module, path = vit
+    images = _images()
+    model = onnxpress.compile(path, "cleanup,tome(r=8),fuse-for-ort")
+    fused = [n for n in model.graph if n.op_type == "Attention"]
+    assert len(fused) == 6 and [len(n.inputs) for n in fused] == [3] + [6] * 5
+    assert not [n for n in model.graph if n.op_type == "Softmax"]
+    with torch.no_grad():
+        expected = _reference(module, torch.from_numpy(images), [8] * 6).numpy()
+    np.testing.assert_allclose(_run(model, images), expected, rtol=0, atol=1e-4)
+
+
 def test_digits_vit_loses_under_a_point_at_over_a_third_fewer_macs():
     model, report = onnxpress.compile(MODELS / "digits_vit.onnx", "cleanup,tome(r=10)",
                                       return_report=True)
@@ -241,7 +255,7 @@ def test_quantize_leaves_the_similarity_in_float():
     model, report = onnxpress.compile(MODELS / "digits_vit.onnx", "cleanup,tome(r=8),quantize",
                                       calibration=calibration, return_report=True)
     marked = [n for n in model.graph if KEEP_FLOAT in n.metadata_props]
-    assert len(marked) == 2 * 6  # the head sum and the similarity of each of the 6 blocks
+    assert len(marked) == 2 * 6  # the key metric and the similarity of each of the 6 blocks
     for node in marked:
         for value in node.inputs:
             producer = value.producer() if value is not None else None
