@@ -92,9 +92,12 @@ def minilm_texts() -> list[str]:
             ["sentences"]]
 
 
-def subject(name: str) -> tuple[Path, Any]:
+def subject(name: str, folder: Path | None = None) -> tuple[Path, Any]:
     """(model file, calibration batches): digits ``digits_calibration.npz``, MiniLM the
-    sentences of ``minilm_calibration.json``, each its own batch."""
+    sentences of ``minilm_calibration.json``, each its own batch. ``folder``: made for
+    the variants' files."""
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
     if name == "minilm":
         from onnxpress.models.minilm import calibration_batches, minilm_onnx
 

@@ -101,8 +101,7 @@ def speed_table(rows: list[dict[str, Any]]) -> str:
 
 
 def accuracy(name: str, cache: Path) -> list[dict[str, Any]]:
-    source, calibration = common.subject(name)
-    (cache / name).mkdir(parents=True, exist_ok=True)
+    source, calibration = common.subject(name, cache / name)
     variants = [("", None)] + [(budget, aware) for budget in ACCURACY[name]
                                for aware in (False, True)]
     rows = []

@@ -72,8 +72,7 @@ def speed_table(rows: list[dict[str, Any]]) -> str:
 
 
 def accuracy(name: str, cache: Path) -> list[dict[str, Any]]:
-    source, calibration = common.subject(name)
-    (cache / name).mkdir(parents=True, exist_ok=True)
+    source, calibration = common.subject(name, cache / name)
     specs = [""] + [template.format(p=f",importance={i},compensate={str(c).lower()}")
                     for template in ACCURACY[name]
                     for i in ("magnitude", "activation") for c in (False, True)]

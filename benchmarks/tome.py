@@ -86,8 +86,7 @@ def speed_table(rows: list[dict[str, Any]]) -> str:
 
 
 def accuracy(name: str, cache: Path) -> list[dict[str, Any]]:
-    source, calibration = common.subject(name)
-    (cache / name).mkdir(parents=True, exist_ok=True)
+    source, calibration = common.subject(name, cache / name)
     specs = [("", "merge", 0)] + [(f"tome(r={r},mode={mode})", mode, r)
                                   for mode in ("merge", "prune") for r in R_SWEEP[1:]]
     rows = [dict(_build(source, spec, cache / name / f"a{i}.onnx", calibration),

@@ -60,9 +60,9 @@ def find_attention(softmax: ir.Node, axis_default: int) -> Attention | str:
     mask = bias = None
     if mask_value is not None:
         mask = trace_mask(mask_value, dims(x))
-        if isinstance(mask, str) and not _shared_bias(mask_value, dims(x)):
-            return mask
         if isinstance(mask, str):
+            if not _shared_bias(mask_value, dims(x)):
+                return mask
             mask, bias = None, mask_value
     scale = factor * q.factor * k.factor
     if v.factor != 1.0 or not np.isfinite(scale) or scale == 0.0:

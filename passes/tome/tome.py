@@ -201,10 +201,11 @@ def _merge(graph: ir.Graph, block: TransformerBlock, tokens: int, r: int, protec
         ones = builder.initializer(np.ones((1, tokens, 1), np.float32), f"tome{index}_ones")
         size = builder.op("Expand", [ones, target])
     width = mid.shape[2] if mid.shape is not None and len(mid.shape) == 3 else None
-    width = width if isinstance(width, int) else None
+    if not isinstance(width, int):
+        width = None
     # x * size and size travel together: one set of gathers and one scatter, not two
     both = merger.merge(builder.op("Concat", [builder.op("Mul", [mid, size]), size],
-                                   {"axis": -1}), plan, width and width + 1)
+                                   {"axis": -1}), plan, None if width is None else width + 1)
     if width is not None:
         total, merged_size = builder.op_multi("Split", [both, builder.initializer(
             np.array([width, 1], np.int64), f"tome{index}_split")], {"axis": -1},
