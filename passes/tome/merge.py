@@ -9,24 +9,27 @@ With ``N`` tokens and ``r`` merges:
   block's normed input with the projection's head blocks summed (``[C, d]``), so that
   nothing else reads the attention's head split and ``fuse-for-ort`` can still fuse it;
   otherwise the keys ``k^T [B, H, d, N]`` are summed by a ``[1, H]`` product of ones;
-- A = even positions, B = odd ones; every A token's best B match: the full ``N x N``
-  similarity (one product, cheaper in ONNX Runtime than slicing the halves apart) with
-  ``-inf`` everywhere but A rows x B columns; protected leading tokens (CLS at 0, a
-  distillation token at 1) get ``-inf`` rows or columns too, so they never merge and
-  nothing merges into them; one ``TopK(1)`` gives each row's best score and match;
+- A = even positions, B = odd ones, both past the protected leading tokens (CLS at 0, a
+  distillation token at 1), which thus never merge and take in nothing; every A token's
+  best B match: the ``A x B`` similarity of the two strided halves (a quarter of the
+  ``N x N`` product and no ``-inf`` mask), one ``TopK(1)`` for each row's best score
+  and match;
 - the ``r`` A tokens with the highest best score merge (``TopK(r)``, not a full sort);
 - output: the unmerged A tokens in their original order, then all B tokens, ``[B, N - r,
   C]``. One ``TopK`` over a position key (``p`` for A, ``N + p`` for B, ``3N`` for merged
   A tokens) yields exactly that order, so the stream is gathered once from ``x`` rather
-  than sliced into halves, gathered and concatenated; the merged tokens are then
-  scatter-added into their match's output slot.
+  than sliced into halves, gathered and concatenated; the merged tokens then move their
+  match towards them by their share of the summed size (:meth:`Merger.merge`), added in
+  by ScatterND.
 
-About 25 small nodes per block: at batch 1 ONNX Runtime's cost per node, not arithmetic,
+About 30 small nodes per block: at batch 1 ONNX Runtime's cost per node, not arithmetic,
 is most of what a merge costs. The metric and similarity products are marked to stay in
 float (:mod:`onnxpress.ir.marks`): quantizing them would change which tokens merge.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import onnx_ir as ir
@@ -34,18 +37,16 @@ import onnx_ir as ir
 from onnxpress.ir.builder import Builder
 from onnxpress.ir.marks import keep_float
 
-#: (kept positions [B, N - r] in output order, merged A positions [B, r, 1], the output
-#: slots they merge into [B, r, 1])
-Plan = tuple[ir.Value, ir.Value, ir.Value]
+
+class Plan(NamedTuple):
+    """One block's merge, as int64 index columns."""
+
+    kept: ir.Value  # [B, N - r, 1]: the positions left, in output order
+    merged: ir.Value  # [B, r, 1]: the A tokens that merge
+    target: ir.Value  # [B, r, 1]: the B token each merges into
+    slot: ir.Value  # [B, r, 1]: that B token's output position
+
 WHY = "tome: the token similarity that chooses the merges"
-
-
-def mask(tokens: int, protected: int) -> np.ndarray:
-    """``0`` where an A row may merge into a B column, else ``-inf``."""
-    position = np.arange(tokens)
-    allowed = (position[:, None] % 2 == 0) & (position[None, :] % 2 == 1)
-    allowed &= (position[:, None] >= protected) & (position[None, :] >= protected)
-    return np.where(allowed, 0.0, -np.inf).astype(np.float32)
 
 
 class Merger:
@@ -80,7 +81,7 @@ class Merger:
         return self.b.op("Reshape", [total, self._ints([0, *rest], "rest")])
 
     def _without(self, gone: ir.Value, tokens: int, r: int, bipartite: bool) -> ir.Value:
-        """The positions left ``[B, N - r]`` when the tokens ``gone [B, r, 1]`` leave, in
+        """The positions left ``[B, N - r, 1]`` when the tokens ``gone [B, r, 1]`` leave, in
         order: one TopK over a position key, ``3N`` for the ones leaving and, when
         ``bipartite``, ``N + p`` for B tokens so that they follow the A tokens."""
         b, n = self.b, tokens
@@ -92,7 +93,7 @@ class Merger:
         _, kept = b.op_multi("TopK", [self._reduce("ReduceMax", key, 1),
                                       self._ints([n - r], "kept")],
                              {"axis": -1, "largest": 0, "sorted": 1}, num_outputs=2)
-        return kept
+        return self._column(kept)
 
     def _gather(self, x: ir.Value, positions: ir.Value) -> ir.Value:
         """``x [B, N, C]`` at ``positions [B, K, 1]``: ``[B, K, C]``."""
@@ -109,35 +110,61 @@ class Merger:
              tokens_last: bool) -> Plan:
         """``metric``: ``[B, d, N]`` when ``tokens_last``, else ``[B, N, d]``."""
         b, n = self.b, tokens
+        axis = 2 if tokens_last else 1
         metric = b.op("LpNormalization", [metric], {"axis": 1 if tokens_last else 2, "p": 2})
-        flipped = b.op("Transpose", [metric], {"perm": [0, 2, 1]})
-        pair = [flipped, metric] if tokens_last else [metric, flipped]
-        similarity = b.op("MatMul", pair)
+        # the A rows and B columns that may merge: even and odd positions past the
+        # protected ones, so the similarity is a quarter of N x N and needs no mask
+        first_a, first_b = protected + protected % 2, protected | 1
+        halves = [b.op("Slice", [metric, self._ints([start], f"from{start}"),
+                                 self._ints([n], "to"), self._ints([axis], "axis"),
+                                 self._ints([2], "step")]) for start in (first_a, first_b)]
+        flip = 0 if tokens_last else 1
+        halves[flip] = b.op("Transpose", [halves[flip]], {"perm": [0, 2, 1]})
+        similarity = b.op("MatMul", halves)  # [B, A, B]
         keep_float(similarity.producer(), WHY)
-        scores = b.op("Add", [similarity, self._const(mask(n, protected), "mask")])
         # one TopK(1) for the best match and its score; TopK(r) over those picks the merges
-        best, match = b.op_multi("TopK", [scores, self._ints([1], "one")],
+        best, match = b.op_multi("TopK", [similarity, self._ints([1], "one")],
                                  {"axis": -1, "largest": 1, "sorted": 1}, num_outputs=2)
-        _, merged = b.op_multi("TopK", [best, self._ints([r], "r")],
+        _, chosen = b.op_multi("TopK", [best, self._ints([r], "r")],
                                {"axis": 1, "largest": 1, "sorted": 1}, num_outputs=2)
-        kept_a = (n + 1) // 2 - r
-        position = np.arange(n)
-        slot = np.where(position % 2 == 1, kept_a + position // 2, 0)
-        target = b.op("GatherElements", [match, merged], {"axis": 1})  # [B, r, 1]
-        return (self._without(merged, n, r, bipartite=True), merged,
-                b.op("Gather", [self._ints(slot, "slots"), target]))
+        merged = b.op("Gather", [self._ints(np.arange(first_a, n, 2), "a_positions"), chosen])
+        column = b.op("GatherElements", [match, chosen], {"axis": 1})  # B token j
+        target = b.op("Gather", [self._ints(np.arange(first_b, n, 2), "b_positions"), column])
+        # B token j (position first_b + 2j) lands after the unmerged A tokens
+        slot = b.op("Add", [column, self._ints((n + 1) // 2 - r + first_b // 2, "b_slots")])
+        return Plan(self._without(merged, n, r, bipartite=True), merged, target, slot)
 
-    def merge(self, x: ir.Value, plan: Plan, width: int | None) -> ir.Value:
-        """``x [B, N, C]`` with the planned tokens scatter-added into their matches; ``width``:
-        C when known."""
+    def batch_rows(self, like: ir.Value, r: int) -> ir.Value:
+        """``[B, r, 1]`` holding each row's batch index, for ScatterND's index tuples;
+        ``like``: any ``[B, ...]`` value. Built once per distinct ``r`` and shared."""
         b = self.b
-        kept, merged, slot = plan
-        base = self._gather(x, self._column(kept))
-        source = self._gather(x, merged)
-        shape = (self._ints([1, 1, width], "index_shape") if isinstance(width, int)
-                 else b.op("Shape", [source]))  # a constant shape spares a node
-        index = b.op("Expand", [slot, shape])
-        return b.op("ScatterElements", [base, index, source], {"axis": 1, "reduction": "add"})
+        batch = b.op("Squeeze", [b.op("Shape", [like], {"start": 0, "end": 1})])
+        rows = b.op("Range", [self._ints(0, "zero"), batch, self._ints(1, "one_step")])
+        rows = b.op("Unsqueeze", [rows, self._ints([1, 2], "row_axes")])
+        return b.op("Expand", [rows, self._ints([1, r, 1], "rows_shape")])
+
+    def merge(self, x: ir.Value, size: ir.Value, plan: Plan, rows: ir.Value
+              ) -> tuple[ir.Value, ir.Value]:
+        """``x [B, N, C]`` and the token sizes ``[B, N, 1]`` after the planned merges:
+        ``[B, N - r, C]`` and ``[B, N - r, 1]``. ``rows``: the batch index ``[B, r, 1]``
+        (:meth:`batch_rows`).
+
+        A B token ``t`` that takes in A tokens ``i`` becomes the size-weighted mean
+        ``t + sum_i (s_i / S_t) (x_i - t)`` with ``S_t = s_t + sum_i s_i``: equal to ToMe's
+        ``sum(s x) / sum(s)``, but only the ``r`` merged rows are weighed, so the stream is
+        read and written twice (the gather of the kept tokens, the add into them), not six
+        times as with ``x * s`` and ``s`` packed, merged and divided."""
+        b = self.b
+        index = b.op("Concat", [rows, plan.slot], {"axis": -1})
+
+        def add_into(values: ir.Value, updates: ir.Value) -> ir.Value:
+            return b.op("ScatterND", [values, index, updates], {"reduction": "add"})
+
+        merged_size = self._gather(size, plan.merged)
+        total = add_into(self._gather(size, plan.kept), merged_size)
+        weight = b.op("Div", [merged_size, self._gather(total, plan.slot)])
+        pull = b.op("Sub", [self._gather(x, plan.merged), self._gather(x, plan.target)])
+        return add_into(self._gather(x, plan.kept), b.op("Mul", [pull, weight])), total
 
     def drop(self, probabilities: ir.Value, x: ir.Value, tokens: int, r: int,
              protected: int) -> ir.Value:
@@ -151,5 +178,4 @@ class Merger:
         attention = b.op("Add", [attention, self._const(guard, "guard")])
         _, gone = b.op_multi("TopK", [attention, self._ints([r], "r")],
                              {"axis": -1, "largest": 0, "sorted": 1}, num_outputs=2)
-        kept = self._without(self._column(gone), n, r, bipartite=False)
-        return self._gather(x, self._column(kept))
+        return self._gather(x, self._without(self._column(gone), n, r, bipartite=False))

@@ -86,7 +86,7 @@ class Tome(Pass):
         opset = model.opset_imports.get("", 0)
         if any(step for _, step, _ in counts) and opset < 16:
             raise BadInputError(f"tome: the model imports opset {opset}; merging needs 16 "
-                                "(ScatterElements with add), e.g. compile with --opset 17")
+                                "(ScatterND with add), e.g. compile with --opset 17")
         ends = [blocks[0].stream.producer()] + [n for b in blocks
                                                 for n in (b.residual, b.mlp_residual)]
         before = macs_by_section(graph, ends) if costs is not None else None
@@ -128,6 +128,7 @@ class Tome(Pass):
                  ) -> ir.Value | None:
         """Merge or drop block by block; the last sizes (None when nothing merged)."""
         size = bias = None
+        rows: dict[int, ir.Value] = {}  # r -> the batch index [B, r, 1], shared by blocks
         for index, (block, (tokens, step, _)) in enumerate(zip(blocks, counts)):
             if tokens != full:
                 _retarget(graph, block, full, tokens)
@@ -138,7 +139,8 @@ class Tome(Pass):
             if self.mode == "prune":
                 _drop(graph, block, tokens, step, protected, opset, index)
             else:
-                size, bias = _merge(graph, block, tokens, step, protected, size, opset, index)
+                size, bias = _merge(graph, block, tokens, step, protected, size, opset, index,
+                                     rows)
         return size
 
 
@@ -182,7 +184,8 @@ def _drop(graph: ir.Graph, block: TransformerBlock, tokens: int, r: int, protect
 
 
 def _merge(graph: ir.Graph, block: TransformerBlock, tokens: int, r: int, protected: int,
-           size: ir.Value | None, opset: int, index: int) -> tuple[ir.Value, ir.Value]:
+           size: ir.Value | None, opset: int, index: int, rows: dict[int, ir.Value]
+           ) -> tuple[ir.Value, ir.Value]:
     """Insert the merge after ``block``'s attention residual: the merged sizes ``[B, N - r,
     1]`` and their logarithm as an attention-logits bias ``[B, 1, 1, N - r]``."""
     builder = Builder(graph)
@@ -194,28 +197,15 @@ def _merge(graph: ir.Graph, block: TransformerBlock, tokens: int, r: int, protec
     else:
         plan = merger.plan(metric, tokens, r, protected, tokens_last=False)
     mid = block.mid
-    if size is None:
+    if r not in rows:
+        rows[r] = merger.batch_rows(mid, r)
+    if size is None:  # every token is one patch until the first merge
         batch = builder.op("Shape", [mid], {"start": 0, "end": 1})
         target = builder.op("Concat", [batch, builder.initializer(
             np.array([tokens, 1], np.int64), f"tome{index}_ones_shape")], {"axis": 0})
         ones = builder.initializer(np.ones((1, tokens, 1), np.float32), f"tome{index}_ones")
         size = builder.op("Expand", [ones, target])
-    width = mid.shape[2] if mid.shape is not None and len(mid.shape) == 3 else None
-    if not isinstance(width, int):
-        width = None
-    # x * size and size travel together: one set of gathers and one scatter, not two
-    both = merger.merge(builder.op("Concat", [builder.op("Mul", [mid, size]), size],
-                                   {"axis": -1}), plan, None if width is None else width + 1)
-    if width is not None:
-        total, merged_size = builder.op_multi("Split", [both, builder.initializer(
-            np.array([width, 1], np.int64), f"tome{index}_split")], {"axis": -1},
-            num_outputs=2)
-    else:
-        ends = [builder.initializer(np.array([v], np.int64), f"tome{index}_{name}")
-                for v, name in ((0, "zero"), (-1, "minus1"), (2**62, "end"))]
-        total = builder.op("Slice", [both, ends[0], ends[1], ends[1]])
-        merged_size = builder.op("Slice", [both, ends[1], ends[2], ends[1]])
-    merged = builder.op("Div", [total, merged_size])
+    merged, merged_size = merger.merge(mid, size, plan, rows[r])
     bias = builder.op("Reshape", [builder.op("Log", [merged_size]), builder.initializer(
         np.array([-1, 1, 1, tokens - r], np.int64), f"tome{index}_bias_shape")])
     _replace_after(builder, block, merged)

@@ -21,11 +21,13 @@ from onnxpress.errors import BadInputError
 MODELS = Path(onnxpress.models.__file__).parent
 
 
-def _bipartite(metric, r: int):
+def _bipartite(metric, r: int, distill: bool = False):
     metric = metric / metric.norm(dim=-1, keepdim=True)
     a, b = metric[..., ::2, :], metric[..., 1::2, :]
     scores = a @ b.transpose(-1, -2)
     scores[..., 0, :] = -math.inf  # the class token
+    if distill:  # a distillation token at position 1: nothing merges into it
+        scores[..., :, 0] = -math.inf
     node_max, node_idx = scores.max(dim=-1)
     edge_idx = node_max.argsort(dim=-1, descending=True)[..., None]
     unm_idx, src_idx = edge_idx[..., r:, :], edge_idx[..., :r, :]
@@ -53,9 +55,11 @@ def _drop(attention, r: int):
     return lambda x: x[keep].reshape(x.shape[0], -1, x.shape[-1])
 
 
-def _reference(model, images, rs, mode: str = "merge", readout: str = "cls"):
+def _reference(model, images, rs, mode: str = "merge", readout: str = "cls",
+               protected: int = 1):
     """The zoo ViT's forward with ToMe (or CLS-attention pruning) after each block's
-    attention, ``rs[i]`` tokens in block ``i`` (capped at half the unprotected ones)."""
+    attention, ``rs[i]`` tokens in block ``i`` (capped at half the unprotected ones);
+    ``protected=2`` treats the first patch as a distillation token."""
     x = model.patch_embed(images)
     x = torch.cat((model.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + model.pos_embed
     size = None
@@ -69,11 +73,11 @@ def _reference(model, images, rs, mode: str = "merge", readout: str = "cls"):
             logits = logits + size.log()[:, None, None, :, 0]
         probabilities = logits.softmax(-1)
         x = x + attn.proj((probabilities @ v).transpose(1, 2).reshape(b, n, c))
-        step = min(r, (n - 1) // 2)
+        step = min(r, (n - protected) // 2)
         if step > 0 and mode == "prune":
             x = _drop(probabilities, step)(x)
         elif step > 0:
-            merge = _bipartite(k.mean(1), step)
+            merge = _bipartite(k.mean(1), step, distill=protected == 2)
             size = torch.ones_like(x[..., :1]) if size is None else size
             x, size = merge(x * size), merge(size)
             x = x / size
@@ -146,6 +150,19 @@ def test_matches_the_pytorch_reference(vit, r):
     with torch.no_grad():
         expected = _reference(module, torch.from_numpy(images), [r] * 6).numpy()
     np.testing.assert_allclose(_run(model, images), expected, rtol=0, atol=1e-4)
+
+
+def test_a_second_protected_token_takes_in_no_merge(vit):
+    """``protected=2`` (a distillation token beside CLS): ToMe's reference keeps it out
+    of the B side's matches as well."""
+    module, path = vit
+    images = _images()
+    model, report = onnxpress.compile(path, "cleanup,tome(r=16,protected=2)",
+                                      return_report=True)
+    assert report.passes[-1].stats["tokens_in"] == [65, 49, 33, 18, 10, 6]
+    with torch.no_grad():
+        expected = _reference(module, torch.from_numpy(images), [16] * 6, protected=2)
+    np.testing.assert_allclose(_run(model, images), expected.numpy(), rtol=0, atol=1e-4)
 
 
 def test_fuse_for_ort_after_tome_fuses_every_attention(vit):
