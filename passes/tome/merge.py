@@ -46,6 +46,7 @@ class Plan(NamedTuple):
     target: ir.Value  # [B, r, 1]: the B token each merges into
     slot: ir.Value  # [B, r, 1]: that B token's output position
 
+
 WHY = "tome: the token similarity that chooses the merges"
 
 
