@@ -22,7 +22,8 @@ from onnxpress.passes.registry import PassRegistry
 from onnxpress.passes.report import Report
 
 #: the pipeline each target runs when no passes are given
-TARGET_PIPELINES = {"ort-cpu": "cleanup", "tensorrt": "cleanup"}
+TARGET_PIPELINES = {"ort-cpu": "cleanup,fuse-for-ort",
+                    "tensorrt": "static-shapes,cleanup,lint-tensorrt"}
 
 
 def compile(  # noqa: A001 - the public name DESIGN.md promises
@@ -127,14 +128,18 @@ def compare(
     data: str | os.PathLike | Iterable[Batch] | CalibrationData | None = None,
     *,
     batches: int = 4,
+    provider: str | None = None,
 ) -> list[dict[str, Any]]:
     """Per output of A: max |a-b|, mean cosine per sample, top-1 agreement (argmax over
     the last axis, for float outputs of rank >= 2), over ``batches`` batches of ``data``: a
     named data set (batches of ``DATASET_BATCH``), .npz file or folder, or batches; random
-    inputs when None."""
+    inputs when None. ``provider``: ONNX Runtime execution providers, e.g. ``"cuda"``
+    (CPU is the fallback)."""
+    from onnxpress.backends.ort_optimize import providers
     from onnxpress.backends.ort_runner import Runner
 
-    runner_a, runner_b = Runner(_runnable(a)), Runner(_runnable(b))
+    chosen = providers(provider)
+    runner_a, runner_b = (Runner(_runnable(m), providers=chosen) for m in (a, b))
     dataset = _calibration(data)
     feeds = (dataset.take(batches) if dataset is not None
              else [runner_a.sample_inputs(seed=s) for s in range(batches)])
@@ -189,8 +194,10 @@ def bench(
     repeats: int = 20,
     warmup: int = 3,
     progress: bool | None = None,
+    provider: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Median latency per model, measured interleaved in one run."""
+    """Median latency per model, measured interleaved in one run, on ``provider`` (ONNX
+    Runtime execution providers, e.g. ``"cuda"``; CPU when None)."""
     from dataclasses import asdict
 
     from onnxpress.backends.bench import bench_models
@@ -200,5 +207,5 @@ def bench(
         for i, m in enumerate(models)
     ]
     rows = bench_models(labelled, threads=threads, batch=batch, repeats=repeats,
-                        warmup=warmup, progress=progress)
+                        warmup=warmup, progress=progress, provider=provider)
     return [asdict(row) for row in rows]

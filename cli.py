@@ -41,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--keep-initializer-inputs", action="store_true",
                       help="keep initializers that are also graph inputs overridable")
     comp.add_argument("--no-verify", action="store_true", help="skip IR checks between passes")
+    comp.add_argument("--ort-optimized", metavar="PATH",
+                      help="also save the model as ONNX Runtime optimises it (--ort-level)")
+    comp.add_argument("--ort-level", choices=["basic", "extended", "all"], default="extended",
+                      help="ORT optimisation level for --ort-optimized (all: this machine only)")
+    comp.add_argument("--engine", metavar="PATH",
+                      help="with --target tensorrt: build a TensorRT engine and compare it "
+                           "with ONNX Runtime (needs the tensorrt package and a GPU)")
 
     insp = commands.add_parser("inspect", help="ops, parameters, size, opsets, inputs/outputs")
     insp.add_argument("model")
@@ -51,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("b")
     cmp_.add_argument("--data", help="named data set, .npz file or folder (default: random inputs)")
     cmp_.add_argument("--json", action="store_true", help="print JSON")
+    cmp_.add_argument("--provider", help="ONNX Runtime execution providers, e.g. cuda (CPU "
+                      "is the fallback)")
 
     ev = commands.add_parser("evaluate", help="the model's metric on a data set (last line)")
     ev.add_argument("model")
@@ -65,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     ben.add_argument("--batch", type=int, default=1)
     ben.add_argument("--repeats", type=int, default=20)
     ben.add_argument("--json", action="store_true", help="print JSON")
+    ben.add_argument("--provider", help="ONNX Runtime execution providers, e.g. cuda (CPU "
+                     "is the fallback)")
     return parser
 
 
@@ -112,7 +123,34 @@ def _compile(args: argparse.Namespace) -> int:
     print(f"{source} -> {output}")
     for line in report.lines():
         print(line)
+    if args.ort_optimized:
+        from onnxpress.backends.ort_optimize import save_optimized
+
+        saved = save_optimized(output, args.ort_optimized, level=args.ort_level)
+        print(f"ONNX Runtime's {args.ort_level}-optimised model -> {saved}")
+    if args.engine:
+        _engine(output, Path(args.engine), args)
     return 0
+
+
+def _engine(model: Path, engine: Path, args: argparse.Namespace) -> None:
+    """The TensorRT build step: an engine and its agreement with ONNX Runtime, or one line
+    saying why it was skipped (compiling still succeeded)."""
+    from onnxpress.backends.ort_runner import Runner
+    from onnxpress.backends.tensorrt_engine import engine_report, unavailable
+
+    if args.target != "tensorrt":
+        raise BadInputError("--engine builds TensorRT engines: add --target tensorrt")
+    reason = unavailable()
+    if reason is not None:
+        print(f"TensorRT engine build skipped: {reason}")
+        return
+    feeds = Runner(model).sample_inputs(seed=0)
+    report = engine_report(model, engine, feeds)
+    print(f"TensorRT {report.precision} engine -> {engine} (built in {report.build_s:.1f} s, "
+          f"{report.latency_ms:.3f} ms)")
+    for row in report.agreement:
+        print(f"  {row['output']}: max|diff| {row['max_abs']:.4g}, cosine {row['cosine']:.6f}")
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -136,7 +174,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     import onnxpress
 
-    rows = onnxpress.compare(args.a, args.b, args.data)
+    rows = onnxpress.compare(args.a, args.b, args.data, provider=args.provider)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -151,7 +189,7 @@ def _bench(args: argparse.Namespace) -> int:
     import onnxpress
 
     rows = onnxpress.bench(args.models, threads=args.threads, batch=args.batch,
-                           repeats=args.repeats)
+                           repeats=args.repeats, provider=args.provider)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

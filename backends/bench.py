@@ -38,6 +38,7 @@ def bench_models(
     budget_s: float | None = None,
     min_repeats: int = 3,
     feeds: Mapping[str, np.ndarray] | None = None,
+    provider: str | None = None,
 ) -> list[BenchRow]:
     """``models``: (label, path or IR model) pairs; every model gets the same inputs when
     their signatures match.
@@ -48,8 +49,14 @@ def bench_models(
 
     ``feeds``: inputs for every model (the first ``batch`` samples of each array; a model
     takes the ones it names), for models whose random inputs would not be representative
-    (a dynamic sequence axis gets length 1). Default: random inputs fitting each model."""
-    runners = [(label, Runner(model, threads=threads, spinning=False)) for label, model in models]
+    (a dynamic sequence axis gets length 1). Default: random inputs fitting each model.
+
+    ``provider``: ONNX Runtime execution providers (``"cuda"``, ...; CPU when None)."""
+    from onnxpress.backends.ort_optimize import providers
+
+    chosen = providers(provider)
+    runners = [(label, Runner(model, threads=threads, spinning=False, providers=chosen))
+               for label, model in models]
     inputs = [
         runner.sample_inputs(seed=0, batch=batch) if feeds is None
         else {name: feeds[name][:batch] for name in runner.input_names}

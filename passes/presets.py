@@ -5,9 +5,11 @@
 ONNX Runtime's ops (``fuse-for-ort``: Attention, Gelu), activations are migrated into the
 weights where that lowers the error (``smooth=0.5``, see ``quantize``), and the result is
 lowered to integer operators (``lower-qdq``: QAttention, MatMulIntegerToFloat with its bias,
-QLinearConv...), which ORT runs as fast as or faster than its own QDQ fusion (measured on
-ResNet-50, DeiT-S, MiniLM). On ``tensorrt`` activations are symmetric int8, as its
-explicit-quantization mode requires, and the graph stays in standard QDQ form.
+QLinearConv...) unless the QDQ form measures faster on the machine that compiles
+(``form=auto``; ORT fuses many QDQ groups itself). On ``tensorrt`` the input shapes are
+made static, activations are symmetric int8, as its explicit-quantization mode requires,
+the graph stays in standard QDQ form, and ``lint-tensorrt`` names what TensorRT would
+refuse.
 
 Options given to a preset go to its main pass: ``int8(calibration=entropy)`` is
 ``quantize(calibration=entropy)`` inside the preset.
@@ -24,8 +26,9 @@ from onnxpress.passes.pipeline import PassSpec, split_pipeline
 PRESETS: dict[str, tuple[str, dict[str, str]]] = {
     "int8": ("quantize", {
         "ort-cpu": ("cleanup,fuse-for-ort(attention_bias=false),quantize(smooth=0.5),"
-                    "fold-qdq,lower-qdq"),
-        "tensorrt": "cleanup,quantize(activations=int8),fold-qdq(int8_moves=true)",
+                    "fold-qdq,lower-qdq(form=auto)"),
+        "tensorrt": ("static-shapes,cleanup,quantize(activations=int8,int32_bias=false),"
+                     "fold-qdq,lint-tensorrt"),
     }),
 }
 

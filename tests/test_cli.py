@@ -25,7 +25,7 @@ def test_compile_default_model_with_check_and_report(tmp_path: Path, capsys) -> 
     out, report = tmp_path / "out.onnx", tmp_path / "report.json"
     assert main(["compile", "-o", str(out), "--check", "--report", str(report)]) == 0
     data = json.loads(report.read_text())
-    assert data["pipeline"] == "cleanup"
+    assert data["pipeline"] == "cleanup,fuse-for-ort"  # the ort-cpu target's default
     assert data["summary"]["nodes"][1] < data["summary"]["nodes"][0]
     assert all(c["ok"] for c in data["check"])
     ops = {n.op_type for n in onnx.load(out).graph.node}

@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from onnxpress.passes.ort_fusion.fuse import FuseForOrt
+from onnxpress.passes.ort_fusion.transformers import OrtTransformers
 
-__all__ = ["FuseForOrt"]
+__all__ = ["FuseForOrt", "OrtTransformers"]

@@ -27,8 +27,8 @@ models, ours). Rewrites, each bit-exact unless marked:
   reading them is not fused (so ORT's optimised outputs differ, by a quantization step, and
   it runs slower), and a MaxPool runs on ORT's integer kernel instead of its (10x faster)
   float one. Uint8 pairs always move; ORT's ``quantize_static`` gives int8 by default. The
-  ``tensorrt`` preset moves int8 pairs (TensorRT fuses Q/DQ across such ops itself, and the
-  moved graph is the one it would build).
+  ``tensorrt`` preset leaves int8 pairs in place too: TensorRT reads Q/DQ only as adjacent
+  pairs and moves them across such ops itself.
 - Lossy, off by default (``drop_unfusable=true``): ``DQ(Q(x))`` -> ``x`` (equal parameters)
   when neither the producer of x nor any consumer of the DQ is an op ONNX Runtime may run
   on quantized data (``ORT_QDQ_OPS``, a generous list): the pair is then only a simulated

@@ -52,15 +52,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
 
 import onnx_ir as ir
 
 from onnxpress.errors import BadInputError
 from onnxpress.ir.analysis import opset_version
 from onnxpress.ir.builder import Builder
-from onnxpress.passes.base import Pass, PassStats
+from onnxpress.passes.base import Pass, PassStats, data_field
 from onnxpress.passes.quantize.fold_qdq import FoldQdq
 from onnxpress.passes.quantize.lower_attention import lower_attention
+from onnxpress.passes.quantize.lower_choice import lower_measured
 from onnxpress.passes.quantize.lower_rules import (
     MS_DOMAIN,
     QUANTIZED_MOVES,
@@ -79,6 +81,7 @@ __all__ = ["LowerQdq"]
 logger = logging.getLogger(__name__)
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
+FORMS = ("qoperator", "auto")
 _WEIGHTED = ("Conv", "MatMul", "Gemm")
 
 
@@ -89,14 +92,23 @@ class LowerQdq(Pass):
     contrib: bool = True  # com.microsoft ops (ONNX Runtime); false: standard ONNX only
     fold: bool = True  # run fold-qdq first
     ops: str = "Conv,MatMul,Gemm,Add,Mul,GlobalAveragePool,Concat,Attention"  # ops to lower
+    form: str = "qoperator"  # "auto": keep QDQ where it measures faster (lower_choice)
+    data: Any = data_field()  # the inputs form=auto times on
 
     def __post_init__(self) -> None:
+        if self.form not in FORMS:
+            raise BadInputError(f"lower-qdq(form={self.form}): choose one of {', '.join(FORMS)}")
         unknown = set(_names(self.ops)) - set(RULES) - {"Attention"}
         if unknown:
             raise BadInputError(f"lower-qdq(ops=...): cannot lower {', '.join(sorted(unknown))}; "
                                 f"choose from {', '.join([*RULES, 'Attention'])}")
 
     def call(self, model: ir.Model) -> PassStats:
+        if self.form == "auto":
+            return lower_measured(model, self._lower, self.data)
+        return self._lower(model)
+
+    def _lower(self, model: ir.Model) -> PassStats:
         result = PassStats(model, modified=False, stats={})
         opset = opset_version(model) or 0
         if opset < 10:

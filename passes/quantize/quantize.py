@@ -111,6 +111,7 @@ class Quantize(Pass):
     embeddings: bool = True  # Gather tables as int8 rows (.embeddings)
     smooth: float = 0.0  # SmoothQuant alpha folded into QuantizeLinear (.migration); 0: off
     bias_correction: bool = True  # biases absorb the weights' rounding shift (.bias_correction)
+    int32_bias: bool = True  # Conv/Gemm biases as int32 DQ (QLinearConv's); false: float (TensorRT)
     sensitivity_batches: int = 4  # calibration batches the budget is measured on
     data: Any = data_field()
 
@@ -289,7 +290,8 @@ class Quantize(Pass):
         if mean is not None:
             stats["biases_corrected"] += _correct_bias(graph, target, weight, migration, mean)
         node.replace_input_with(target.weight, dq_weight)
-        if target.bias is not None and activation_inputs and activation_inputs[0] in params:
+        if (self.int32_bias and target.bias is not None and activation_inputs
+                and activation_inputs[0] in params):
             input_scale = params[activation_inputs[0]].scale
             bias = node.inputs[target.bias]
             node.replace_input_with(target.bias, dequantized_bias(

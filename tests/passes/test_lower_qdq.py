@@ -43,7 +43,7 @@ def qdq_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("lower-qdq")
     paths = {}
     for case, (name, options) in CASES.items():
-        int8 = options.get("activations") == "int8"  # as the tensorrt preset folds them
+        int8 = options.get("activations") == "int8"  # int8 pairs moved, as lower-qdq moves them
         model = onnxpress.compile(MODELS / f"{name}.onnx",
                                   [Cleanup(), Quantize(**options), FoldQdq(int8_moves=int8)],
                                   calibration=CALIBRATION_NPZ)
@@ -360,3 +360,49 @@ def test_runs_by_name_in_a_pipeline() -> None:
 def test_unknown_op_option_is_a_one_line_error() -> None:
     with pytest.raises(BadInputError, match="Softmax"):
         LowerQdq(ops="Conv,Softmax")
+
+
+@pytest.mark.parametrize("qdq_ms, kept", [(9.0, "qdq"), (9.9, "qoperator"), (12.0, "qoperator")])
+def test_form_auto_keeps_the_faster_form_with_a_margin_for_qdq(
+        qdq_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch, qdq_ms: float,
+        kept: str) -> None:
+    """The choice, with the timings faked: QDQ is kept only when 3% faster than 10 ms."""
+    from onnxpress.backends import bench
+
+    def timed(models, **_):
+        return [bench.BenchRow(label, 1, 2, ms, ms, ms, 1e3 / ms, 1)
+                for (label, _), ms in zip(models, (10.0, qdq_ms))]
+
+    monkeypatch.setattr(bench, "bench_models", timed)
+    qdq = onnxpress.load(qdq_models["cnn"])
+    before = sorted(n.op_type for n in qdq.graph)
+    result = LowerQdq(form="auto")(qdq)
+    after = sorted(n.op_type for n in qdq.graph)
+    assert result.stats["form"] == kept
+    assert ("QLinearConv" in after) == (kept == "qoperator")
+    assert (after == before) == (kept == "qdq")
+    assert result.stats["qdq_ms"] == qdq_ms
+
+
+def test_form_auto_measures_both_and_matches_the_form_it_keeps(
+        qdq_models: dict[str, Path], tmp_path: Path) -> None:
+    """Measured for real: the kept model computes what that form computes (bit-identical to
+    the QDQ input under ORT's fusion, or to ``form=qoperator``)."""
+    chosen = onnxpress.compile(qdq_models["vit"], "lower-qdq(form=auto)",
+                               calibration=CALIBRATION_NPZ)
+    forced = onnxpress.compile(qdq_models["vit"], "lower-qdq")
+    paths = {}
+    for name, model in (("chosen", chosen), ("forced", forced)):
+        paths[name] = tmp_path / f"{name}.onnx"
+        onnxpress.save(model, paths[name])
+    reference = qdq_models["vit"] if not any(n.op_type == "QAttention" or n.domain
+                                             for n in chosen.graph) else paths["forced"]
+    feeds = {"image": IMAGES[:16]}
+    got = ort.InferenceSession(paths["chosen"]).run(None, feeds)[0]
+    want = ort.InferenceSession(reference).run(None, feeds)[0]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_form_must_be_known() -> None:
+    with pytest.raises(BadInputError, match="form=fast"):
+        LowerQdq(form="fast")

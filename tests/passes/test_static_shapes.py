@@ -1,0 +1,69 @@
+"""``static-shapes``: symbolic input dims become static (by name, as the batch, or from the
+data), shapes are inferred again, and the outputs stay bit-identical (ONNX Runtime's graph
+optimisations off on both sides: with static shapes it may pick other kernels, which round
+differently); what cannot be resolved stays dynamic and is named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import onnxpress
+from onnxpress.errors import BadInputError
+from onnxpress.passes.static_shapes import StaticShapes
+
+MODELS = Path(onnxpress.models.__file__).parent
+IMAGES = np.load(MODELS / "digits_test.npz")["image"][:4]
+
+
+def _run(model: onnxpress.ir.Model | Path, feeds: dict, tmp_path: Path, name: str
+         ) -> np.ndarray:
+    path = model
+    if not isinstance(model, Path):
+        path = tmp_path / f"{name}.onnx"
+        onnxpress.save(model, path)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(path, options).run(None, feeds)[0]
+
+
+def test_the_batch_becomes_static_and_the_outputs_stay_identical(tmp_path: Path) -> None:
+    model, report = onnxpress.compile(MODELS / "digits_vit.onnx", "static-shapes(batch=4),cleanup",
+                                      return_report=True)
+    (value,) = model.graph.inputs
+    assert list(value.shape.dims) == [4, 1, 8, 8]
+    assert all(out.shape is not None and out.shape.is_static() for out in model.graph.outputs)
+    assert not any(n.op_type == "Shape" for n in model.graph)  # folded by cleanup
+    reference = _run(MODELS / "digits_vit.onnx", {"image": IMAGES}, tmp_path, "")
+    np.testing.assert_array_equal(_run(model, {"image": IMAGES}, tmp_path, "static"), reference)
+    assert report.passes[0].stats == {"fixed": 1}
+
+
+def test_text_dims_come_from_the_data_or_stay_dynamic(minilm_path: Path, tmp_path: Path) -> None:
+    from onnxpress.models.minilm import tokenize
+
+    feeds = tokenize(["a cat sat on the mat"], pad_to=16)
+    model = onnxpress.compile(minilm_path, "static-shapes,cleanup", calibration=[feeds])
+    assert all(list(v.shape.dims) == [1, 16] for v in model.graph.inputs)
+    # cleanup folds MiniLM's constants in another order than ORT would: compare against it
+    reference = _run(onnxpress.compile(minilm_path, "cleanup"), feeds, tmp_path, "cleanup")
+    np.testing.assert_array_equal(_run(model, feeds, tmp_path, "static"), reference)
+
+    model = onnxpress.load(minilm_path)
+    result = StaticShapes(batch=2)(model)
+    assert all(v.shape.dims[0] == 2 and not isinstance(v.shape.dims[1], int)
+               for v in model.graph.inputs)
+    assert any("axis 1" in note and "stays dynamic" in note for note in result.notes)
+    named = onnxpress.load(minilm_path)
+    StaticShapes(dims="sequence=32")(named)
+    assert all(list(v.shape.dims) == [1, 32] for v in named.graph.inputs)
+
+
+@pytest.mark.parametrize("options", [{"dims": "sequence"}, {"dims": "sequence=0"},
+                                     {"batch": 0}])
+def test_bad_options_are_refused(options: dict) -> None:
+    with pytest.raises(BadInputError, match="static-shapes"):
+        StaticShapes(**options)
