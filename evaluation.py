@@ -82,11 +82,22 @@ def _outputs(
     if missing:
         raise BadInputError(f"{dataset.name}: no array for model input {missing[0]!r}")
     first = runner.output_names[0]
+    # a model compiled with static shapes (static-shapes, the tensorrt target) takes one
+    # batch size only: run in those, the last one padded and cut back
+    sizes = {arg.shape[0] if arg.shape else None for arg in runner.session.get_inputs()}
+    fixed = sizes.pop() if len(sizes) == 1 and isinstance(next(iter(sizes)), int) else None
+    batch_size = fixed or batch_size
     total = -(-len(dataset) // batch_size)
     hidden = None if progress is None else not progress
     for feed in tqdm(dataset.batches(batch_size), desc="evaluate", total=total, disable=hidden,
                      leave=False):
-        yield feed, runner.run(feed)[first]
+        count = len(next(iter(feed.values())))
+        if fixed is None or count == fixed:
+            yield feed, runner.run(feed)[first]
+            continue
+        padded = {k: np.concatenate([v, np.repeat(v[:1], fixed - count, 0)])
+                  for k, v in feed.items()}
+        yield feed, runner.run(padded)[first][:count]
 
 
 def _pooled(output: np.ndarray, feed: dict[str, np.ndarray]) -> np.ndarray:

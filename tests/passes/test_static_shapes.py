@@ -67,3 +67,11 @@ def test_text_dims_come_from_the_data_or_stay_dynamic(minilm_path: Path, tmp_pat
 def test_bad_options_are_refused(options: dict) -> None:
     with pytest.raises(BadInputError, match="static-shapes"):
         StaticShapes(**options)
+
+
+def test_a_static_batch_model_is_evaluated_in_its_batch_size() -> None:
+    """450 test images in batches of 4: the last batch is padded and cut back."""
+    model = onnxpress.compile(MODELS / "digits_cnn.onnx", "static-shapes(batch=4),cleanup")
+    static = onnxpress.evaluate(model, "digits")
+    assert static.samples == 450
+    assert static.value == onnxpress.evaluate(MODELS / "digits_cnn.onnx", "digits").value
