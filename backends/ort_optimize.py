@@ -59,10 +59,9 @@ def save_optimized(model: ir.Model | str | os.PathLike, out: str | os.PathLike, 
         source = model if not isinstance(model, ir.Model) else save(model, Path(folder) / "in.onnx")
         written = Path(folder) / "optimized.onnx"
         options.optimized_model_filepath = os.fspath(written)
+        chosen = providers(provider)
         try:
-            ort.InferenceSession(os.fspath(source), options, providers=providers(provider))
-        except BadInputError:
-            raise
+            ort.InferenceSession(os.fspath(source), options, providers=chosen)
         except Exception as error:  # ORT raises its own classes for every load failure
             raise BadInputError(f"ONNX Runtime cannot load the model: "
                                 f"{str(error).strip().splitlines()[0]}") from None
