@@ -34,11 +34,16 @@ from typing import Any
 import compression_bench as common
 import numpy as np
 from baseline_export import prepare
+from tome_prototype import prototype
+
+from onnxpress.backends.ort_runner import Runner
 
 SPEED = ("", "fuse-for-ort", "tome(r=13)", "tome(r=13),fuse-for-ort",
          "tome(r=13,schedule=decreasing),fuse-for-ort", "tome(r=13,mode=prune)", "int8",
          "tome(r=13),int8")
 FUSED = "fuse-for-ort"  # the unmerged model with ONNX Runtime's fused ops: a second baseline
+PROTOTYPE_R = 13
+PROTOTYPE = f"PyTorch ToMe r={PROTOTYPE_R}, exported (naive prototype)"
 R_SWEEP = tuple(range(0, 17, 2))
 COMPOSED = ("tome(r=10)", "int8", "tome(r=10),int8")
 
@@ -55,7 +60,24 @@ def speed(name: str, cache: Path, rounds: int) -> list[dict[str, Any]]:
     calibration = prepared.calibration.batches
     rows = [_build(prepared.fp32, spec, cache / name / f"v{i}.onnx", calibration)
             for i, spec in enumerate(SPEED)]
+    rows.append(_prototype_row(name, cache / name, rows, feeds))
     return common.timed(name, rows, feeds, rounds, b8_rounds=max(rounds // 3, 5))
+
+
+def _prototype_row(name: str, folder: Path, rows: list[dict[str, Any]],
+                   feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The naive prototype (:mod:`tome_prototype`) as a row; its logits' largest difference
+    from the pass's ``tome(r=13)`` on the comparison inputs is in its notes, since both
+    compute the same merges on the same weights."""
+    path = prototype(name, folder, PROTOTYPE_R)
+    ours = next(r for r in rows if r["spec"] == f"tome(r={PROTOTYPE_R})")
+    sample = {k: v[:8] for k, v in feeds.items()}
+    outputs = [next(iter(Runner(p).run(sample).values())) for p in (path, ours["path"])]
+    gap = float(np.abs(outputs[0] - outputs[1]).max())
+    return {"spec": PROTOTYPE, "path": str(path), "parameters": ours["parameters"],
+            "bytes": path.stat().st_size,
+            "stats": dict(ours["stats"], max_abs_diff_vs_tome=gap),
+            "seconds": 0.0, "notes": [f"largest logit difference from {ours['spec']}: {gap:.2e}"]}
 
 
 def _macs(r: dict[str, Any], rows: list[dict[str, Any]]) -> str:
@@ -68,21 +90,31 @@ def _macs(r: dict[str, Any], rows: list[dict[str, Any]]) -> str:
 
 
 def speed_table(rows: list[dict[str, Any]]) -> str:
-    """Speed-ups against the exported model (``cleanup``), and against the unmerged model
-    with the same fusion (``fuse-for-ort``) where the variant fuses too."""
+    """Speed-ups against the exported model (``cleanup``); against the unmerged model with
+    the same fusion (``fuse-for-ort``) where the variant fuses too; and against the naive
+    prototype where the variant merges as many tokens."""
     lines = ["| model | variant | tokens per block | MACs b1 | file MB | b1 ms | b1 speed-up "
-             "| b8 ms | b8 speed-up | cosine vs baseline | b1 / b8 vs fuse-for-ort |",
-             "|---" * 11 + "|"]
+             "| b8 ms | b8 speed-up | cosine vs baseline | b1 / b8 vs fuse-for-ort "
+             "| b1 / b8 vs prototype |", "|---" * 12 + "|"]
     fused = next((r for r in rows if r["spec"] == FUSED), None)
+    naive = next((r for r in rows if r["spec"] == PROTOTYPE), None)
     for r in rows:
         s = r["stats"]
         tokens = (f"{s['tokens_in'][0]} .. {s['tokens_in'][-1]} -> {s['tokens_out']}"
                   if "tokens_in" in s else "-")
-        versus = (f"{fused['b1_ms'] / r['b1_ms']:.2f}x / {fused['b8_ms'] / r['b8_ms']:.2f}x"
-                  if fused is not None and FUSED in r["spec"] else "-")
+        versus = _versus(r, fused) if FUSED in r["spec"] else "-"
+        same_tokens = ("int8" not in r["spec"] and r["spec"].startswith(
+            (f"tome(r={PROTOTYPE_R})", f"tome(r={PROTOTYPE_R},mode")))
+        against = _versus(r, naive) if same_tokens else "-"
         lines.append(f"| {r['model']} | {r['spec']} | {tokens} | {_macs(r, rows)} | "
-                     f"{common.timing_cells(r)} | {versus} |")
+                     f"{common.timing_cells(r)} | {versus} | {against} |")
     return "\n".join(lines)
+
+
+def _versus(row: dict[str, Any], other: dict[str, Any] | None) -> str:
+    if other is None:
+        return "-"
+    return f"{other['b1_ms'] / row['b1_ms']:.2f}x / {other['b8_ms'] / row['b8_ms']:.2f}x"
 
 
 def accuracy(name: str, cache: Path) -> list[dict[str, Any]]:

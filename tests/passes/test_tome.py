@@ -1,8 +1,6 @@
 """``tome``: ToMe's bipartite soft matching inserted into exported ViTs. The reference is
-ToMe's algorithm written here in PyTorch from the paper and its reference code (keys
-averaged over heads as the metric, even/odd bipartition, CLS row at -inf, the r best
-edges merged by size-weighted average, unmerged A tokens in order then B, proportional
-attention), run on the same module the ONNX file was exported from."""
+ToMe's algorithm written in PyTorch from the paper and its reference code
+(``tome_reference``), run on the same module the ONNX file was exported from."""
 
 from __future__ import annotations
 
@@ -13,80 +11,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from tome_reference import bipartite, reference
 
 import onnxpress
 from onnxpress.backends.ort_runner import Runner
 from onnxpress.errors import BadInputError
 
 MODELS = Path(onnxpress.models.__file__).parent
-
-
-def _bipartite(metric, r: int, distill: bool = False):
-    metric = metric / metric.norm(dim=-1, keepdim=True)
-    a, b = metric[..., ::2, :], metric[..., 1::2, :]
-    scores = a @ b.transpose(-1, -2)
-    scores[..., 0, :] = -math.inf  # the class token
-    if distill:  # a distillation token at position 1: nothing merges into it
-        scores[..., :, 0] = -math.inf
-    node_max, node_idx = scores.max(dim=-1)
-    edge_idx = node_max.argsort(dim=-1, descending=True)[..., None]
-    unm_idx, src_idx = edge_idx[..., r:, :], edge_idx[..., :r, :]
-    dst_idx = node_idx[..., None].gather(dim=-2, index=src_idx)
-    unm_idx = unm_idx.sort(dim=1)[0]
-
-    def merge(x):
-        src, dst = x[..., ::2, :], x[..., 1::2, :]
-        n, t1, c = src.shape
-        unm = src.gather(dim=-2, index=unm_idx.expand(n, t1 - r, c))
-        src = src.gather(dim=-2, index=src_idx.expand(n, r, c))
-        dst = dst.scatter_reduce(-2, dst_idx.expand(n, r, c), src, reduce="sum")
-        return torch.cat([unm, dst], dim=1)
-
-    return merge
-
-
-def _drop(attention, r: int):
-    """Keep all but the ``r`` tokens the CLS token attends to least (summed over heads),
-    in order; CLS stays."""
-    scores = attention[:, :, 0, :].sum(1)
-    scores[:, 0] = math.inf
-    gone = scores.topk(r, dim=-1, largest=False).indices
-    keep = torch.ones_like(scores, dtype=torch.bool).scatter(1, gone, False)
-    return lambda x: x[keep].reshape(x.shape[0], -1, x.shape[-1])
-
-
-def _reference(model, images, rs, mode: str = "merge", readout: str = "cls",
-               protected: int = 1):
-    """The zoo ViT's forward with ToMe (or CLS-attention pruning) after each block's
-    attention, ``rs[i]`` tokens in block ``i`` (capped at half the unprotected ones);
-    ``protected=2`` treats the first patch as a distillation token."""
-    x = model.patch_embed(images)
-    x = torch.cat((model.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + model.pos_embed
-    size = None
-    for block, r in zip(model.blocks, rs):
-        attn, h = block.attn, block.norm1(x)
-        b, n, c = h.shape
-        qkv = attn.qkv(h).reshape(b, n, 3, attn.heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        logits = (q * attn.scale) @ k.transpose(-2, -1)
-        if size is not None:
-            logits = logits + size.log()[:, None, None, :, 0]
-        probabilities = logits.softmax(-1)
-        x = x + attn.proj((probabilities @ v).transpose(1, 2).reshape(b, n, c))
-        step = min(r, (n - protected) // 2)
-        if step > 0 and mode == "prune":
-            x = _drop(probabilities, step)(x)
-        elif step > 0:
-            merge = _bipartite(k.mean(1), step, distill=protected == 2)
-            size = torch.ones_like(x[..., :1]) if size is None else size
-            x, size = merge(x * size), merge(size)
-            x = x / size
-        x = x + block.mlp(block.norm2(x))
-    x = model.norm(x)
-    if readout == "cls":
-        return model.head(x[:, 0])
-    weights = torch.ones_like(x[..., :1]) if size is None else size
-    return model.head((x * weights).sum(1) / weights.sum(1))
 
 
 class _MeanPooled(torch.nn.Module):
@@ -141,14 +72,14 @@ def test_r0_is_bit_identical(vit):
 
 
 @pytest.mark.parametrize("r", [4, 16])
-def test_matches_the_pytorch_reference(vit, r):
+def test_matches_the_pytorchreference(vit, r):
     module, path = vit
     images = _images()
     model, report = onnxpress.compile(path, f"cleanup,tome(r={r})", return_report=True)
     stats = report.passes[-1].stats
     assert stats["protected"] == 1 and stats["tokens_in"][1] == 65 - r
     with torch.no_grad():
-        expected = _reference(module, torch.from_numpy(images), [r] * 6).numpy()
+        expected = reference(module, torch.from_numpy(images), [r] * 6).numpy()
     np.testing.assert_allclose(_run(model, images), expected, rtol=0, atol=1e-4)
 
 
@@ -161,7 +92,7 @@ def test_a_second_protected_token_takes_in_no_merge(vit):
                                       return_report=True)
     assert report.passes[-1].stats["tokens_in"] == [65, 49, 33, 18, 10, 6]
     with torch.no_grad():
-        expected = _reference(module, torch.from_numpy(images), [16] * 6, protected=2)
+        expected = reference(module, torch.from_numpy(images), [16] * 6, protected=2)
     np.testing.assert_allclose(_run(model, images), expected.numpy(), rtol=0, atol=1e-4)
 
 
@@ -175,7 +106,7 @@ def test_fuse_for_ort_after_tome_fuses_every_attention(vit):
     assert len(fused) == 6 and [len(n.inputs) for n in fused] == [3] + [6] * 5
     assert not [n for n in model.graph if n.op_type == "Softmax"]
     with torch.no_grad():
-        expected = _reference(module, torch.from_numpy(images), [8] * 6).numpy()
+        expected = reference(module, torch.from_numpy(images), [8] * 6).numpy()
     np.testing.assert_allclose(_run(model, images), expected, rtol=0, atol=1e-4)
 
 
@@ -220,22 +151,22 @@ def test_reported_macs_match_a_count_by_hand(vit):
 
 @pytest.mark.parametrize("schedule, rs", [("decreasing", [16, 12, 9, 6, 3, 0]),
                                           ("increasing", [0, 3, 6, 9, 12, 16])])
-def test_schedules_match_the_reference(vit, schedule, rs):
+def test_schedules_match_thereference(vit, schedule, rs):
     module, path = vit
     images = _images()
     model, report = onnxpress.compile(path, f"cleanup,tome(r=8,schedule={schedule})",
                                       return_report=True)
     with torch.no_grad():
-        expected = _reference(module, torch.from_numpy(images), rs).numpy()
+        expected = reference(module, torch.from_numpy(images), rs).numpy()
     np.testing.assert_allclose(_run(model, images), expected, rtol=0, atol=1e-4)
 
 
-def test_prune_mode_matches_the_reference(vit):
+def test_prune_mode_matches_thereference(vit):
     module, path = vit
     images = _images()
     model = onnxpress.compile(path, "cleanup,tome(r=8,mode=prune)")
     with torch.no_grad():
-        expected = _reference(module, torch.from_numpy(images), [8] * 6, mode="prune").numpy()
+        expected = reference(module, torch.from_numpy(images), [8] * 6, mode="prune").numpy()
     np.testing.assert_allclose(_run(model, images), expected, rtol=0, atol=1e-4)
 
 
@@ -260,7 +191,7 @@ def test_a_token_mean_readout_is_weighed_by_size(exporter, tmp_path):
     model, report = onnxpress.compile(path, "cleanup,tome(r=8)", return_report=True)
     assert any("token mean" in note for note in report.passes[-1].notes)
     with torch.no_grad():
-        expected = _reference(module.vit, torch.from_numpy(images), [8] * 6,
+        expected = reference(module.vit, torch.from_numpy(images), [8] * 6,
                               readout="mean").numpy()
     np.testing.assert_allclose(_run(model, images), expected, rtol=0, atol=1e-4)
 
@@ -340,7 +271,7 @@ class _MhaViT(torch.nn.Module):
             if size is not None:
                 logits = logits + size.log()[:, None, None, :, 0]
             x = x + attn.out_proj((logits.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c))
-            merge = _bipartite(k.mean(1), min(r, (n - 1) // 2))
+            merge = bipartite(k.mean(1), min(r, (n - 1) // 2))
             size = torch.ones_like(x[..., :1]) if size is None else size
             x, size = merge(x * size), merge(size)
             x = x / size
@@ -349,7 +280,7 @@ class _MhaViT(torch.nn.Module):
 
 
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
-def test_a_vit_on_nn_multiheadattention_matches_the_reference(exporter, tmp_path):
+def test_a_vit_on_nn_multiheadattention_matches_thereference(exporter, tmp_path):
     module = _MhaViT().eval()
     path = _export(module, tmp_path / "mha.onnx", exporter)
     images = _images()
