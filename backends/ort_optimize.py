@@ -4,6 +4,9 @@ model ORT saves after its session-time optimisation, and the execution providers
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -89,11 +92,26 @@ def transformer_fusions(model: ir.Model, *, model_type: str, num_heads: int = 0,
     with tempfile.TemporaryDirectory(prefix="onnxpress-ortx-") as folder:
         path = save(model, Path(folder) / "in.onnx")
         try:
-            fused = optimize_model(os.fspath(path), model_type=model_type, num_heads=num_heads,
-                                   hidden_size=hidden_size, opt_level=0)
+            with _quiet():
+                fused = optimize_model(os.fspath(path), model_type=model_type,
+                                       num_heads=num_heads, hidden_size=hidden_size, opt_level=0)
         except Exception as error:  # its fusions raise plain exceptions on odd graphs
             raise BadInputError(f"onnxruntime.transformers could not fuse this model "
                                 f"({type(error).__name__}: {error}); leave ort-transformers out"
                                 ) from None
         counts = {op: n for op, n in fused.get_fused_operator_statistics().items() if n}
         return ir.serde.deserialize_model(fused.model), counts
+
+
+@contextlib.contextmanager
+def _quiet():
+    """ORT's optimizer prints its shape-inference failures and logs warnings (no num_heads
+    given, which it then detects itself); the pass's report says what it fused."""
+    logger = logging.getLogger("onnxruntime.transformers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
