@@ -11,19 +11,18 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from onnxpress.backends.bench import bench_models
+from onnxpress.backends.ort_optimize import providers
+from onnxpress.backends.ort_runner import Runner
 from onnxpress.errors import BadInputError, CheckFailedError
 from onnxpress.frontends.onnx_loader import ModelSource, load
 from onnxpress.ir.analysis import count_nodes, count_parameters, parameter_bytes
+from onnxpress.models.datasets import is_dataset, load_dataset
 from onnxpress.passes.calibration_data import Batch, CalibrationData
 from onnxpress.passes.manager import PassManager
-from onnxpress.passes.pipeline import build, load_config, split_pipeline
-from onnxpress.passes.presets import expand_presets
+from onnxpress.passes.pipeline import build, expand_presets, load_config, split_pipeline
 from onnxpress.passes.registry import PassRegistry
 from onnxpress.passes.report import Report
-
-#: the pipeline each target runs when no passes are given
-TARGET_PIPELINES = {"ort-cpu": "cleanup,fuse-for-ort",
-                    "tensorrt": "static-shapes,cleanup,lint-tensorrt"}
 
 
 def compile(  # noqa: A001 - the public name DESIGN.md promises
@@ -49,14 +48,13 @@ def compile(  # noqa: A001 - the public name DESIGN.md promises
     CheckFailedError beyond ``tolerance``; the report is written first either way.
     """
     registry = registry or PassRegistry.default()
+    default_pipeline = registry.target_pipeline(target)  # an unknown target: one line, exit 2
     settings = load_config(config) if config is not None else None
     if passes is None and settings is not None:
         pass_list = build(settings.passes, registry)
     elif passes is None or isinstance(passes, str):
-        text = passes or TARGET_PIPELINES.get(target or "ort-cpu")
-        if text is None:
-            raise BadInputError(f"unknown target {target!r}; use one of {sorted(TARGET_PIPELINES)}")
-        pass_list = build(expand_presets(split_pipeline(text), target or "ort-cpu"), registry)
+        text = passes or default_pipeline
+        pass_list = build(expand_presets(split_pipeline(text), registry, target), registry)
     else:
         pass_list = list(passes)
     if settings is not None:
@@ -65,7 +63,8 @@ def compile(  # noqa: A001 - the public name DESIGN.md promises
     data = _calibration(calibration)
     ir_model = load(model)
     manager = PassManager(pass_list, verify=verify, check=check, check_data=data,
-                          tolerance=tolerance, progress=progress)
+                          tolerance=tolerance, progress=progress, registry=registry,
+                          target=target)
     result = manager.run(ir_model)
     if report is not None:
         result.write(report)
@@ -86,8 +85,6 @@ def _calibration(source) -> CalibrationData | None:
     """Sample inputs from a CalibrationData source, or from a data set (``digits``,
     ``minilm-texts``, an .npz with ``reference``) whose labels and reference embeddings are
     not model inputs and must not be fed."""
-    from onnxpress.models.datasets import is_dataset, load_dataset
-
     if source is None or isinstance(source, CalibrationData):
         return source
     if is_dataset(source):
@@ -135,9 +132,6 @@ def compare(
     named data set (batches of ``DATASET_BATCH``), .npz file or folder, or batches; random
     inputs when None. ``provider``: ONNX Runtime execution providers, e.g. ``"cuda"``
     (CPU is the fallback)."""
-    from onnxpress.backends.ort_optimize import providers
-    from onnxpress.backends.ort_runner import Runner
-
     chosen = providers(provider)
     runner_a, runner_b = (Runner(_runnable(m), providers=chosen) for m in (a, b))
     dataset = _calibration(data)
@@ -199,8 +193,6 @@ def bench(
     """Median latency per model, measured interleaved in one run, on ``provider`` (ONNX
     Runtime execution providers, e.g. ``"cuda"``; CPU when None)."""
     from dataclasses import asdict
-
-    from onnxpress.backends.bench import bench_models
 
     labelled = [
         (os.fspath(m) if isinstance(m, (str, os.PathLike)) else f"model{i}", _runnable(m))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from onnxpress.backends.ort_runner import Runner
 from onnxpress.embedding_metrics import encoder_metrics, mean_pool
 from onnxpress.errors import BadInputError
 from onnxpress.frontends.onnx_loader import ModelSource, load
@@ -72,8 +73,6 @@ def _outputs(
 ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
     """``(feed, first output)`` per batch; only the data set's inputs are fed, in
     consecutive slices of ``batch_size`` (the same slice of every input)."""
-    from onnxpress.backends.ort_runner import Runner
-
     source = os.fspath(model) if isinstance(model, (str, Path)) else model
     if isinstance(source, str):
         load(source)  # one-line errors for a corrupt file before ONNX Runtime sees it

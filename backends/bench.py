@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from onnxpress.backends.ort_optimize import providers
 from onnxpress.backends.ort_runner import Runner
 
 
@@ -52,8 +53,6 @@ def bench_models(
     (a dynamic sequence axis gets length 1). Default: random inputs fitting each model.
 
     ``provider``: ONNX Runtime execution providers (``"cuda"``, ...; CPU when None)."""
-    from onnxpress.backends.ort_optimize import providers
-
     chosen = providers(provider)
     runners = [(label, Runner(model, threads=threads, spinning=False, providers=chosen))
                for label, model in models]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import onnx_ir as ir
 
+from onnxpress.backends.onnx_writer import save
 from onnxpress.errors import BadInputError
 
 #: short names -> ONNX Runtime's provider names
@@ -46,8 +47,6 @@ def save_optimized(model: ir.Model | str | os.PathLike, out: str | os.PathLike, 
     deployment can load it with optimisation off and start faster. ``all`` adds layout
     changes (NCHWc) that only the machine and provider that wrote them can run."""
     import onnxruntime as ort
-
-    from onnxpress.backends.onnx_writer import save
 
     if level not in LEVELS:
         raise BadInputError(f"ORT optimisation level {level!r}; choose one of {', '.join(LEVELS)}")
@@ -86,8 +85,6 @@ def transformer_fusions(model: ir.Model, *, model_type: str, num_heads: int = 0,
     fusions only, ``opt_level=0``: no ORT session rewrites the result); returns the fused
     model and the fused-op counts it reports."""
     from onnxruntime.transformers.optimizer import optimize_model
-
-    from onnxpress.backends.onnx_writer import save
 
     with tempfile.TemporaryDirectory(prefix="onnxpress-ortx-") as folder:
         path = save(model, Path(folder) / "in.onnx")

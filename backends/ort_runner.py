@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
+from onnxpress.backends.onnx_writer import PROTOBUF_LIMIT, save
 from onnxpress.errors import BadInputError
+from onnxpress.ir.analysis import parameter_bytes
 
 _ORT_TYPES = {
     "tensor(float)": np.float32,
@@ -78,9 +80,6 @@ class Runner:
             return model
         if isinstance(model, os.PathLike):
             return os.fspath(model)
-        from onnxpress.backends.onnx_writer import PROTOBUF_LIMIT, save
-        from onnxpress.ir.analysis import parameter_bytes
-
         if parameter_bytes(model) < PROTOBUF_LIMIT // 2:
             return ir.serde.serialize_model(model).SerializeToString()
         self._tmp = tempfile.TemporaryDirectory(prefix="onnxpress-run-")

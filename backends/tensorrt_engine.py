@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxpress.backends.ort_runner import Runner
 from onnxpress.errors import BadInputError
 
 PRECISIONS = ("int8", "fp16", "fp32")
@@ -255,8 +256,6 @@ def engine_report(
     whatever precision it was built at), time it, and compare its outputs with ORT CPU."""
     _require()
     import time
-
-    from onnxpress.backends.ort_runner import Runner
 
     onnx_file, engine_file = Path(onnx_path), Path(engine_path)
     build_s = 0.0

@@ -43,9 +43,13 @@ PIPELINES: dict[str, tuple[str | None, str]] = {
     "prune": ("cleanup,prune(ratio=0.3)", "ort-cpu"),
     "prune-mlp": ("cleanup,prune(structure=mlp,ratio=0.3)", "ort-cpu"),
     "lowrank": ("cleanup,lowrank(ratio=0.5)", "ort-cpu"),
+    "lowrank-plain": ("cleanup,lowrank(ratio=0.5,aware=false)", "ort-cpu"),
     "tome": ("cleanup,tome(r=4)", "ort-cpu"),
 }
 MODEL_NAMES = ("digits_cnn", "digits_vit", "minilm", "vit_32", "resnet18")
+#: left out unless named with --pipelines: calibrated, sequentially refitted lowrank on the
+#: 224-pixel ResNet-18 takes over a quarter of an hour here (lowrank-plain covers it)
+SLOW = {("resnet18", "lowrank")}
 
 
 def _model_and_data(name: str, folder: Path) -> tuple[Path, object]:
@@ -101,16 +105,19 @@ def main(argv: list[str] | None = None) -> int:
         path, data = _model_and_data(name, args.models_dir)
         results[name] = {}
         for pipeline in args.pipelines.split(","):
+            if (name, pipeline) in SLOW and args.pipelines == parser.get_default("pipelines"):
+                continue
             start = time.perf_counter()
             results[name][pipeline] = _hash(path, data, *PIPELINES[pipeline])
             print(f"{name:11} {pipeline:15} {results[name][pipeline][:64]} "
                   f"({time.perf_counter() - start:.1f} s)", flush=True)
-    args.output.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+            args.output.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     if args.compare is None:
         return 0
     before = json.loads(args.compare.read_text())
+    # a refusal is compared by the start of its message (a log line keeps 64 characters)
     changed = [(m, p) for m in results for p in results[m]
-               if before.get(m, {}).get(p) != results[m][p]]
+               if (before.get(m, {}).get(p) or "")[:64] != results[m][p][:64]]
     for model, pipeline in changed:
         print(f"CHANGED {model} {pipeline}: {before.get(model, {}).get(pipeline)} -> "
               f"{results[model][pipeline]}")

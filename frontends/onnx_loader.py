@@ -18,13 +18,11 @@ from onnx_ir.passes.common import RemoveInitializersFromInputsPass
 
 from onnxpress.errors import BadInputError
 from onnxpress.ir.analysis import graph_protos
+from onnxpress.ir.marks import LOAD_NOTES
 
 logger = logging.getLogger(__name__)
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto | ir.Model
-
-#: key in ``model.meta`` where the loader leaves notes the report repeats.
-LOAD_NOTES = "onnxpress.load_notes"
 
 
 def load(

@@ -17,7 +17,8 @@ from typing import Any, Literal
 import onnx_ir as ir
 
 from onnxpress.errors import BadInputError
-from onnxpress.frontends.onnx_loader import LOAD_NOTES, load
+from onnxpress.frontends.onnx_loader import load
+from onnxpress.ir.marks import LOAD_NOTES
 
 logger = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxpress.ir.analysis import constant_array, static_shape
+from onnxpress.ir.layers import linear_layer
 
 Role = Literal["producer", "consumer", "param", "shape", "group"]
 
@@ -220,15 +221,14 @@ class _Analysis:
         self.block(flow, f"Conv {node.name!r} is grouped ({groups} groups)")
 
     def _op_Gemm(self, node: ir.Node, inflows: Sequence[Flow | None]) -> None:
-        weight = constant_array(node.inputs[1])
-        trans_b = node.attributes.get_int("transB", 0)
-        if weight is None or node.attributes.get_int("transA", 0) or weight.ndim != 2:
+        weight, layer = constant_array(node.inputs[1]), linear_layer(node)
+        if weight is None or layer is None or layer.trans_a or weight.ndim != 2:
             self._block_all(node, inflows, "is a Gemm without a constant weight")
             return
-        if not self._consume(node, inflows[0], -1, 1, 1 if trans_b else 0):
+        if not self._consume(node, inflows[0], -1, 1, layer.in_axis):
             return
-        out = weight.shape[0 if trans_b else 1]
-        rows = [(1, 0 if trans_b else 1)]
+        out = weight.shape[layer.out_axis]
+        rows = [(1, layer.out_axis)]
         bias = constant_array(node.inputs[2]) if len(node.inputs) > 2 else None
         if bias is not None and bias.shape and bias.shape[-1] == out and bias.size == out:
             rows.append((2, bias.ndim - 1))

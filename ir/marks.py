@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
+#: model.meta key: what loading the model noted (a converted opset, ...), for the report
+LOAD_NOTES = "onnxpress.load_notes"
+
 #: the node computes an index path in float (e.g. ToMe's similarity scores, whose argmax
 #: picks the tokens to merge): later passes must not quantize or approximate it
 KEEP_FLOAT = "onnxpress.keep_float"

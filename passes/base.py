@@ -8,6 +8,7 @@ Statistics and notes (what a pass could not handle, and why) come back on ``Pass
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import onnx_ir as ir
@@ -53,6 +54,24 @@ def with_data(current: Pass, data: Any) -> Pass:
     for field in dataclasses.fields(current):
         if field.metadata.get("data") and getattr(current, field.name) is None:
             return dataclasses.replace(current, **{field.name: data})
+    return current
+
+
+def passes_field(option: str) -> Any:
+    """A field holding the passes that the pipeline option ``option`` (a string, as the user
+    writes it) names. ``PassManager`` builds them with its own registry, presets and data,
+    so a pass that composes others never parses a pipeline itself; not part of the spec."""
+    return dataclasses.field(default=(), compare=False, repr=False,
+                             metadata={"spec": False, "passes_of": option})
+
+
+def with_passes(current: Pass, build: Callable[[str], Sequence[Pass]]) -> Pass:
+    """``current`` with each of its pipeline options built into passes by ``build``."""
+    for field in dataclasses.fields(current):
+        option = field.metadata.get("passes_of")
+        if option and getattr(current, option) and not getattr(current, field.name):
+            built = tuple(build(getattr(current, option)))
+            current = dataclasses.replace(current, **{field.name: built})
     return current
 
 

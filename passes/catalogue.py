@@ -13,7 +13,7 @@ from onnxpress.passes.quantize.lower_qdq import LowerQdq
 from onnxpress.passes.quantize.quantize import Quantize
 from onnxpress.passes.quantize.smooth import Smooth
 from onnxpress.passes.quantize.weight_only import WeightOnly
-from onnxpress.passes.static_shapes import StaticShapes
+from onnxpress.passes.shapes import StaticShapes
 from onnxpress.passes.tome import Tome
 
 QUANTIZATION: tuple[type[Pass], ...] = (Smooth, Quantize, FoldQdq, LowerQdq, WeightOnly)

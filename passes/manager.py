@@ -10,14 +10,16 @@ from collections.abc import Sequence
 import onnx_ir as ir
 from tqdm import tqdm
 
+from onnxpress.backends.ort_runner import Runner
 from onnxpress.errors import BadInputError, PassFailedError
-from onnxpress.frontends.onnx_loader import LOAD_NOTES
 from onnxpress.ir.analysis import count_nodes, count_parameters, parameter_bytes, unknown_ops
+from onnxpress.ir.marks import LOAD_NOTES
 from onnxpress.ir.verify import VerificationError, verify
-from onnxpress.passes.base import Pass, PassStats, with_data
+from onnxpress.passes.base import Pass, PassStats, with_data, with_passes
 from onnxpress.passes.calibration_data import CalibrationData
 from onnxpress.passes.numeric_check import compare_outputs, merge_checks
-from onnxpress.passes.pipeline import format_pipeline
+from onnxpress.passes.pipeline import format_pipeline, parse_pipeline
+from onnxpress.passes.registry import PassRegistry
 from onnxpress.passes.report import PassRecord, Report
 
 logger = logging.getLogger(__name__)
@@ -37,6 +39,8 @@ class PassManager:
         check_batches: int = 2,
         tolerance: float = 1e-4,
         progress: bool | None = None,
+        registry: PassRegistry | None = None,
+        target: str | None = None,
     ) -> None:
         """Args:
         verify: run ``verify()`` after every pass; a broken invariant stops the run.
@@ -45,6 +49,8 @@ class PassManager:
         check_data: also the data of passes that need some (``quantize``'s calibration)
             and were given none.
         progress: show a progress bar (None: only when stderr is a terminal).
+        registry, target: what a pass composing others (``lowrank(compensate=...)``) has
+            its pipeline option built with (default: the default registry and target).
         """
         self.passes = list(passes)
         self.verify = verify
@@ -53,6 +59,8 @@ class PassManager:
         self.check_batches = check_batches
         self.tolerance = tolerance
         self.progress = progress
+        self.registry = registry
+        self.target = target
 
     def run(self, model: ir.Model) -> Report:
         """Run the passes on ``model`` in place and return the report."""
@@ -67,12 +75,18 @@ class PassManager:
         bar = tqdm(self.passes, desc="passes", unit="pass", disable=hidden, leave=False)
         for current in bar:
             bar.set_postfix_str(current.name)
-            if self.check_data is not None:
-                current = with_data(current, self.check_data)
+            current = with_passes(self._prepared(current), self._build_inner)
             report.passes.append(self._run_one(current, model))
         if original is not None:
             self._check(original, model, report)
         return report
+
+    def _prepared(self, current: Pass) -> Pass:
+        return current if self.check_data is None else with_data(current, self.check_data)
+
+    def _build_inner(self, text: str) -> list[Pass]:
+        self.registry = self.registry or PassRegistry.default()
+        return [self._prepared(p) for p in parse_pipeline(text, self.registry, self.target)]
 
     def _run_one(self, current: Pass, model: ir.Model) -> PassRecord:
         nodes, params, size = count_nodes(model), count_parameters(model), parameter_bytes(model)
@@ -114,8 +128,6 @@ class PassManager:
         return ir.serde.serialize_model(model).SerializeToString()
 
     def _check(self, original: bytes, model: ir.Model, report: Report) -> None:
-        from onnxpress.backends.ort_runner import Runner
-
         reference, candidate = Runner(original), Runner(model)
         if self.check_data is not None:
             batches = self.check_data.take(self.check_batches)

@@ -19,7 +19,7 @@ from typing import Any
 
 from onnxpress.errors import BadInputError
 from onnxpress.passes.base import Pass
-from onnxpress.passes.registry import PassRegistry
+from onnxpress.passes.registry import DEFAULT_TARGET, PassRegistry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,9 +80,32 @@ def build(specs: Sequence[PassSpec], registry: PassRegistry) -> list[Pass]:
     return [instantiate(registry.get(spec.name), spec.params) for spec in specs]
 
 
-def parse_pipeline(text: str, registry: PassRegistry | None = None) -> list[Pass]:
-    """``"cleanup,fold-constants(max_output_elements=1024)"`` -> pass instances."""
-    return build(split_pipeline(text), registry or PassRegistry.default())
+def parse_pipeline(text: str, registry: PassRegistry | None = None,
+                   target: str | None = None) -> list[Pass]:
+    """``"cleanup,fold-constants(max_output_elements=1024)"`` -> pass instances; a preset
+    in it expands to ``target``'s form."""
+    registry = registry or PassRegistry.default()
+    return build(expand_presets(split_pipeline(text), registry, target), registry)
+
+
+def expand_presets(specs: Sequence[PassSpec], registry: PassRegistry,
+                   target: str | None = None) -> list[PassSpec]:
+    """Each preset among ``specs`` replaced by its pipeline for ``target``; options given
+    to a preset go to its main pass."""
+    target = target or DEFAULT_TARGET
+    expanded: list[PassSpec] = []
+    for spec in specs:
+        if spec.name not in registry.presets:
+            expanded.append(spec)
+            continue
+        main, pipelines = registry.presets[spec.name]
+        if target not in pipelines:
+            raise BadInputError(f"preset {spec.name!r} has no pipeline for target {target!r}; "
+                                f"targets: {', '.join(pipelines)}")
+        for inner in split_pipeline(pipelines[target]):
+            params = {**inner.params, **spec.params} if inner.name == main else inner.params
+            expanded.append(PassSpec(inner.name, params))
+    return expanded
 
 
 def format_pipeline(passes: Sequence[Pass]) -> str:

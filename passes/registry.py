@@ -1,23 +1,64 @@
-"""Passes by name. A registry is an object (no module-level mutable state): the default
-one holds the built-in passes plus those third parties declare under the entry-point group
-``onnxpress.passes`` (each entry point names a Pass subclass)."""
+"""Passes, presets and targets by name. A registry is an object (no module-level mutable
+state): the default one holds the built-in passes plus those third parties declare under the
+entry-point group ``onnxpress.passes`` (each entry point names a Pass subclass), the presets
+and the targets' default pipelines.
+
+Presets: one name for the recommended pipeline of a goal on a target.
+``int8`` is cleanup (BatchNorm folded into the Convs, shape chains made constant), then
+``quantize`` and ``fold-qdq``. On ``ort-cpu`` the transformer patterns are first fused into
+ONNX Runtime's ops (``fuse-for-ort``: Attention, Gelu), activations are migrated into the
+weights where that lowers the error (``smooth=0.5``, see ``quantize``), and the result is
+lowered to integer operators (``lower-qdq``: QAttention, MatMulIntegerToFloat with its bias,
+QLinearConv...) unless the QDQ form measures faster on the machine that compiles
+(``form=auto``; ORT fuses many QDQ groups itself). On ``tensorrt`` the input shapes are
+made static, activations are symmetric int8, as its explicit-quantization mode requires,
+the graph stays in standard QDQ form, and ``lint-tensorrt`` names what TensorRT would
+refuse.
+
+Options given to a preset go to its main pass: ``int8(calibration=entropy)`` is
+``quantize(calibration=entropy)`` inside the preset.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from importlib.metadata import entry_points
+from types import MappingProxyType
 
 from onnxpress.errors import BadInputError
 from onnxpress.passes.base import Pass
+from onnxpress.passes.catalogue import BUILTIN_PASSES
 
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "onnxpress.passes"
 
+#: target -> the pipeline it runs when no passes are given; the first is the default
+TARGETS: Mapping[str, str] = MappingProxyType({
+    "ort-cpu": "cleanup,fuse-for-ort",
+    "tensorrt": "static-shapes,cleanup,lint-tensorrt",
+})
+DEFAULT_TARGET = next(iter(TARGETS))
+
+#: preset -> (main pass, {target: pipeline})
+PRESETS: Mapping[str, tuple[str, Mapping[str, str]]] = MappingProxyType({
+    "int8": ("quantize", MappingProxyType({
+        "ort-cpu": ("cleanup,fuse-for-ort(attention_bias=false),quantize(smooth=0.5),"
+                    "fold-qdq,lower-qdq(form=auto)"),
+        "tensorrt": ("static-shapes,cleanup,quantize(activations=int8,int32_bias=false),"
+                     "fold-qdq,lint-tensorrt"),
+    })),
+})
+
 
 class PassRegistry:
-    def __init__(self, passes: list[type[Pass]] | None = None) -> None:
+    def __init__(self, passes: list[type[Pass]] | None = None, *,
+                 presets: Mapping[str, tuple[str, Mapping[str, str]]] = PRESETS,
+                 targets: Mapping[str, str] = TARGETS) -> None:
         self._passes: dict[str, type[Pass]] = {}
+        self.presets = dict(presets)
+        self.targets = dict(targets)
         for cls in passes or []:
             self.register(cls)
 
@@ -39,10 +80,15 @@ class PassRegistry:
     def names(self) -> list[str]:
         return sorted(self._passes)
 
+    def target_pipeline(self, target: str | None) -> str:
+        """The pipeline ``target`` runs when no passes are given."""
+        target = target or DEFAULT_TARGET
+        if target not in self.targets:
+            raise BadInputError(f"unknown target {target!r}; use one of {sorted(self.targets)}")
+        return self.targets[target]
+
     @classmethod
     def default(cls) -> PassRegistry:
-        from onnxpress.passes.catalogue import BUILTIN_PASSES
-
         registry = cls(list(BUILTIN_PASSES))
         for entry in entry_points(group=ENTRY_POINT_GROUP):
             try:

@@ -20,6 +20,7 @@ import onnx_ir as ir
 from onnxpress.ir.analysis import is_constant
 from onnxpress.ir.attention.match import NORMS, Attention, find_attention, find_core_attention
 from onnxpress.ir.attention.values import const, dims
+from onnxpress.ir.edit import MS_DOMAIN
 
 _THROUGH = frozenset({"MatMul", "Gemm", "Add", "Mul", "Div", "Identity", "Dropout", "Gelu",
                       "Erf", "Relu", "Sigmoid", "Tanh", "Sqrt", "Pow", "Sub"})
@@ -151,7 +152,7 @@ def _join(value: ir.Value, stream: ir.Value) -> ir.Node | None:
         node = users[0].node
         if node.op_type == "Add" and stream in node.inputs and value in node.inputs:
             return node
-        if node.op_type not in _THROUGH | _MOVES or node.domain not in ("", "com.microsoft"):
+        if node.op_type not in _THROUGH | _MOVES or node.domain not in ("", MS_DOMAIN):
             return None
         value = node.outputs[0]
     return None

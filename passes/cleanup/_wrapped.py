@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import onnx_ir as ir
-from onnxscript.rewriter import RewritePass
-from onnxscript.rewriter._rewrite_rule import RewriteRuleSet
+from onnxscript.rewriter import RewritePass, RewriteRuleSet
 
 from onnxpress.ir.analysis import count_nodes
 from onnxpress.passes.base import PassStats, structure_signature

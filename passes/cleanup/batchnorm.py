@@ -24,6 +24,7 @@ import onnx_ir as ir
 
 from onnxpress.ir.analysis import all_graphs, constant_array, opset_version
 from onnxpress.ir.builder import Builder
+from onnxpress.ir.layers import linear_layer
 from onnxpress.passes.base import Pass, PassStats
 
 __all__ = ["FoldBatchNorm"]
@@ -121,15 +122,15 @@ def _plan(producer: ir.Node, scale: np.ndarray, mean: np.ndarray, beta: np.ndarr
     if old_bias is None:
         return f"the bias of {op} {producer.name!r} is not constant"
     old_bias = old_bias.astype(np.float64)
+    layer = linear_layer(producer)
+    assert layer is not None
     if op == "Gemm":
         old_bias = old_bias * producer.attributes.get_float("beta", 1.0)
-        axis = 0 if producer.attributes.get_int("transB", 0) else 1
-        return _Plan(axis, 1, (old_bias - mean) * scale + beta, False, scale, rank)
-    groups = producer.attributes.get_int("group", 1) if op == "ConvTranspose" else 1
+        return _Plan(layer.out_axis, 1, (old_bias - mean) * scale + beta, False, scale, rank)
+    groups = layer.groups if op == "ConvTranspose" else 1
     if groups > 1 and constant_array(weight) is None:
         return "grouped ConvTranspose with a computed weight is not supported"
-    axis = 0 if op == "Conv" else 1
-    return _Plan(axis, groups, (old_bias - mean) * scale + beta, False, scale, rank)
+    return _Plan(layer.out_axis, groups, (old_bias - mean) * scale + beta, False, scale, rank)
 
 
 def _weight_rank(producer: ir.Node, weight: ir.Value) -> int | None:

@@ -1,10 +1,10 @@
 """``cse``: merge nodes that compute the same thing from the same inputs, and initializers
 with identical contents (bit-exact).
 
-onnx_ir's CommonSubexpressionEliminationPass does the nodes of the main graph, and we
-apply its per-graph routine to every If/Loop/Scan body too (bodies are never merged with
-each other); DeduplicateInitializersPass does the weights, capped so that large weights are
-never read just to be compared.
+onnx_ir's CommonSubexpressionEliminationPass does the nodes of the main graph, and of every
+If/Loop/Scan body too, one body at a time (bodies are never merged with each other);
+DeduplicateInitializersPass does the weights, capped so that large weights are never read
+just to be compared.
 """
 
 from __future__ import annotations
@@ -44,11 +44,9 @@ class Cse(Pass):
         for value, (kind, shape) in zip(model.graph.outputs, declared):
             value.type = value.type or kind
             value.shape = value.shape or shape
-        per_graph = getattr(CommonSubexpressionEliminationPass(), "_eliminate_common_subexpression",
-                            None)
-        if per_graph is None:  # onnx_ir changed its internals: bodies stay as they are
-            result.notes.append("cse: subgraph bodies left untouched")
-            return result
         for body in model.graph.subgraphs():
-            result.modified |= bool(per_graph(body))
+            # The public pass only visits a model's main graph; a model that merely holds
+            # the body as its graph lets it visit the body in place.
+            holder = ir.Model(body, ir_version=model.ir_version)
+            result.modified |= CommonSubexpressionEliminationPass()(holder).modified
         return result

@@ -4,7 +4,7 @@ bit-identical to a runtime for integer, data-movement and IEEE arithmetic ops; f
 transcendental float ops (Exp, Log, Tanh, Sigmoid, ...) numpy and a runtime's kernels may
 differ by a few ulp (about 1e-7 of the output's scale).
 
-Uses onnxscript's FoldConstantsPass (which evaluates with ``onnx.reference``, partially
+Uses onnxscript's ``fold_constants`` (which evaluates with ``onnx.reference``, partially
 evaluates Shape/Size on static or symbolic dims, and descends into subgraphs), then lifts
 the folded Constant nodes into initializers.
 
@@ -18,11 +18,12 @@ are never folded (they carry quantization parameters later passes read).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
-from onnxscript.optimizer._constant_folding import FoldConstantsPass
+from onnxscript.optimizer import fold_constants
 
 from onnxpress.ir.analysis import constant_array
 from onnxpress.passes.base import Pass, PassStats
@@ -35,15 +36,47 @@ _NEVER_FOLD = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeL
 #: exist from opset 13; below that we leave them to the runtime.
 _AXES_AS_INPUTS_OPSET = 13
 _SEQUENCE_REWRITES = frozenset({"ConcatFromSequence", "SplitToSequence"})
+#: a domain no model imports: onnxscript's folder passes over a node of a domain the model
+#: does not import, before any rewrite, and ``should_fold`` is asked only after its rewrites
+_HELD_DOMAIN = "onnxpress.fold-constants.held"
 
 
-class _OpsetAwareFolder(FoldConstantsPass):
-    def process_node(self, node: ir.Node, is_function: bool):
-        version = self._opset_imports.get(node.domain or "", _AXES_AS_INPUTS_OPSET)
-        if (node.op_type in _SEQUENCE_REWRITES and node.domain in ("", "ai.onnx")
-                and version < _AXES_AS_INPUTS_OPSET):
-            return None
-        return super().process_node(node, is_function)
+@dataclasses.dataclass(frozen=True)
+class _OpsetAwareFolder(ir.passes.InPlacePass):
+    shape_inference: bool
+    input_size_limit: int
+    output_size_limit: int
+    should_fold: Callable[[ir.Node], bool | None]
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        held = [node for node in _every_node(model) if _needs_axes_inputs(node, model)]
+        for node in held:
+            node.domain = _HELD_DOMAIN
+        try:
+            result = fold_constants(
+                model,
+                onnx_shape_inference=self.shape_inference,
+                input_size_limit=self.input_size_limit,
+                output_size_limit=self.output_size_limit,
+                should_fold=self.should_fold,
+            )
+        finally:
+            for node in held:
+                node.domain = ""
+        return ir.passes.PassResult(model, modified=result.modified)
+
+
+def _every_node(model: ir.Model) -> Iterator[ir.Node]:
+    yield from model.graph.all_nodes()
+    for function in model.functions.values():
+        yield from function.all_nodes()
+
+
+def _needs_axes_inputs(node: ir.Node, model: ir.Model) -> bool:
+    # Function bodies too are judged by the model's opsets: that is what the folder uses.
+    version = model.opset_imports.get(node.domain, _AXES_AS_INPUTS_OPSET)
+    return (node.op_type in _SEQUENCE_REWRITES and node.domain == ""
+            and version < _AXES_AS_INPUTS_OPSET)
 
 
 @dataclasses.dataclass(frozen=True)

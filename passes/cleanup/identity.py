@@ -16,8 +16,12 @@ from __future__ import annotations
 import dataclasses
 
 import onnx_ir as ir
-from onnxscript.rewriter._rewrite_rule import RewriteRuleSet
-from onnxscript.rewriter.rules.common import _basic_rules
+from onnxscript.rewriter import RewriteRuleSet
+from onnxscript.rewriter.rules.common import (
+    no_op_cast_rule,
+    no_op_expand_rule,
+    no_op_transpose_rule,
+)
 
 from onnxpress.passes.base import Pass, PassStats
 from onnxpress.passes.cleanup import noop_rules
@@ -30,9 +34,9 @@ __all__ = ["EliminateIdentity"]
 def identity_rules() -> RewriteRuleSet:
     return RewriteRuleSet(
         [
-            _basic_rules.no_op_cast_rule,
-            _basic_rules.no_op_expand_rule,
-            _basic_rules.no_op_transpose_rule,
+            no_op_cast_rule,
+            no_op_expand_rule,
+            no_op_transpose_rule,
             *noop_rules.rules().rules,
         ]
     )

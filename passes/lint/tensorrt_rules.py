@@ -17,6 +17,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxpress.ir.analysis import constant_array, is_constant, opset_version
+from onnxpress.ir.layers import linear_layer
 
 OPSETS = (9, 20)  # TensorRT 10.0; later 10.x parse up to 24
 UNSUPPORTED = frozenset({
@@ -51,14 +52,8 @@ class Violation:
 
 def _weight_axis(node: ir.Node) -> int | None:
     """The output-channel axis of ``node``'s weight (input 1), or None for other ops."""
-    if node.op_type in ("Conv", "ConvTranspose"):
-        return 0
-    if node.op_type == "MatMul":
-        return -1
-    if node.op_type == "Gemm":
-        trans = node.attributes.get("transB")
-        return 0 if trans is not None and trans.as_int() else 1
-    return None
+    layer = linear_layer(node) if node.op_type != "Attention" else None
+    return layer.out_axis if layer is not None else None
 
 
 def _dq_of(value: ir.Value | None) -> ir.Node | None:

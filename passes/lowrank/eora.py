@@ -22,27 +22,28 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from onnxpress.backends.ort_runner import Runner
 from onnxpress.errors import BadInputError
 from onnxpress.ir.analysis import constant_array
-from onnxpress.passes.layer_matrix import as_matrix
+from onnxpress.ir.layers import as_matrix
+from onnxpress.passes.base import Pass
 from onnxpress.passes.lowrank import rewrite
 from onnxpress.passes.lowrank.factor import decompose
 from onnxpress.passes.lowrank.sites import Site
 
 
-def compensate(model: ir.Model, found: Sequence[Site], pipeline: str, rank: int, damp: float,
-               data: Any, notes: list[str]) -> dict[str, Any]:
-    from onnxpress.passes.base import with_data
-    from onnxpress.passes.pipeline import parse_pipeline
-
-    inner = parse_pipeline(pipeline)
+def compensate(model: ir.Model, found: Sequence[Site], inner: Sequence[Pass], rank: int,
+               damp: float, notes: list[str]) -> dict[str, Any]:
+    """Run ``inner`` (built and given its data by the manager), then add a branch per layer
+    of ``found`` fitted to the weight error it left."""
+    pipeline = ",".join(p.spec() for p in inner)
     if any(p.name == "lowrank" for p in inner):
         raise BadInputError("lowrank(compensate=...): the pipeline cannot hold lowrank itself")
     # names, not values: a pass may replace the layer's node and detach the old one
     kept = [(s, (s.node.inputs[0].name, s.node.outputs[0].name), s.matrix, s.statistics())
             for s in found]
     for step in inner:
-        result = with_data(step, data)(model)
+        result = step(model)
         notes.extend(f"{step.name}: {note}" for note in getattr(result, "notes", [])[:5])
     producers = {out.name: node for node in model.graph for out in node.outputs}
     layers = []
@@ -87,8 +88,6 @@ def _effective(model: ir.Model, node: ir.Node, site: Site, source: str,
     probe = _probe(model, node, shape[1])
     if probe is None:
         return None
-    from onnxpress.backends.ort_runner import Runner
-
     runner = Runner(probe, optimize=False)
     eye = np.eye(shape[1], dtype=np.float32)
     lead = (1,) * (len(node.inputs[0].shape or [0, 0]) - 2)

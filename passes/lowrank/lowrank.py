@@ -34,9 +34,12 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxpress.errors import BadInputError
-from onnxpress.passes.base import Pass, PassStats, data_field
-from onnxpress.passes.lowrank import ranks, rewrite, sites
+from onnxpress.passes.activations import stream
+from onnxpress.passes.base import Pass, PassStats, data_field, passes_field
+from onnxpress.passes.lowrank import eora, ranks, rewrite, sites
 from onnxpress.passes.lowrank.factor import DAMP, Spectrum, decompose
+from onnxpress.passes.lowrank.sensitivity import measure
+from onnxpress.passes.lowrank.sequential import factor_in_order
 
 __all__ = ["LowRank"]
 
@@ -66,6 +69,7 @@ class LowRank(Pass):
     # logits error 0.061 -> 0.047, MiniLM at params=0.75 Spearman 0.979 -> 0.982
     sequential: bool = True
     compensate: str = ""  # a pipeline whose weight error a low-rank branch makes up
+    compensate_passes: tuple[Pass, ...] = passes_field("compensate")  # built by the manager
     exclude: str = ""  # comma-separated node names left alone
     max_batches: int = 256
     data: Any = data_field()
@@ -111,10 +115,11 @@ class LowRank(Pass):
         if aware:
             self._measure(model, found, notes)
         if self.compensate:
-            from onnxpress.passes.lowrank.eora import compensate
-
-            stats = compensate(model, found, self.compensate, self.rank or 32, self.damp,
-                               self.data, notes)
+            if not self.compensate_passes:
+                raise BadInputError("lowrank(compensate=...): run it through PassManager or "
+                                    "onnxpress.compile, which build the pipeline's passes")
+            stats = eora.compensate(model, found, self.compensate_passes, self.rank or 32,
+                                    self.damp, notes)
             return PassStats(model, modified=bool(stats["branches"]), stats=stats,
                              notes=notes)
         weights = [s.node.inputs[1] for s in found]
@@ -124,8 +129,6 @@ class LowRank(Pass):
             notes.append("no calibration data: the parameter budget is spread by singular-"
                          "value tails, not measured sensitivity")
         elif self.params and self.allocate == "sensitivity":
-            from onnxpress.passes.lowrank.sensitivity import measure
-
             sensitivity = measure(model, found, spectra,
                               list(itertools.islice(self.data, min(self.max_batches, 32))))
         chosen = self._ranks(found, spectra, sensitivity)
@@ -141,8 +144,6 @@ class LowRank(Pass):
                 planned.append((site, spectrum, rank))
                 after += rank * (outputs + features)
         if self.sequential and aware:
-            from onnxpress.passes.lowrank.sequential import factor_in_order
-
             batches = list(itertools.islice(self.data, self.max_batches))
             refitted = dict(factor_in_order(model, [(s, r) for s, _, r in planned], batches,
                                             self.damp))
@@ -159,8 +160,6 @@ class LowRank(Pass):
         return PassStats(model, modified=bool(layers), stats=stats, notes=notes)
 
     def _measure(self, model: ir.Model, found: list[sites.Site], notes: list[str]) -> None:
-        from onnxpress.passes.activations import stream
-
         sinks: dict[str, list[sites.Site]] = {}
         for site in found:
             width = site.shape[1]

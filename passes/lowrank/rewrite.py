@@ -1,6 +1,6 @@
 """Graph surgery for ``lowrank``: a layer becomes two thinner ones, or gains a parallel
 low-rank branch. ``B [outputs, r]`` and ``A [r, features]`` are the factors in the
-``[outputs, features]`` view of :mod:`onnxpress.passes.layer_matrix`.
+``[outputs, features]`` view of :mod:`onnxpress.ir.layers`.
 
 - ``MatMul(X, W)`` -> ``MatMul(MatMul(X, A^T), B^T)``;
 - ``Gemm(X, W, C)`` -> ``Gemm(Gemm(X, A^T; transA), B^T, C; alpha, beta)``;
@@ -17,6 +17,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxpress.ir.builder import Builder
+from onnxpress.ir.layers import drop_transposes
 
 _SPATIAL = ("strides", "pads", "dilations", "auto_pad", "kernel_shape")
 
@@ -41,8 +42,7 @@ def factor(graph: ir.Graph, node: ir.Node, weight: np.ndarray, left: np.ndarray,
     elif node.op_type == "Gemm":
         trans_a = node.attributes.get_int("transA", 0)
         hidden = builder.op("Gemm", [x, a], {"transA": trans_a}, name=f"{stem}_lowrank")
-        node.attributes.pop("transA", None)
-        node.attributes.pop("transB", None)
+        drop_transposes(node)
     else:
         hidden = builder.op("MatMul", [x, a], name=f"{stem}_lowrank")
     hidden.name = f"{stem}_lowrank_out"

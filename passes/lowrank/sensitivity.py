@@ -16,8 +16,9 @@ from collections.abc import Sequence
 import numpy as np
 import onnx_ir as ir
 
+from onnxpress.backends.ort_runner import Runner
+from onnxpress.ir.layers import from_matrix
 from onnxpress.passes.calibration_data import Batch
-from onnxpress.passes.layer_matrix import from_matrix
 from onnxpress.passes.lowrank.factor import Spectrum
 from onnxpress.passes.lowrank.sites import Site
 
@@ -27,8 +28,6 @@ PROBE = 0.01
 def measure(model: ir.Model, found: Sequence[Site], spectra: Sequence[Spectrum],
             batches: Sequence[Batch]) -> np.ndarray:
     """Per site, output error per unit of relative squared truncation error."""
-    from onnxpress.backends.ort_runner import Runner
-
     reference = [_outputs(Runner(model), batch) for batch in batches]
     energy = sum(float(np.sum(r**2)) for r in reference)
     weights = np.zeros(len(found))

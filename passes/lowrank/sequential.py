@@ -17,8 +17,10 @@ from collections.abc import Sequence
 import numpy as np
 import onnx_ir as ir
 
+from onnxpress.backends.ort_runner import Runner
+from onnxpress.ir.layers import features_of
+from onnxpress.passes.activations import with_outputs
 from onnxpress.passes.calibration_data import Batch
-from onnxpress.passes.layer_matrix import features_of
 from onnxpress.passes.lowrank import rewrite
 from onnxpress.passes.lowrank.factor import Spectrum, decompose
 from onnxpress.passes.lowrank.sites import Site
@@ -28,9 +30,6 @@ def factor_in_order(model: ir.Model, chosen: Sequence[tuple[Site, int]],
                     batches: Sequence[Batch], damp: float) -> list[tuple[Site, Spectrum]]:
     """Factor each ``(site, rank)`` in graph order, refitted to the current model's
     inputs; the spectra used, per site."""
-    from onnxpress.backends.ort_runner import Runner
-    from onnxpress.passes.activations import with_outputs
-
     position = {node: i for i, node in enumerate(model.graph)}
     groups: dict[str, list[tuple[Site, int]]] = {}
     for site, rank in sorted(chosen, key=lambda item: position[item[0].node]):

@@ -11,7 +11,7 @@ import onnx_ir as ir
 
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.channel_groups import channel_groups
-from onnxpress.passes.layer_matrix import as_matrix, features_of
+from onnxpress.ir.layers import as_matrix, features_of
 
 #: features above which a layer's ``H`` (features^2 float64) is not gathered
 MAX_FEATURES = 8192

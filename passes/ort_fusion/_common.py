@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-MS_DOMAIN = "com.microsoft"
-
 
 def node_label(node: ir.Node | None) -> str:
     if node is None:

@@ -38,7 +38,8 @@ from onnxpress.ir.attention.mask import MaskSource
 from onnxpress.ir.attention.match import find_attention
 from onnxpress.ir.attention.values import dims
 from onnxpress.ir.builder import Builder
-from onnxpress.passes.ort_fusion._common import MS_DOMAIN, Declines
+from onnxpress.ir.edit import MS_DOMAIN
+from onnxpress.passes.ort_fusion._common import Declines
 
 __all__ = ["fuse_attention"]
 

@@ -34,9 +34,9 @@ import logging
 import onnx_ir as ir
 
 from onnxpress.ir.analysis import all_graphs, count_nodes, opset_version
+from onnxpress.ir.edit import MS_DOMAIN, TensorShapeInference
 from onnxpress.passes.base import Pass, PassStats
-from onnxpress.passes.cleanup.shape_ops import TensorShapeInference
-from onnxpress.passes.ort_fusion._common import MS_DOMAIN, Declines
+from onnxpress.passes.ort_fusion._common import Declines
 from onnxpress.passes.ort_fusion.attention import fuse_attention
 from onnxpress.passes.ort_fusion.gelu import bias_gelu_rules, gelu_rules
 from onnxpress.passes.ort_fusion.skip_layer_norm import (

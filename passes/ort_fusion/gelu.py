@@ -23,11 +23,11 @@ import math
 
 import numpy as np
 import onnx_ir as ir
-from onnxscript.rewriter._basics import MatchResult
-from onnxscript.rewriter._rewrite_rule import RewriteRuleClassBase, RewriteRuleSet
+from onnxscript.rewriter import MatchResult, RewriteRuleClassBase, RewriteRuleSet
 
 from onnxpress.ir.attention.values import close, const, dims, last_dim, same_dim, scalar
-from onnxpress.passes.ort_fusion._common import MS_DOMAIN, Declines
+from onnxpress.ir.edit import MS_DOMAIN
+from onnxpress.passes.ort_fusion._common import Declines
 
 # Where the 0.5 multiplies: onto (1 + erf), last, or onto x first.
 _FORMS = ("half_on_erf", "half_last", "half_on_x")

@@ -22,11 +22,11 @@ ViT-S), which is why ``FuseForOrt`` runs it only when asked.
 from __future__ import annotations
 
 import onnx_ir as ir
-from onnxscript.rewriter._basics import MatchResult
-from onnxscript.rewriter._rewrite_rule import RewriteRuleClassBase, RewriteRuleSet
+from onnxscript.rewriter import MatchResult, RewriteRuleClassBase, RewriteRuleSet
 
 from onnxpress.ir.attention.values import const, dims, same_dim, same_dims
-from onnxpress.passes.ort_fusion._common import MS_DOMAIN, Declines
+from onnxpress.ir.edit import MS_DOMAIN
+from onnxpress.passes.ort_fusion._common import Declines
 
 
 class SkipLayerNorm(RewriteRuleClassBase):

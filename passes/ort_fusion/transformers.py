@@ -13,6 +13,7 @@ import dataclasses
 
 import onnx_ir as ir
 
+from onnxpress.backends.ort_optimize import transformer_fusions
 from onnxpress.errors import BadInputError
 from onnxpress.passes.base import Pass, PassStats
 
@@ -33,8 +34,6 @@ class OrtTransformers(Pass):
                                 f"of {', '.join(MODEL_TYPES)}")
 
     def call(self, model: ir.Model) -> PassStats:
-        from onnxpress.backends.ort_optimize import transformer_fusions
-
         kind = self.model_type
         if kind == "auto":
             ints = any(v.dtype in (ir.DataType.INT64, ir.DataType.INT32)

@@ -28,10 +28,10 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import onnx_ir as ir
 
+from onnxpress.backends.ort_runner import Runner
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.channel_groups import Group
-from onnxpress.passes.calibration_data import Batch
-from onnxpress.passes.layer_matrix import (
+from onnxpress.ir.layers import (
     as_matrix,
     features_of,
     from_matrix,
@@ -39,6 +39,8 @@ from onnxpress.passes.layer_matrix import (
     layer_bias,
     outputs_of,
 )
+from onnxpress.passes.activations import stream, with_outputs
+from onnxpress.passes.calibration_data import Batch
 from onnxpress.passes.prune.channels import replace_constant
 
 MAX_FEATURES = 8192
@@ -140,8 +142,6 @@ def saliency(group: Group, measured: dict[ir.Node, Consumer],
 def gather(model: ir.Model, found: Sequence[Consumer], data: Iterable[Batch],
            max_batches: int) -> None:
     """One calibration run of the unpruned model, feeding each consumer its input."""
-    from onnxpress.passes.activations import stream
-
     sinks: dict[str, list[Consumer]] = {}
     for consumer in found:
         sinks.setdefault(consumer.node.inputs[0].name, []).append(consumer)
@@ -154,9 +154,6 @@ def gather_paired(original: ir.Model, current: ir.Model, consumer: Consumer,
     ``current`` model (earlier layers already pruned and refitted) and ``E[x x~^T]`` with
     its input ``x`` in the ``original`` one, so the refit maps what the layer now sees to
     what it produced before."""
-    from onnxpress.backends.ort_runner import Runner
-    from onnxpress.passes.activations import with_outputs
-
     name = consumer.node.inputs[0].name
     runners = [Runner(with_outputs(model, [name])) for model in (original, current)]
     consumer.gram = consumer.cross = None

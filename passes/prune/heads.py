@@ -21,13 +21,13 @@ from collections.abc import Iterable
 import numpy as np
 import onnx_ir as ir
 
+from onnxpress.backends.ort_runner import Runner
 from onnxpress.ir.analysis import constant_array
+from onnxpress.ir.edit import MS_DOMAIN
+from onnxpress.ir.layers import layer_bias, linear_layer
 from onnxpress.passes.calibration_data import Batch
-from onnxpress.passes.layer_matrix import layer_bias
 from onnxpress.passes.prune.channels import replace_constant
 from onnxpress.passes.prune.compensate import Consumer, gather, refit
-
-MS_DOMAIN = "com.microsoft"
 
 
 @dataclasses.dataclass
@@ -52,7 +52,7 @@ def blocks(graph: ir.Graph) -> tuple[list[Block], list[str]]:
         projection = uses[0].node if len(uses) == 1 else None
         if reason is None and (projection is None or projection.op_type not in (
                 "MatMul", "Gemm") or uses[0].idx != 0 or constant_array(
-                projection.inputs[1]) is None or projection.attributes.get_int("transB", 0)):
+                projection.inputs[1]) is None or linear_layer(projection).out_axis == 0):
             reason = "its output is not read by one projection with a constant weight"
         if reason is not None:
             notes.append(f"Attention {node.name!r}: {reason}; its heads are kept")
@@ -91,8 +91,6 @@ def sensitivity(model: ir.Model, found: list[Block], batches: list[Batch]) -> li
     """Per block, per head: the model's first output's relative L2 change on ``batches``
     when only that head is removed (its projection rows zeroed) — what a head costs the
     whole model, comparable across blocks, unlike the error at its own projection."""
-    from onnxpress.backends.ort_runner import Runner
-
     output = model.graph.outputs[0].name
     reference = [Runner(model).run(b)[output] for b in batches]
     norm = np.sqrt(sum(float((r.astype(np.float64) ** 2).sum()) for r in reference))

@@ -42,7 +42,10 @@ import onnx_ir as ir
 from onnxpress.errors import BadInputError
 from onnxpress.ir.channel_groups import Group, channel_groups
 from onnxpress.passes.base import Pass, PassStats, data_field
+from onnxpress.passes.prune import heads as attention
 from onnxpress.passes.prune.channels import drop_unused, lowest, magnitude, remove_channels
+from onnxpress.passes.prune.compensate import consumers, gather, gather_paired, refit, saliency
+from onnxpress.passes.prune.sparsity import sparsify
 
 __all__ = ["Prune"]
 
@@ -88,8 +91,6 @@ class Prune(Pass):
 
     def call(self, model: ir.Model) -> PassStats:
         if self.structure in ("unstructured", "nm"):
-            from onnxpress.passes.prune.sparsity import sparsify
-
             stats, notes = sparsify(model, structure=self.structure, sparsity=self.sparsity,
                                     n=self.n, m=self.m, importance=self.importance,
                                     data=self.data, max_batches=self.max_batches,
@@ -101,8 +102,6 @@ class Prune(Pass):
         return self._structured(model)
 
     def _heads(self, model: ir.Model) -> PassStats:
-        from onnxpress.passes.prune import heads as attention
-
         found, notes = attention.blocks(model.graph)
         if not found:
             raise BadInputError(
@@ -160,8 +159,6 @@ class Prune(Pass):
         statistics, or (``sequential``) layer after layer in graph order, each on what it
         sees once the layers before it were pruned and refitted (the removed columns are
         zeros until the cut, so the model runs as the pruned one would)."""
-        from onnxpress.passes.prune.compensate import consumers, gather_paired, refit
-
         found = consumers(plan)[0]
         if not self.sequential:
             for consumer in found:
@@ -181,8 +178,6 @@ class Prune(Pass):
         calibration run, when importance or compensation wants them: node -> Consumer."""
         if not groups or not self._wants_data(notes):
             return {}
-        from onnxpress.passes.prune.compensate import consumers, gather
-
         found, skipped = consumers([(g, np.arange(g.size)) for g in groups])
         notes.extend(skipped)
         gather(model, found, self.data, self.max_batches)
@@ -190,8 +185,6 @@ class Prune(Pass):
 
     def _scores(self, group: Group, measured: dict, notes: list[str]) -> np.ndarray:
         if self.importance == "activation" or self.budget == "adaptive":
-            from onnxpress.passes.prune.compensate import saliency
-
             scores = saliency(group, measured, relative=self.budget == "adaptive")
             if scores is not None:
                 return scores

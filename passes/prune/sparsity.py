@@ -6,10 +6,11 @@ The graph keeps its nodes and shapes; only weight values change (a new tensor un
 initializer name), so a runtime sees the zeros and a file can store them as sparse
 initializers (``backends.sparse_initializers``).
 
-Which axis is the reduction (input-feature) axis of a weight, as the node reads it:
-Conv ``[O, C/g, kh, kw]``: axis 1; MatMul ``B [..., K, N]``: axis -2; Gemm ``B``: axis 1 with
-``transB=1`` (``[N, K]``), else 0. A weight read through a Transpose of a constant (what the
-PyTorch exporter writes for ``nn.Linear``) is the constant, axes mapped through the perm.
+The reduction (input-feature) axis of a weight, as the node reads it, is the layer view's
+(:mod:`onnxpress.ir.layers`): Conv ``[O, C/g, kh, kw]`` axis 1, MatMul ``B [..., K, N]`` axis
+-2, Gemm ``B`` axis 0 (``[K, N]``) or 1 when read transposed. A weight read through a
+Transpose of a constant (what the PyTorch exporter writes for ``nn.Linear``) is the constant,
+axes mapped through the perm.
 
 - ``structure="unstructured"``: each layer gets ``round(sparsity * size)`` of its weights
   zeroed (half rounds up), smallest scores first, ties to the lower flat index.
@@ -43,7 +44,8 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxpress.errors import BadInputError
-from onnxpress.ir.analysis import is_constant
+from onnxpress.ir.layers import linear_layer, weight_source
+from onnxpress.passes.activations import stream
 
 __all__ = ["IMPORTANCES", "STRUCTURES", "sparsify"]
 
@@ -206,29 +208,15 @@ def _plan(graph: ir.Graph, ops: set[str], exclude: set[str]
 def _layer(node: ir.Node) -> _Layer | None:
     """The layer's constant weight (directly, or through a Transpose of one) and its axes;
     None when the weight is not a constant."""
-    source = node.inputs[1] if len(node.inputs) > 1 else None
-    via = source.producer() if source is not None else None
-    if _tensor(source) is not None or via is None or via.op_type != "Transpose" \
-            or via.domain not in ("", "ai.onnx"):
-        via = None
-    else:
-        source = via.inputs[0]
-    tensor = _tensor(source)
-    if tensor is None:
+    source = weight_source(node.inputs[1] if len(node.inputs) > 1 else None)
+    layer = linear_layer(node)
+    if source is None or layer is None:
         return None
-    assert source is not None
-    rank = len(tensor.shape)
-    perm = tuple(_attr(via, "perm", range(rank - 1, -1, -1))) if via else tuple(range(rank))
-    if node.op_type == "Conv":
-        view_in, view_out, feature_axis = 1, 0, 1
-    elif node.op_type == "Gemm":
-        view_in = 1 if _attr(node, "transB", 0) else 0
-        view_out, feature_axis = 1 - view_in, 0 if _attr(node, "transA", 0) else -1
-    else:
-        view_in, view_out, feature_axis = rank - 2, rank - 1, -1
+    rank = len(source.perm)  # a MatMul's axes count from the end
+    view_in, view_out = (layer.in_axis % rank, layer.out_axis % rank) if rank else (-2, -1)
     x = node.inputs[0]
-    return _Layer(node, source, tensor, via, perm, view_in, view_out,
-                  (x.name if x is not None and x.name else "", feature_axis))
+    return _Layer(node, source.value, source.tensor, source.via, source.perm, view_in, view_out,
+                  (x.name if x is not None and x.name else "", layer.feature_axis))
 
 
 def _unusable(layer: _Layer) -> str | None:
@@ -278,8 +266,6 @@ def _activation_scales(model: ir.Model, groups: dict[ir.Value, list[_Layer]], da
                        ) -> dict[ir.Value, np.ndarray]:
     """``||X_j||`` laid out along each weight's reduction axis (broadcastable to it), from one
     calibration run; readers of a shared weight pool their sums of squares."""
-    from onnxpress.passes.activations import stream
-
     keys = sorted({layer.feature for layers in groups.values() for layer in layers
                    if layer.feature[0]})
     sums: dict[tuple[str, int], np.ndarray] = {}
@@ -404,16 +390,6 @@ def _write(source: ir.Value, layer: _Layer, array: np.ndarray) -> None:
         producer.attributes["value"] = ir.AttrTensor("value", tensor)
     if source.const_value is not None:
         source.const_value = tensor
-
-
-def _tensor(value: ir.Value | None) -> ir.TensorProtocol | None:
-    """The tensor of a constant value (shape and dtype without reading its bytes), or None."""
-    return ir.convenience.get_const_tensor(value) if is_constant(value) else None  # type: ignore[arg-type]
-
-
-def _attr(node: ir.Node | None, name: str, default: Any) -> Any:
-    attr = node.attributes.get(name) if node is not None else None
-    return default if attr is None else attr.value
 
 
 def _listing(names: list[str], most: int = 6) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxpress.ir.analysis import constant_array
+from onnxpress.ir.layers import layer_bias
 from onnxpress.passes.quantize.policy import Target
 
 
@@ -59,15 +60,8 @@ def bias_site(target: Target) -> tuple[ir.Node, int] | None:
         return None
     if node.op_type in ("Conv", "Gemm"):
         return (node, target.bias) if target.bias is not None else None
-    if node.op_type == "Attention":
-        return (node, 2) if len(node.inputs) > 2 and _vector(node.inputs[2]) else None
-    uses = list(node.outputs[0].uses())
-    if node.op_type == "MatMul" and len(uses) == 1 and uses[0].node.op_type == "Add":
-        add = uses[0].node
-        other = 1 - uses[0].idx
-        if _vector(add.inputs[other]) and len(list(add.inputs[other].uses())) == 1:
-            return add, other
-    return None
+    site = layer_bias(node) if node.op_type in ("Attention", "MatMul") else None
+    return site if site is not None and _float32(site[0].inputs[site[1]]) else None
 
 
 def output_shift(weight_error: np.ndarray, target: Target, mean: np.ndarray) -> np.ndarray:
@@ -98,6 +92,6 @@ def corrected(graph: ir.Graph, site: tuple[ir.Node, int], shift: np.ndarray) -> 
     return True
 
 
-def _vector(value: ir.Value | None) -> bool:
+def _float32(value: ir.Value | None) -> bool:
     array = constant_array(value)
-    return array is not None and array.ndim == 1 and array.dtype == np.float32
+    return array is not None and array.dtype == np.float32

@@ -25,12 +25,12 @@ import onnx_ir as ir
 
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.builder import Builder
+from onnxpress.ir.edit import MS_DOMAIN
 from onnxpress.passes.quantize.qdq_params import is_op, read
 from onnxpress.passes.quantize.rewrite import drop_unread, replace_node
 
 __all__ = ["lower_attention"]
 
-MS_DOMAIN = "com.microsoft"
 #: Attention's inputs QAttention also has (input, weights, bias, mask_index)
 _KNOWN_INPUTS = 4
 #: Attention attributes QAttention accepts

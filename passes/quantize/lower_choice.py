@@ -16,6 +16,7 @@ from typing import Any
 
 import onnx_ir as ir
 
+from onnxpress.backends.bench import bench_models
 from onnxpress.passes.base import PassStats
 
 ROUNDS = 15
@@ -37,8 +38,6 @@ def lower_measured(model: ir.Model, lower: Callable[[ir.Model], PassStats],
                    data: Any = None) -> PassStats:
     """Lower ``model`` in place, time it against its QDQ form, and put the QDQ graph back
     when that form is faster by ``MARGIN``."""
-    from onnxpress.backends.bench import bench_models
-
     qdq = _copy(model)
     result = lower(model)
     if not result.modified:

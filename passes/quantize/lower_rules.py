@@ -21,12 +21,13 @@ import onnx_ir as ir
 from onnxpress.ir import quant_math
 from onnxpress.ir.analysis import constant_array, is_constant
 from onnxpress.ir.builder import Builder
+from onnxpress.ir.edit import MS_DOMAIN
+from onnxpress.ir.layers import Layer, linear_layer
 from onnxpress.passes.quantize.qdq_params import QdqParams, is_op, rank_of, read
 
 __all__ = ["MS_DOMAIN", "QUANTIZED_MOVES", "RULES", "Context", "Lowering", "Quantized",
            "Requantized", "dequantized", "integer_clip", "requantized"]
 
-MS_DOMAIN = "com.microsoft"
 #: data-movement ops that may sit between a lowered op and its QuantizeLinear
 QUANTIZED_MOVES = ("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "MaxPool")
 _BYTE_TYPES = (ir.DataType.INT8, ir.DataType.UINT8)
@@ -336,17 +337,17 @@ def plan_gemm(node: ir.Node, ctx: Context) -> Lowering | str:
     """DQ(a), DQ(w) [, C] -> Gemm [-> Q] => com.microsoft.QGemm (quantized or float output);
     without contrib: MatMulInteger on the transposed int8 weight, Cast, Mul, Add(beta * C),
     any Q staying after it."""
-    attrs = node.attributes
-    trans_a, trans_b = attrs.get_int("transA", 0), attrs.get_int("transB", 0)
+    attrs, layer = node.attributes, linear_layer(node)
+    assert layer is not None
     alpha, beta = attrs.get_float("alpha", 1.0), attrs.get_float("beta", 1.0)
-    a, w = dequantized(node.inputs[0]), _weight(node.inputs[1], 0 if trans_b else 1)
+    a, w = dequantized(node.inputs[0]), _weight(node.inputs[1], layer.out_axis)
     if isinstance(a, str) or isinstance(w, str):
         return _reason(a, w)
     if rank_of(w.value) != 2:
         return "Gemm weight of unknown rank"
     c = node.inputs[2] if len(node.inputs) > 2 else None
     if not ctx.contrib:
-        return _plain_gemm(node, ctx, a, w, c, (trans_a, trans_b, alpha, beta))
+        return _plain_gemm(node, ctx, a, w, c, (layer, alpha, beta))
     out = _same_type(requantized(node, ctx), a)
     out = out if isinstance(out, Requantized) else None  # else a float result, Q after it
     bias = _int32_bias(c, a, w, beta / alpha)
@@ -358,16 +359,16 @@ def plan_gemm(node: ir.Node, ctx: Context) -> Lowering | str:
                   _bias_input(b, bias, f"{node.name}_bias_int32")]
         if out is not None:
             inputs += [out.q.scale(b), out.q.zero(b)]
-        return b.op("QGemm", inputs, {"alpha": alpha, "transA": trans_a, "transB": trans_b},
+        return b.op("QGemm", inputs, {"alpha": alpha, **layer.transposes()},
                     domain=MS_DOMAIN, name=node.name)
 
     return Lowering((node,), build, out, "QGemm")
 
 
 def _plain_gemm(node: ir.Node, ctx: Context, a: Quantized, w: Quantized, c: ir.Value | None,
-                attrs: tuple[int, int, float, float]) -> Lowering | str:
-    trans_a, trans_b, alpha, beta = attrs
-    if trans_a:
+                attrs: tuple[Layer, float, float]) -> Lowering | str:
+    layer, alpha, beta = attrs
+    if layer.trans_a:
         return "Gemm with transA needs contrib=true (QGemm)"
     c_array = None if c is None else _float_constant(c)
     if c is not None and c_array is None:
@@ -376,8 +377,8 @@ def _plain_gemm(node: ir.Node, ctx: Context, a: Quantized, w: Quantized, c: ir.V
     def build(b: Builder) -> ir.Value:
         weight = constant_array(w.value)
         assert weight is not None
-        kn = b.initializer(np.ascontiguousarray(weight.T), f"{w.value.name}_t") if trans_b \
-            else w.value
+        kn = b.initializer(np.ascontiguousarray(weight.T), f"{w.value.name}_t") \
+            if layer.out_axis == 0 else w.value
         product = _emit_float_matmul(b, node, (a, w, kn), ctx, None, alpha)
         if c_array is None:
             return product

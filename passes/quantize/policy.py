@@ -28,11 +28,13 @@ from collections.abc import Iterable
 import onnx_ir as ir
 
 from onnxpress.ir.analysis import constant_array
+from onnxpress.ir.edit import MS_DOMAIN
+from onnxpress.ir.layers import layer_bias, linear_layer
 from onnxpress.ir.marks import kept_float
 
 FLOAT = ir.DataType.FLOAT
 #: compute ops outside the default domain that ``quantize`` knows
-_DOMAINS = {"Attention": "com.microsoft"}
+_DOMAINS = {"Attention": MS_DOMAIN}
 #: ops quantized only when every input already is (``_joining``)
 _JOINING = ("Add",)
 #: ops whose output is quantized after them rather than before their consumer
@@ -143,18 +145,15 @@ def _joining(node: ir.Node, chosen: dict[ir.Value, None], outputs: set[ir.Value]
 
 def _target(node: ir.Node) -> Target | None:
     inputs = node.inputs
+    layer = linear_layer(node)
     if node.op_type == "Conv":
         if len(inputs) < 2 or constant_array(inputs[1]) is None:
             return Target(node)  # a computed weight: quantized like an activation
-        bias = 2 if len(inputs) > 2 and _is_vector(inputs[2]) else None
-        return Target(node, weight=1, axis=0, bias=bias)
+        return Target(node, weight=1, axis=0, bias=_bias_index(node))
     if node.op_type == "Gemm":
-        attrs = node.attributes
-        if attrs.get_int("transA", 0) or len(inputs) < 2 or constant_array(inputs[1]) is None:
+        if layer is None or layer.trans_a or len(inputs) < 2 or constant_array(inputs[1]) is None:
             return None
-        axis = 0 if attrs.get_int("transB", 0) else 1
-        bias = 2 if len(inputs) > 2 and _is_vector(inputs[2]) else None
-        return Target(node, weight=1, axis=axis, bias=bias)
+        return Target(node, weight=1, axis=layer.out_axis, bias=_bias_index(node))
     if node.op_type == "Attention":
         # packed [hidden, 3 * hidden] Q/K/V weight, one scale per column; the bias stays
         # float (QAttention adds it in float)
@@ -172,9 +171,9 @@ def _target(node: ir.Node) -> Target | None:
     return None
 
 
-def _is_vector(value: ir.Value | None) -> bool:
-    array = constant_array(value)
-    return array is not None and array.ndim == 1
+def _bias_index(node: ir.Node) -> int | None:
+    site = layer_bias(node)
+    return site[1] if site is not None else None
 
 
 def _fused_output(value: ir.Value) -> ir.Value:

@@ -65,6 +65,7 @@ from onnxpress.errors import BadInputError
 from onnxpress.ir import quant_math
 from onnxpress.ir.analysis import constant_array, opset_version
 from onnxpress.ir.builder import Builder
+from onnxpress.ir.edit import TensorShapeInference
 from onnxpress.passes.base import Pass, PassStats, data_field
 from onnxpress.passes.calibration_data import Batch
 from onnxpress.passes.quantize.bias_correction import (
@@ -74,6 +75,7 @@ from onnxpress.passes.quantize.bias_correction import (
     input_axis,
     output_shift,
 )
+from onnxpress.passes.quantize.calibration import collect
 from onnxpress.passes.quantize.embeddings import quantize_embeddings
 from onnxpress.passes.quantize.migration import (
     Migration,
@@ -89,6 +91,7 @@ from onnxpress.passes.quantize.rewrite import (
     qdq,
     weight_round_trip,
 )
+from onnxpress.passes.quantize.sensitivity import choose_float_layers, output_error, summarize
 
 __all__ = ["Quantize"]
 
@@ -138,8 +141,6 @@ class Quantize(Pass):
         if any(v.dtype is None for node in graph for v in node.outputs):
             # TorchScript exports carry no intermediate types, and the policy quantizes
             # float32 tensors only: without types it would find nothing
-            from onnxpress.passes.cleanup.shape_ops import TensorShapeInference
-
             TensorShapeInference()(model)
         chosen = plan(graph, ops=_names(self.ops), quantize_outputs=_names(self.outputs),
                       activation_matmul=self.activation_matmul, exclude=_names(self.exclude))
@@ -174,12 +175,6 @@ class Quantize(Pass):
         moved: dict[ir.Value, Migration], sample: list[Batch], result: PassStats,
         means: Mapping[ir.Value, ChannelMean],
     ) -> None:
-        from onnxpress.passes.quantize.sensitivity import (
-            choose_float_layers,
-            output_error,
-            summarize,
-        )
-
         assert self.budget is not None
         layers = [t for t in chosen.targets if _ready(t, params)]
         fixed = {t.node for t in chosen.targets if not _ready(t, params)}
@@ -228,8 +223,6 @@ class Quantize(Pass):
                dict[ir.Value, ChannelMean]]:
         """Activation parameters, migrations, and (for bias correction) the mean of each
         layer input per channel."""
-        from onnxpress.passes.quantize.calibration import collect
-
         if not chosen.activations:
             return {}, {}, {}
         readers = candidates(chosen) if self.smooth else {}

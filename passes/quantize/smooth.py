@@ -32,6 +32,7 @@ from onnxpress.errors import BadInputError
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.builder import Builder
 from onnxpress.passes.base import Pass, PassStats, data_field
+from onnxpress.passes.quantize.calibration import collect
 from onnxpress.passes.quantize.smooth_sites import Edit, Site, find_sites
 
 __all__ = ["Smooth"]
@@ -90,8 +91,6 @@ class Smooth(Pass):
     def _activation_maxima(self, model: ir.Model, sites: list[Site]) -> dict[str, np.ndarray]:
         """max |X_j| per site, from one calibration run over the unchanged model (earlier
         sites' folds are exact, so the statistics stay true while they are applied)."""
-        from onnxpress.passes.quantize.calibration import collect
-
         observers = collect(model, [], self.data, per_channel={s.value.name: -1 for s in sites},
                             max_batches=self.max_batches)
         maxima = {}

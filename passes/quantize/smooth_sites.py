@@ -16,7 +16,8 @@ Producers (``X -> X / s``):
   MatMuls they feed are not sites (one summary note says how many, by producer op).
 Readers (``X / s`` in, same output):
 - MatMul(X, W), W a constant ``[C, N]``: row ``j`` of W times ``s_j``;
-- Gemm(X, W) with ``transA=0``: the rows of W (``transB=0``) or its columns (``transB=1``);
+- Gemm(X, W) not reading X transposed: W's input-feature rows (columns when it reads W
+  transposed);
 - through Gather on an axis other than the last (a class-token pick): it moves rows, never
   mixes channels.
 
@@ -35,6 +36,8 @@ import dataclasses
 import onnx_ir as ir
 
 from onnxpress.ir.analysis import constant_array, is_constant
+from onnxpress.ir.edit import MS_DOMAIN
+from onnxpress.ir.layers import linear_layer
 
 __all__ = ["Edit", "Site", "Sites", "find_sites"]
 
@@ -43,8 +46,8 @@ _NORMS: dict[tuple[str, str], tuple[int, int | None]] = {
     ("", "LayerNormalization"): (1, 2),
     ("", "RMSNormalization"): (1, None),
     ("", "SimplifiedLayerNormalization"): (1, None),
-    ("com.microsoft", "SkipLayerNormalization"): (2, 3),
-    ("com.microsoft", "SkipSimplifiedLayerNormalization"): (2, None),
+    (MS_DOMAIN, "SkipLayerNormalization"): (2, 3),
+    (MS_DOMAIN, "SkipSimplifiedLayerNormalization"): (2, None),
 }
 _HOMOGENEOUS = ("Relu", "LeakyRelu")
 
@@ -179,11 +182,10 @@ def _weight_axis(node: ir.Node) -> int | None:
     shape = _constant_shape(node.inputs[1])
     if shape is None or len(shape) != 2:
         return None
+    layer = linear_layer(node)
     if node.op_type == "MatMul":
         return 0
-    if node.attributes.get_int("transA", 0):
-        return None
-    return 1 if node.attributes.get_int("transB", 0) else 0
+    return None if layer is None or layer.trans_a else layer.in_axis
 
 
 def _absorb(root: ir.Value) -> list[Edit] | str | None:

@@ -8,7 +8,7 @@ in :mod:`.blockwise`. Two output formats:
 - ``format=dq`` (standard ONNX, any runtime):
   ``MatMul(A, W)  ->  MatMul(A, DequantizeLinear(W_q, scale[, zero_point]; axis, block_size))``
   with ``W_q`` INT4/INT8 (symmetric, no zero point) or UINT4/UINT8 (asymmetric); Gemm keeps
-  its ``transB`` and reads the DequantizeLinear in the layout it expects. Blocked
+  its weight layout and reads the DequantizeLinear in the layout it expects. Blocked
   DequantizeLinear and 4-bit types need opset 21: a lower default opset import is raised
   (onnxscript's version converter; the report says so), and where it cannot be, nothing is
   quantized and the report says why. int8 per channel needs only opset 13.
@@ -51,11 +51,13 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxpress.errors import BadInputError
-from onnxpress.ir.analysis import constant_array, is_constant, opset_version
+from onnxpress.ir.analysis import constant_array, opset_version
 from onnxpress.ir.builder import Builder
+from onnxpress.ir.edit import MS_DOMAIN
+from onnxpress.ir.layers import linear_layer, weight_source
 from onnxpress.passes.base import Pass, PassStats, data_field
 from onnxpress.passes.quantize import blockwise
-from onnxpress.passes.quantize.calibration import Observer
+from onnxpress.passes.quantize.calibration import Observer, collect
 
 __all__ = ["WeightOnly"]
 
@@ -63,7 +65,6 @@ logger = logging.getLogger(__name__)
 
 _OPS = ("MatMul", "Gemm")
 _BLOCKED_OPSET = 21  # DequantizeLinear's block_size attribute and INT4/UINT4
-_MS_DOMAIN = "com.microsoft"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +120,7 @@ class WeightOnly(Pass):
         factors = self._factors(model, targets, result.notes)
         self._rewrite(model.graph, targets, factors, result.stats)
         if result.stats["nodes"] and self.format == "matmulnbits":
-            model.opset_imports.setdefault(_MS_DOMAIN, 1)
+            model.opset_imports.setdefault(MS_DOMAIN, 1)
         result.notes.extend(_skip_notes(skipped))
         result.notes.extend(self._shape_notes(targets))
         result.modified = bool(result.stats["nodes"])
@@ -206,8 +207,6 @@ class WeightOnly(Pass):
         reads it), computed once per distinct set of inputs (q, k and v share theirs)."""
         if self.method != "gptq" or not targets:
             return {}
-        from onnxpress.passes.quantize.calibration import collect
-
         inputs: dict[ir.Value, set[str]] = collections.defaultdict(set)
         for target in targets:
             a = target.node.inputs[0]
@@ -269,7 +268,7 @@ class WeightOnly(Pass):
     def _emit_dq(self, graph: ir.Graph, target: _Target, blocked: blockwise.Blocked,
                  emitted: dict[tuple, Any]) -> None:
         """``DequantizeLinear`` of the levels in the layout the node reads B in."""
-        wants_nk = target.node.op_type == "Gemm" and _attr(target.node, "transB", 0) == 1
+        wants_nk = _reads_nk(target.node)
         key = ("dq", target.source, wants_nk)
         if key not in emitted:
             emitted[key] = _dequantize_linear(graph, target, blocked, wants_nk,
@@ -296,7 +295,7 @@ class WeightOnly(Pass):
         inputs = _trim([node.inputs[0], b_value, scale_value, zero_value, None, bias])
         out = builder.op("MatMulNBits", inputs, {
             "K": target.k, "N": target.n, "bits": self.bits, "block_size": size,
-            "accuracy_level": self.accuracy_level}, domain=_MS_DOMAIN,
+            "accuracy_level": self.accuracy_level}, domain=MS_DOMAIN,
             name=f"{node.name}_MatMulNBits" if node.name else None)
         ir.convenience.replace_nodes_and_values(
             graph, node, [node], list(builder.nodes), [node.outputs[0]], [out])
@@ -326,30 +325,19 @@ class _Target:
 
 def _target(node: ir.Node) -> _Target | None:
     """The constant behind B (directly, or through a Transpose(perm=[1, 0])), or None."""
-    b = node.inputs[1] if len(node.inputs) > 1 else None
-    trans_b = node.op_type == "Gemm" and _attr(node, "transB", 0) == 1
-    if (tensor := _const_tensor(b)) is not None:
-        assert b is not None
-        return _Target(node, b, tensor, trans_b, None)
-    producer = b.producer() if b is not None else None
-    if (producer is not None and producer.op_type == "Transpose" and producer.domain == ""
-            and tuple(_attr(producer, "perm", (1, 0))) == (1, 0)
-            and (tensor := _const_tensor(source := producer.inputs[0])) is not None):
-        assert source is not None
-        return _Target(node, source, tensor, not trans_b, producer)
-    return None
-
-
-def _const_tensor(value: ir.Value | None) -> ir.TensorProtocol | None:
-    """The tensor of a constant value (shape and dtype known without reading its bytes)."""
-    if not is_constant(value):
+    layer, source = linear_layer(node), weight_source(node.inputs[1] if len(node.inputs) > 1
+                                                      else None)
+    if layer is None or source is None or source.via is not None and source.perm != (1, 0):
         return None
-    assert value is not None
-    if value.const_value is not None:
-        return value.const_value
-    producer = value.producer()
-    attr = producer.attributes.get("value") if producer is not None else None
-    return attr.as_tensor() if attr is not None and attr.type == ir.AttributeType.TENSOR else None
+    reads_nk = _reads_nk(node)
+    return _Target(node, source.value, source.tensor,
+                   reads_nk if source.via is None else not reads_nk, source.via)
+
+
+def _reads_nk(node: ir.Node) -> bool:
+    """Whether the node reads its 2-D B as ``[N, K]`` (a Gemm reading it transposed)."""
+    layer = linear_layer(node)
+    return layer is not None and layer.out_axis == 0
 
 
 def _gemm_obstacle(node: ir.Node, n: int) -> str | None:

@@ -23,6 +23,7 @@ from onnxpress.errors import BadInputError
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.attention.blocks import TransformerBlock, leading_tokens, transformer_blocks
 from onnxpress.ir.builder import Builder
+from onnxpress.ir.edit import TensorShapeInference
 from onnxpress.ir.flops import macs_by_section
 from onnxpress.ir.marks import keep_float
 from onnxpress.passes.base import Pass, PassStats
@@ -262,8 +263,6 @@ def _retarget(graph: ir.Graph, block: TransformerBlock, full: int, tokens: int) 
 def _refresh_shapes(model: ir.Model) -> None:
     """Token counts changed downstream of the first merge: forget the intermediate shapes
     and infer them again."""
-    from onnxpress.passes.cleanup.shape_ops import TensorShapeInference
-
     outputs = set(model.graph.outputs)
     for node in model.graph:
         for value in node.outputs:

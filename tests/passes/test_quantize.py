@@ -95,7 +95,7 @@ def test_residual_adds_join_the_int8_domain(tmp_path: Path) -> None:
     and no float Add or Relu is left; the logits stay close to ONNX Runtime's fp32 ones."""
     from onnxpress.backends.ort_runner import Runner
     from onnxpress.models import resnet
-    from onnxpress.passes.presets import PRESETS
+    from onnxpress.passes.registry import PRESETS
 
     fp32 = tmp_path / "resnet18.onnx"
     axes = {"pixel_values": {0: "batch"}, "logits": {0: "batch"}}

@@ -15,7 +15,7 @@ import onnxpress
 from onnxpress.backends.ort_runner import Runner
 from onnxpress.models.digits_data import CALIBRATION_NPZ
 from onnxpress.passes.pipeline import split_pipeline
-from onnxpress.passes.presets import PRESETS
+from onnxpress.passes.registry import PRESETS
 
 MODELS = Path(onnxpress.models.__file__).parent
 QDQ = "cleanup,fuse-for-ort,quantize,fold-qdq"

@@ -13,7 +13,7 @@ import pytest
 
 import onnxpress
 from onnxpress.errors import BadInputError
-from onnxpress.passes.static_shapes import StaticShapes
+from onnxpress.passes.shapes import StaticShapes
 
 MODELS = Path(onnxpress.models.__file__).parent
 IMAGES = np.load(MODELS / "digits_test.npz")["image"][:4]

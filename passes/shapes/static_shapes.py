@@ -16,8 +16,8 @@ from typing import Any
 import onnx_ir as ir
 
 from onnxpress.errors import BadInputError
+from onnxpress.ir.edit import TensorShapeInference
 from onnxpress.passes.base import Pass, PassStats, data_field
-from onnxpress.passes.cleanup.shape_ops import TensorShapeInference
 
 
 def _named(text: str) -> dict[str, int]:

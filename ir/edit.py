@@ -1,0 +1,62 @@
+"""Small pieces every rewrite shares: domain names, how a node is named in a message, and
+shape inference that is safe to run between rewrites.
+
+(Target, per DESIGN.md: the dead-value sweep and the QDQ parameter reader move here too.)
+"""
+
+from __future__ import annotations
+
+import onnx
+import onnx_ir as ir
+from onnx_ir.passes.common import ShapeInferencePass
+
+from onnxpress.ir.analysis import all_graphs
+
+#: ONNX Runtime's contrib operators
+MS_DOMAIN = "com.microsoft"
+#: the standard operator set, as either spelling
+STANDARD_DOMAINS = ("", "ai.onnx")
+
+
+def is_standard(node: ir.Node) -> bool:
+    return node.domain in STANDARD_DOMAINS
+
+
+def describe(node: ir.Node) -> str:
+    """``Conv '/features/0/Conv'``: how messages name a node."""
+    return f"{node.op_type} {node.name!r}"
+
+
+class TensorShapeInference(ir.passes.InPlacePass):
+    """ONNX shape inference with data propagation, trusted for tensors only: with data
+    propagation ONNX can type a sequence as a tensor (SplitToSequence), so outputs that may
+    be sequences, maps or optionals keep the type they had."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        opset = model.opset_imports.get("", 1)
+        before = {
+            value: (value.type, value.shape)
+            for graph in all_graphs(model)
+            for node in graph
+            for index, value in enumerate(node.outputs)
+            if _may_be_non_tensor(node, index, opset)
+        }
+        ShapeInferencePass(strict_mode=False, data_prop=True)(model)
+        for value, (old_type, old_shape) in before.items():
+            value.type, value.shape = old_type, old_shape
+        return ir.passes.PassResult(model, modified=False)
+
+
+def _may_be_non_tensor(node: ir.Node, index: int, opset: int) -> bool:
+    if node.domain not in ("", "ai.onnx"):
+        return True
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, "")
+    except onnx.defs.SchemaError:
+        return True
+    if index >= len(schema.outputs):
+        index = len(schema.outputs) - 1
+    type_str = schema.outputs[index].type_str
+    allowed = next((c.allowed_type_strs for c in schema.type_constraints
+                    if c.type_param_str == type_str), [type_str])
+    return any(not t.startswith("tensor(") for t in allowed)
