@@ -16,6 +16,7 @@ from onnxpress.backends.ort_optimize import providers
 from onnxpress.backends.ort_runner import Runner
 from onnxpress.errors import BadInputError, CheckFailedError
 from onnxpress.frontends.onnx_loader import ModelSource, load
+from onnxpress.ir.agreement import sample_cosines
 from onnxpress.ir.analysis import count_nodes, count_parameters, parameter_bytes
 from onnxpress.models.datasets import is_dataset, load_dataset
 from onnxpress.passes.calibration_data import Batch, CalibrationData
@@ -160,12 +161,7 @@ def _accumulate(total: dict[str, list[float]], x: np.ndarray, y: np.ndarray) -> 
         raise BadInputError(f"output shapes differ: {x.shape} vs {y.shape}")
     xf, yf = x.astype(np.float64), y.astype(np.float64)
     total["abs"].append(float(np.abs(xf - yf).max()) if x.size else 0.0)
-    a = xf.reshape(len(xf), -1) if xf.ndim > 1 else xf.reshape(1, -1)
-    b = yf.reshape(a.shape)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    same = np.all(a == b, axis=1)
-    total["cos"].extend(np.where(norms > 0, (a * b).sum(1) / np.where(norms > 0, norms, 1),
-                                 same.astype(float)).tolist())
+    total["cos"].extend(sample_cosines(xf, yf).tolist())
     if x.ndim >= 2 and np.issubdtype(x.dtype, np.floating):
         total["top1"].extend((x.argmax(-1) == y.argmax(-1)).ravel().astype(float).tolist())
 

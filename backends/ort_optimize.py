@@ -14,6 +14,7 @@ from pathlib import Path
 import onnx_ir as ir
 
 from onnxpress.backends.onnx_writer import save
+from onnxpress.backends.ort_runner import inference_session
 from onnxpress.errors import BadInputError
 
 #: short names -> ONNX Runtime's provider names
@@ -51,19 +52,19 @@ def save_optimized(model: ir.Model | str | os.PathLike, out: str | os.PathLike, 
     if level not in LEVELS:
         raise BadInputError(f"ORT optimisation level {level!r}; choose one of {', '.join(LEVELS)}")
     out = Path(out)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = {
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
     with tempfile.TemporaryDirectory(prefix="onnxpress-ort-") as folder:
         source = model if not isinstance(model, ir.Model) else save(model, Path(folder) / "in.onnx")
         written = Path(folder) / "optimized.onnx"
-        options.optimized_model_filepath = os.fspath(written)
-        chosen = providers(provider)
+
+        def configure(options: ort.SessionOptions) -> None:
+            options.graph_optimization_level = {
+                "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
+            options.optimized_model_filepath = os.fspath(written)
+
         try:
-            ort.InferenceSession(os.fspath(source), options, providers=chosen)
+            inference_session(os.fspath(source), configure, providers(provider))
         except Exception as error:  # ORT raises its own classes for every load failure
             raise BadInputError(f"ONNX Runtime cannot load the model: "
                                 f"{str(error).strip().splitlines()[0]}") from None

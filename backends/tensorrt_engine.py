@@ -25,6 +25,7 @@ import numpy as np
 
 from onnxpress.backends.ort_runner import Runner
 from onnxpress.errors import BadInputError
+from onnxpress.ir.agreement import cosine
 
 PRECISIONS = ("int8", "fp16", "fp32")
 _WARMUPS = 5
@@ -285,7 +286,4 @@ def _agreement(want: np.ndarray, got: np.ndarray) -> dict[str, float]:
     if a.shape != b.shape:
         raise BadInputError(f"engine output has {b.size} values, ONNX Runtime's {a.size}")
     max_abs = float(np.max(np.abs(a - b))) if a.size else 0.0
-    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
-    # Two all-zero outputs agree perfectly; one zero and one not share no direction.
-    cosine = float(a @ b / norms) if norms else float(np.array_equal(a, b))
-    return {"max_abs": max_abs, "cosine": cosine}
+    return {"max_abs": max_abs, "cosine": cosine(a, b)}

@@ -26,6 +26,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxpress.ir.analysis import constant_array, static_shape
+from onnxpress.ir.edit import describe
 from onnxpress.ir.layers import linear_layer
 
 Role = Literal["producer", "consumer", "param", "shape", "group"]
@@ -153,7 +154,7 @@ class _Analysis:
 
     def _block_all(self, node: ir.Node, inflows: Sequence[Flow | None], why: str) -> None:
         for flow in inflows:
-            self.block(flow, f"{node.op_type} {node.name!r} {why}")
+            self.block(flow, f"{describe(node)} {why}")
 
     def _generic(self, node: ir.Node, inflows: Sequence[Flow | None]) -> None:
         op = node.op_type
@@ -182,7 +183,7 @@ class _Analysis:
         if flow is None:
             return True
         if flow.axis != want_axis:
-            self.block(flow, f"{node.op_type} {node.name!r} contracts another axis")
+            self.block(flow, f"{describe(node)} contracts another axis")
             return False
         self.record(flow, node, weight, weight_axis, "consumer")
         return True
@@ -355,14 +356,14 @@ class _Analysis:
             return True
         before, after = node.inputs[0].shape, node.outputs[0].shape
         if before is None or after is None:
-            self.block(flow, f"{node.op_type} {node.name!r}: shapes unknown")
+            self.block(flow, f"{describe(node)}: shapes unknown")
             return False
         before, after = list(before.dims), list(after.dims)
         position = len(before) + flow.axis
         if (before[:position + 1] != after[:position + 1] or len(after) != position + 1
                 or any(d != 1 for d in before[position + 1:])):
             if record:
-                self.block(flow, f"{node.op_type} {node.name!r} reshapes them")
+                self.block(flow, f"{describe(node)} reshapes them")
             return False
         self._pass(node, flow, -1)
         return True
@@ -374,12 +375,12 @@ class _Analysis:
             array = constant_array(node.inputs[1])
             axes = None if array is None else [int(a) for a in array]
         if rank is None or axes is None:
-            self.block(flow, f"{node.op_type} {node.name!r}: axes or rank unknown")
+            self.block(flow, f"{describe(node)}: axes or rank unknown")
             return
         axes = [a % rank for a in axes]
         channel = rank + flow.axis
         if channel in axes:
-            self.block(flow, f"{node.op_type} {node.name!r} reduces over them")
+            self.block(flow, f"{describe(node)} reduces over them")
             return
         keep = node.attributes.get_int("keepdims", 1)
         after = 0 if keep else sum(a > channel for a in axes)

@@ -1,10 +1,11 @@
-"""Small pieces every rewrite shares: domain names, how a node is named in a message, and
-shape inference that is safe to run between rewrites.
-
-(Target, per DESIGN.md: the dead-value sweep and the QDQ parameter reader move here too.)
+"""Small pieces every rewrite shares: domain names, how a node is named in a message, the
+sweep of what a rewrite left unread, and shape inference that is safe to run between
+rewrites. (What a Q/DQ node computes is read by :mod:`onnxpress.ir.qdq`.)
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection, Iterable
 
 import onnx
 import onnx_ir as ir
@@ -25,6 +26,34 @@ def is_standard(node: ir.Node) -> bool:
 def describe(node: ir.Node) -> str:
     """``Conv '/features/0/Conv'``: how messages name a node."""
     return f"{node.op_type} {node.name!r}"
+
+
+def is_unread(value: ir.Value) -> bool:
+    """Nothing reads ``value``, and the graph neither takes nor gives it."""
+    return not value.uses() and not value.is_graph_output() and not value.is_graph_input()
+
+
+def remove_unread(values: Iterable[ir.Value | None], *,
+                  producers: Collection[str] | None = ("Constant",)) -> None:
+    """Remove what a rewrite left unread among ``values``: an initializer goes; a producing
+    node goes when every output of it is unread and it is a standard ``producers`` op (None:
+    any op), and then its own inputs are looked at in turn (a DQ's scale, a Transpose's
+    weight). ``producers=()`` removes initializers only."""
+    work = list(values)
+    while work:
+        value = work.pop()
+        if value is None or not is_unread(value):
+            continue
+        if value.is_initializer() and value.graph is not None:
+            del value.graph.initializers[value.name]
+            continue
+        node = value.producer()
+        if node is None or node.graph is None or producers is not None and (
+                node.op_type not in producers or node.domain not in STANDARD_DOMAINS):
+            continue
+        if all(not out.uses() and not out.is_graph_output() for out in node.outputs):
+            work.extend(node.inputs)
+            node.graph.remove(node, safe=True)
 
 
 class TensorShapeInference(ir.passes.InPlacePass):

@@ -167,3 +167,16 @@ def int32_bias(
         steps = np.rint(bias64 / scale.astype(np.float64))
     steps = np.nan_to_num(steps, nan=0.0, posinf=_INT32.max, neginf=_INT32.min)
     return np.clip(steps, _INT32.min, _INT32.max).astype(np.int32), scale.astype(np.float32)
+
+
+#: SmoothQuant factors stay in this range (the reference's floor of 1e-5, and its mirror)
+SMOOTHING_RANGE = (1e-5, 1e5)
+
+
+def smoothing_factors(act_max: np.ndarray, weight_max: np.ndarray, alpha: float) -> np.ndarray:
+    """SmoothQuant's per-channel factor ``s_j = act_max_j**alpha / weight_max_j**(1-alpha)``,
+    clamped to ``SMOOTHING_RANGE``; 1 where either statistic is 0 (nothing to migrate)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        s = np.power(act_max, alpha) / np.power(weight_max, 1.0 - alpha)
+    usable = (act_max > 0) & (weight_max > 0) & np.isfinite(s)
+    return np.where(usable, np.clip(s, *SMOOTHING_RANGE), 1.0)

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from onnxpress.ir.agreement import cosine
 from onnxpress.passes.report import OutputCheck
 
 
@@ -42,10 +43,9 @@ def _compare_one(name: str, ref: np.ndarray, out: np.ndarray, tolerance: float) 
     max_abs = float(diff.max()) if diff.size else 0.0
     scale = float(np.abs(a).max()) if a.size else 0.0
     max_rel = max_abs / scale if scale > 0 else max_abs
-    norm = np.linalg.norm(a) * np.linalg.norm(b)
-    cosine = float(a @ b / norm) if norm > 0 else float(np.array_equal(a, b))
+    similarity = cosine(a, b)
     ok = bool(np.isfinite(max_rel) and max_rel <= tolerance)
-    return OutputCheck(name, max_abs, max_rel, cosine, ok)
+    return OutputCheck(name, max_abs, max_rel, similarity, ok)
 
 
 def merge_checks(batches: Iterable[list[OutputCheck]]) -> list[OutputCheck]:

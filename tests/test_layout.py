@@ -37,12 +37,19 @@ def _library() -> Iterator[tuple[str, Path]]:
 def _imports(tree: ast.AST) -> Iterator[tuple[ast.AST, str]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "onnxpress":  # `from onnxpress import x`: x is a module here
-                yield from ((node, f"onnxpress.{a.name}") for a in node.names)
-            else:
-                yield node, node.module
+            # `from onnxpress.backends import bench`: the module imported is bench
+            for alias in node.names:
+                name = f"{node.module}.{alias.name}"
+                yield node, name if _is_module(name) else node.module
         elif isinstance(node, ast.Import):
             yield from ((node, a.name) for a in node.names)
+
+
+def _is_module(name: str) -> bool:
+    if not name.startswith("onnxpress."):
+        return False
+    path = ROOT.joinpath(*name.split(".")[1:])
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
 
 
 def _family(module: str) -> str | None:

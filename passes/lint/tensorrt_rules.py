@@ -17,6 +17,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxpress.ir.analysis import constant_array, is_constant, opset_version
+from onnxpress.ir.edit import describe
 from onnxpress.ir.layers import linear_layer
 
 OPSETS = (9, 20)  # TensorRT 10.0; later 10.x parse up to 24
@@ -71,13 +72,9 @@ def _is_weight(dq: ir.Node) -> bool:
                                    and is_constant(q.inputs[0]))
 
 
-def _name(node: ir.Node) -> str:
-    return f"{node.op_type} {node.name!r}"
-
-
 def check_qdq(node: ir.Node) -> list[Violation]:
     """Type, symmetry, constant scales and activation granularity of one Q or DQ."""
-    found, name = [], _name(node)
+    found, name = [], describe(node)
     scale = node.inputs[1] if len(node.inputs) > 1 else None
     zero = node.inputs[2] if len(node.inputs) > 2 else None
     quantized = node.outputs[0] if node.op_type == "QuantizeLinear" else node.inputs[0]
@@ -112,7 +109,7 @@ def check_weighted(node: ir.Node) -> list[Violation]:
     if axis is None or len(node.inputs) < 2:
         return []
     data, weight = _dq_of(node.inputs[0]), _dq_of(node.inputs[1])
-    name = _name(node)
+    name = describe(node)
     if (data is None) != (weight is None):
         has, lacks = ("input", "weight") if weight is None else ("weight", "input")
         return [Violation("half-quantized", name, f"Q/DQ on its {has} but not its {lacks}: "
@@ -146,12 +143,12 @@ def check_pairs(node: ir.Node) -> list[Violation]:
                                         for user, _ in out.uses())
     if not lone:
         return []
-    return [Violation("unpaired-quantize", _name(node), "feeds something other than a "
+    return [Violation("unpaired-quantize", describe(node), "feeds something other than a "
                       "DequantizeLinear; TensorRT reads quantization only as Q/DQ pairs")]
 
 
 def check_op(node: ir.Node) -> list[Violation]:
-    name = _name(node)
+    name = describe(node)
     if node.domain not in ("", "ai.onnx"):
         return [Violation("unsupported-op", name, f"domain {node.domain!r} does not parse in "
                           "TensorRT (no plugin): use the tensorrt target's pipeline, not "

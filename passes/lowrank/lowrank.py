@@ -34,6 +34,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxpress.errors import BadInputError
+from onnxpress.ir.edit import remove_unread
 from onnxpress.passes.activations import stream
 from onnxpress.passes.base import Pass, PassStats, data_field, passes_field
 from onnxpress.passes.lowrank import eora, ranks, rewrite, sites
@@ -154,7 +155,7 @@ class LowRank(Pass):
         layers = [{"layer": site.node.name, "rank": rank, "full": len(spectrum.values),
                    "error": float(np.sqrt(spectrum.energy[rank]))}
                   for site, spectrum, rank in planned]
-        _drop_unread(model.graph, weights)
+        remove_unread(weights, producers=())
         stats = {"layers_factored": len(layers), "layers": len(found), "aware": aware,
                  "weights_before": before, "weights_after": after, "factored": layers}
         return PassStats(model, modified=bool(layers), stats=stats, notes=notes)
@@ -205,11 +206,6 @@ class LowRank(Pass):
                 f"min_saving={self.min_saving:.0%} (at most rank {top})")
 
 
-def _drop_unread(graph: ir.Graph, values: list[ir.Value | None]) -> None:
-    for value in values:
-        if value is not None and value.is_initializer() and not list(value.uses()) \
-                and value not in graph.outputs:
-            graph.initializers.pop(value.name, None)
 
 
 def _names(text: str) -> list[str]:

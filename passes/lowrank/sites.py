@@ -11,6 +11,7 @@ import onnx_ir as ir
 
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.channel_groups import channel_groups
+from onnxpress.ir.edit import describe
 from onnxpress.ir.layers import as_matrix, features_of
 
 #: features above which a layer's ``H`` (features^2 float64) is not gathered
@@ -58,7 +59,7 @@ def find(graph: ir.Graph, ops: set[str], exclude: set[str], mlp_only: bool,
         if node.op_type not in ops or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
             continue
         weight = constant_array(node.inputs[1])
-        label = f"{node.op_type} {node.name!r}"
+        label = describe(node)
         if weight is None and (node.op_type != "MatMul" or node.inputs[1].is_initializer()):
             notes.append(f"{label} kept: its weight is not a constant (a graph input, or "
                          "computed)")

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
+from onnxpress.ir.edit import describe
+
 
 def node_label(node: ir.Node | None) -> str:
     if node is None:
         return "?"
-    return f"{node.op_type} {node.name!r}" if node.name else node.op_type
+    return describe(node) if node.name else node.op_type
 
 
 class Declines:

@@ -38,7 +38,7 @@ from onnxpress.ir.attention.mask import MaskSource
 from onnxpress.ir.attention.match import find_attention
 from onnxpress.ir.attention.values import dims
 from onnxpress.ir.builder import Builder
-from onnxpress.ir.edit import MS_DOMAIN
+from onnxpress.ir.edit import MS_DOMAIN, describe
 from onnxpress.passes.ort_fusion._common import Declines
 
 __all__ = ["fuse_attention"]
@@ -122,7 +122,7 @@ def _check_removable(block: _Block) -> str | None:
             if out is final:
                 continue
             if out.is_graph_output() or any(u.node not in block.nodes for u in out.uses()):
-                return f"{node.op_type} {node.name!r} has a user outside the attention block"
+                return f"{describe(node)} has a user outside the attention block"
     return None
 
 

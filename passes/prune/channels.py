@@ -14,6 +14,7 @@ import onnx_ir as ir
 
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.channel_groups import Flow, Group, Slice, keep_mask
+from onnxpress.ir.edit import remove_unread
 
 
 def magnitude(group: Group) -> np.ndarray:
@@ -55,15 +56,10 @@ def remove_channels(graph: ir.Graph, plan: Sequence[tuple[Group, np.ndarray]]) -
             flows.update(group.values)
     for value, flow in flows.items():
         _reshape(value, flow, removed_by_space)
-    drop_unused(graph)
+    remove_unread(list(graph.initializers.values()), producers=())
     return len(cuts)
 
 
-def drop_unused(graph: ir.Graph) -> None:
-    """The initializers the cuts and refits replaced."""
-    for name, value in list(graph.initializers.items()):
-        if not value.uses() and not value.is_graph_output() and not value.is_graph_input():
-            del graph.initializers[name]
 
 
 def _cut(graph: ir.Graph, value: ir.Value | None,

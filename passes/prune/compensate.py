@@ -31,6 +31,7 @@ import onnx_ir as ir
 from onnxpress.backends.ort_runner import Runner
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.channel_groups import Group
+from onnxpress.ir.edit import describe
 from onnxpress.ir.layers import (
     as_matrix,
     features_of,
@@ -109,7 +110,7 @@ def consumers(plan: Sequence[tuple[Group, np.ndarray]]) -> tuple[list[Consumer],
         assert weight is not None
         size = weight.size // outputs_of(node, weight)
         if size > MAX_FEATURES:
-            notes.append(f"{node.op_type} {node.name!r}: {size} input features, more than "
+            notes.append(f"{describe(node)}: {size} input features, more than "
                          f"{MAX_FEATURES}; not compensated")
             continue
         found.append(Consumer(node, np.sort(np.concatenate(parts)), layer_bias(node)))

@@ -41,9 +41,10 @@ import onnx_ir as ir
 
 from onnxpress.errors import BadInputError
 from onnxpress.ir.channel_groups import Group, channel_groups
+from onnxpress.ir.edit import remove_unread
 from onnxpress.passes.base import Pass, PassStats, data_field
 from onnxpress.passes.prune import heads as attention
-from onnxpress.passes.prune.channels import drop_unused, lowest, magnitude, remove_channels
+from onnxpress.passes.prune.channels import lowest, magnitude, remove_channels
 from onnxpress.passes.prune.compensate import consumers, gather, gather_paired, refit, saliency
 from onnxpress.passes.prune.sparsity import sparsify
 
@@ -134,7 +135,7 @@ class Prune(Pass):
         for block, heads in zip(found, removed):
             if heads:
                 attention.remove_heads(model.graph, block, np.array(sorted(heads)), compensate)
-        drop_unused(model.graph)
+        remove_unread(list(model.graph.initializers.values()), producers=())
         stats = {"heads_removed": count, "heads": total, "blocks": len(found),
                  "per_block": [len(r) for r in removed]}
         return PassStats(model, modified=count > 0, stats=stats, notes=notes)

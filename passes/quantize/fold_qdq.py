@@ -54,8 +54,9 @@ import onnx_ir as ir
 from onnxpress.ir import quant_math
 from onnxpress.ir.analysis import all_graphs, constant_array, is_constant
 from onnxpress.ir.builder import Builder
+from onnxpress.ir.edit import describe, remove_unread
+from onnxpress.ir.qdq import QdqParams, is_op, read
 from onnxpress.passes.base import Pass, PassStats
-from onnxpress.passes.quantize.qdq_params import QdqParams, is_op, read
 from onnxpress.passes.quantize.qdq_rules import RuleLog, absorb_rules, move_rules, pair_rules
 
 __all__ = ["ORT_QDQ_OPS", "FoldQdq"]
@@ -110,13 +111,13 @@ class FoldQdq(Pass):
                 applied += count
                 _remove_identities(log)
                 _sweep(log.maybe_dead)
-                _drop_unused(log.maybe_unused)
+                remove_unread(log.maybe_unused)
                 log.maybe_unused.clear()
             if not applied:
                 break
         if self.drop_unfusable:
             stats["dropped_lossy"] = _drop_unfusable(model)
-        _drop_unused(constants)
+        remove_unread(constants)
         kept.update(log.kept)
         result.notes.extend(_notes(kept))
         stats["kept"] = len(result.notes)
@@ -170,7 +171,7 @@ def _scalar_parameters(model: ir.Model) -> int:
                 copies[key] = Builder(node.graph).initializer(array.reshape(()), name)
             node.replace_input_with(index, copies[key])
             replaced.append(value)
-    _drop_unused(replaced)
+    remove_unread(replaced)
     return len(replaced)
 
 
@@ -213,7 +214,7 @@ def _fold_weight(graph: ir.Graph, q: ir.Node) -> str | int:
     value = Builder(graph).initializer(quantized, name)
     q.outputs[0].replace_all_uses_with(value)
     graph.remove(q, safe=True)
-    _drop_unused([source])
+    remove_unread([source])
     return sum(_fold_clip(graph, use.node, quantized, name) for use in value.uses())
 
 
@@ -236,7 +237,7 @@ def _fold_clip(graph: ir.Graph, clip: ir.Node, quantized: np.ndarray, name: str)
     value = Builder(graph).initializer(clipped, f"{name}_clipped")
     clip.outputs[0].replace_all_uses_with(value)
     graph.remove(clip, safe=True)
-    _drop_unused(inputs)
+    remove_unread(inputs)
     return 1
 
 
@@ -273,17 +274,6 @@ def _qdq_constants(model: ir.Model) -> list[ir.Value]:
     return list(values.values())
 
 
-def _drop_unused(values: list[ir.Value | None]) -> None:
-    """Remove initializers and Constant nodes among ``values`` that nothing reads any more."""
-    for value in values:
-        if value is None or value.uses() or value.is_graph_output() or value.is_graph_input():
-            continue
-        if value.is_initializer() and value.graph is not None:
-            del value.graph.initializers[value.name]
-            continue
-        producer = value.producer()
-        if is_op(producer, "Constant") and producer.graph is not None:
-            producer.graph.remove(producer, safe=True)
 
 
 def _sweep(nodes: list[ir.Node]) -> None:
@@ -295,7 +285,7 @@ def _sweep(nodes: list[ir.Node]) -> None:
             continue
         inputs = list(node.inputs)
         graph.remove(node, safe=True)
-        _drop_unused(inputs)
+        remove_unread(inputs)
 
 
 def _remove_identities(log: RuleLog) -> None:
@@ -346,5 +336,5 @@ def _drop_pair(graph: ir.Graph, q: ir.Node) -> int:
 
 def _notes(kept: dict[ir.Node, str]) -> list[str]:
     """One note per node still in the graph (a later rewrite may have removed it)."""
-    return [f"{node.op_type} {node.name!r} kept: {reason}"
+    return [f"{describe(node)} kept: {reason}"
             for node, reason in kept.items() if node.graph is not None]

@@ -25,9 +25,9 @@ import onnx_ir as ir
 
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.builder import Builder
-from onnxpress.ir.edit import MS_DOMAIN
-from onnxpress.passes.quantize.qdq_params import is_op, read
-from onnxpress.passes.quantize.rewrite import drop_unread, replace_node
+from onnxpress.ir.edit import MS_DOMAIN, remove_unread
+from onnxpress.ir.qdq import is_op, read
+from onnxpress.passes.quantize.rewrite import replace_node
 
 __all__ = ["lower_attention"]
 
@@ -90,5 +90,5 @@ def _lower(graph: ir.Graph, node: ir.Node) -> str | None:
     )
     builder.insert_before(node)
     replace_node(graph, node, out)
-    drop_unread([x_dq.outputs[0], w_dq.outputs[0]])
+    remove_unread([x_dq.outputs[0], w_dq.outputs[0]], producers=("DequantizeLinear", "Constant"))
     return None

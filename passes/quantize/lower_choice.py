@@ -16,7 +16,7 @@ from typing import Any
 
 import onnx_ir as ir
 
-from onnxpress.backends.bench import bench_models
+from onnxpress.backends import bench
 from onnxpress.passes.base import PassStats
 
 ROUNDS = 15
@@ -44,7 +44,7 @@ def lower_measured(model: ir.Model, lower: Callable[[ir.Model], PassStats],
         result.stats["form"] = "qdq"
         return result
     feeds = _feeds(data)
-    rows = bench_models([("qoperator", model), ("qdq", qdq)], batch=1, repeats=ROUNDS,
+    rows = bench.bench_models([("qoperator", model), ("qdq", qdq)], batch=1, repeats=ROUNDS,
                         progress=False, feeds=feeds)
     qop_ms, qdq_ms = rows[0].median_ms, rows[1].median_ms
     keep_qdq = qdq_ms < qop_ms * (1 - MARGIN)

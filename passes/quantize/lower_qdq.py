@@ -59,6 +59,8 @@ import onnx_ir as ir
 from onnxpress.errors import BadInputError
 from onnxpress.ir.analysis import opset_version
 from onnxpress.ir.builder import Builder
+from onnxpress.ir.edit import describe, remove_unread
+from onnxpress.ir.qdq import is_op
 from onnxpress.passes.base import Pass, PassStats, data_field
 from onnxpress.passes.quantize.fold_qdq import FoldQdq
 from onnxpress.passes.quantize.lower_attention import lower_attention
@@ -73,8 +75,6 @@ from onnxpress.passes.quantize.lower_rules import (
     integer_clip,
     requantized,
 )
-from onnxpress.passes.quantize.qdq_params import is_op
-from onnxpress.passes.quantize.rewrite import drop_unread
 
 __all__ = ["LowerQdq"]
 
@@ -130,7 +130,7 @@ class LowerQdq(Pass):
                 result.stats[plan.becomes] = result.stats.get(plan.becomes, 0) + 1
             elif _quantized_op(node, ctx):
                 reason = plan or f"no integer lowering for {node.op_type}"
-                kept.append(f"{node.op_type} {node.name!r} kept in QDQ form: {reason}")
+                kept.append(f"{describe(node)} kept in QDQ form: {reason}")
         if "Attention" in wanted and self.contrib:
             lowered, notes = lower_attention(graph)
             if lowered:
@@ -186,7 +186,7 @@ def _apply(graph: ir.Graph, plan: Lowering) -> None:
         _route(q.value, result)
         graph.remove(q.node, safe=True)
     graph.remove([n for n in plan.replaced if n.graph is not None], safe=True)
-    drop_unread(inputs)
+    remove_unread(inputs, producers=("DequantizeLinear", "Constant"))
 
 
 def _move_onto_integers(graph: ir.Graph, move: ir.Node, source: ir.Value,

@@ -21,9 +21,9 @@ import onnx_ir as ir
 from onnxpress.ir import quant_math
 from onnxpress.ir.analysis import constant_array, is_constant
 from onnxpress.ir.builder import Builder
-from onnxpress.ir.edit import MS_DOMAIN
+from onnxpress.ir.edit import MS_DOMAIN, describe
 from onnxpress.ir.layers import Layer, linear_layer
-from onnxpress.passes.quantize.qdq_params import QdqParams, is_op, rank_of, read
+from onnxpress.ir.qdq import QdqParams, is_op, rank_of, read
 
 __all__ = ["MS_DOMAIN", "QUANTIZED_MOVES", "RULES", "Context", "Lowering", "Quantized",
            "Requantized", "dequantized", "integer_clip", "requantized"]
@@ -87,7 +87,7 @@ def _constant(b: Builder, value: ir.Value | None, array: np.ndarray, name: str) 
 
 def _quantized(node: ir.Node, value: ir.Value) -> Quantized | str:
     params = read(node)
-    where = f"{node.op_type} {node.name!r}"
+    where = describe(node)
     if isinstance(params, str):
         return f"{where}: {params}"
     if params.qtype not in _BYTE_TYPES:

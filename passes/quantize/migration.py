@@ -15,7 +15,8 @@ QuantizeLinear scale instead would be free in principle, but ONNX Runtime 1.31 r
 QuantizeLinear in a generic loop, 60 of DeiT-S's 130 ms. The budget's simulator models the
 same arithmetic as a per-channel round trip at scales ``c * s`` (``Migration.quantizer``).
 Factors: ``s_k = max|x_k| ** alpha / max|W_k| ** (1 - alpha)`` over every weight
-that reads ``x``, clipped to [1e-4, 1e4]; an activation is migrated only where that lowers
+that reads ``x``, clipped to [1e-5, 1e5] (``quant_math.smoothing_factors``, shared with
+``smooth``); an activation is migrated only where that lowers
 the estimated output noise of its layers (``_error``): on MiniLM it smooths the LayerNorm
 outputs and leaves the GELU outputs, whose negative tail ``1 / s`` would stretch. Only for
 activations that nothing but quantized MatMul-like layers (MatMul, Gemm, Attention with a
@@ -37,7 +38,6 @@ from onnxpress.passes.quantize.policy import Plan, Target
 __all__ = ["Migration", "candidates", "migrations"]
 
 #: factor bounds: beyond them a channel is dead or the weight row is all zero
-FACTOR_RANGE = (1e-4, 1e4)
 _MATMUL_LIKE = ("MatMul", "Gemm", "Attention")
 
 
@@ -94,10 +94,7 @@ def migrations(
             continue  # a weight does not contract x's last axis
         act = np.maximum(-lo, hi)
         row_max = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            factors = act ** alpha / row_max ** (1 - alpha)
-        factors = np.where(np.isfinite(factors) & (factors > 0), factors, 1.0)
-        factors = np.clip(factors, *FACTOR_RANGE)
+        factors = quant_math.smoothing_factors(act, row_max, alpha)
         if _error(lo, hi, weights, factors) < _error(lo, hi, weights, np.ones_like(factors)):
             factors = factors.astype(np.float32)
             found[value] = (Migration(factors), float(np.min(lo / factors)),

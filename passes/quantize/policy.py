@@ -28,7 +28,7 @@ from collections.abc import Iterable
 import onnx_ir as ir
 
 from onnxpress.ir.analysis import constant_array
-from onnxpress.ir.edit import MS_DOMAIN
+from onnxpress.ir.edit import MS_DOMAIN, describe
 from onnxpress.ir.layers import layer_bias, linear_layer
 from onnxpress.ir.marks import kept_float
 
@@ -82,7 +82,7 @@ def plan(
         if value is None or value.dtype != FLOAT:
             return False
         if value not in data:
-            notes.append(f"{node.op_type} {node.name!r}: input {value.name!r} is a mask, position "
+            notes.append(f"{describe(node)}: input {value.name!r} is a mask, position "
                          "or index path; left in float")
             return False
         if value in outputs:
@@ -104,7 +104,7 @@ def plan(
             continue
         target = _target(node)
         if target is None:
-            notes.append(f"{node.op_type} {node.name!r}: no supported weight/input layout; "
+            notes.append(f"{describe(node)}: no supported weight/input layout; "
                          "left in float")
             continue
         activations = [i for i, v in enumerate(node.inputs[:2]) if i != target.weight

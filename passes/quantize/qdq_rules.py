@@ -33,7 +33,8 @@ import onnx_ir as ir
 from onnxscript.rewriter import MatchResult, RewriteRuleClassBase, RewriteRuleSet
 
 from onnxpress.ir.analysis import constant_array, opset_version
-from onnxpress.passes.quantize.qdq_params import (
+from onnxpress.ir.edit import describe
+from onnxpress.ir.qdq import (
     INT_RANGES,
     QdqParams,
     is_op,
@@ -153,19 +154,19 @@ class MoveThrough(_OpThenQuantize):
         node, q = mid.producer(), out.producer()
         dqs = [v.producer() if v is not None else None for v in self._sources(node)]
         if not all(is_op(dq, "DequantizeLinear") for dq in dqs):
-            return self.log.keep(q, f"an input of {node.op_type} {node.name!r} is not dequantized")
+            return self.log.keep(q, f"an input of {describe(node)} is not dequantized")
         for dq in dqs:
             reason = _pair_reason(dq, q, node)
             if reason:
-                return self.log.keep(q, f"{node.op_type} {node.name!r}: {reason}")
+                return self.log.keep(q, f"{describe(node)}: {reason}")
         qtype = read(q).qtype  # readable: _pair_reason said so
         if qtype not in _BYTE_TYPES:
-            return self.log.keep(q, f"{node.op_type} {node.name!r} would run on {qtype.name}, "
+            return self.log.keep(q, f"{describe(node)} would run on {qtype.name}, "
                                     "not int8/uint8")
         if self.op_type == "MaxPool" and (opset_version(context.model) or 0) < 12:
             return self.log.keep(q, "MaxPool runs on int8/uint8 from opset 12")
         if qtype == ir.DataType.INT8 and not self.int8_moves:
-            return self.log.keep(q, f"{node.op_type} {node.name!r} left between int8 pairs, "
+            return self.log.keep(q, f"{describe(node)} left between int8 pairs, "
                                     "where ORT on x86 fuses them (int8_moves=true moves them)")
         return self.log.accept(q)
 
@@ -263,7 +264,7 @@ class AbsorbActivation(_OpThenQuantize):
             return self.log.keep(q, "Clip bounds are checked for float32 only")
         reason = _saturates(params, *bounds)
         if reason:
-            return self.log.keep(q, f"keeps {node.op_type} {node.name!r}: {reason}")
+            return self.log.keep(q, f"keeps {describe(node)}: {reason}")
         return self.log.accept(q)
 
     def rewrite(self, op, x, mid, out):

@@ -65,7 +65,7 @@ from onnxpress.errors import BadInputError
 from onnxpress.ir import quant_math
 from onnxpress.ir.analysis import constant_array, opset_version
 from onnxpress.ir.builder import Builder
-from onnxpress.ir.edit import TensorShapeInference
+from onnxpress.ir.edit import TensorShapeInference, remove_unread
 from onnxpress.passes.base import Pass, PassStats, data_field
 from onnxpress.passes.calibration_data import Batch
 from onnxpress.passes.quantize.bias_correction import (
@@ -87,7 +87,6 @@ from onnxpress.passes.quantize.policy import Plan, Target, plan
 from onnxpress.passes.quantize.rewrite import (
     dequantized_bias,
     dequantized_weight,
-    drop_unused_initializers,
     qdq,
     weight_round_trip,
 )
@@ -156,7 +155,7 @@ class Quantize(Pass):
             self._rewrite_within_budget(model, chosen, params, moved, sample, result, means)
         if self.embeddings:
             result.stats["embeddings"] = quantize_embeddings(graph)
-            drop_unused_initializers(graph)
+            remove_unread(list(graph.initializers.values()), producers=())
         result.modified = bool(result.stats["nodes"] or result.stats["activations"]
                                or result.stats.get("embeddings"))
         return result
@@ -215,7 +214,7 @@ class Quantize(Pass):
             readers = None if value in outputs else quantized
             if _insert_qdq(graph, value, p, moved.get(value), keep_float, readers):
                 stats["activations"] += 1
-        drop_unused_initializers(graph)
+        remove_unread(list(graph.initializers.values()), producers=())
 
     def _calibrate(
         self, model: ir.Model, chosen: Plan, data: Iterable[Batch], notes: list[str]

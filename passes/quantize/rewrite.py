@@ -19,9 +19,8 @@ from onnxpress.ir import quant_math
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.builder import Builder
 from onnxpress.passes.quantize.migration import Migration
-from onnxpress.passes.quantize.qdq_params import is_op
 
-__all__ = ["dequantized_bias", "dequantized_weight", "drop_unread", "drop_unused_initializers",
+__all__ = ["dequantized_bias", "dequantized_weight",
            "int8_weight",
            "qdq", "replace_node", "weight_round_trip"]
 
@@ -110,11 +109,6 @@ def qdq(builder: Builder, value: ir.Value, p: quant_math.QuantParams,
     return restored
 
 
-def drop_unused_initializers(graph: ir.Graph) -> None:
-    """The float weights and biases their int8/int32 copies replaced."""
-    for name, value in list(graph.initializers.items()):
-        if not list(value.uses()) and not value.is_graph_input() and not value.is_graph_output():
-            graph.initializers.pop(name)
 
 
 def replace_node(graph: ir.Graph, node: ir.Node, out: ir.Value) -> None:
@@ -126,19 +120,3 @@ def replace_node(graph: ir.Graph, node: ir.Node, out: ir.Value) -> None:
     out.name, out.shape, out.type = name, old.shape, old.type
     graph.remove(node, safe=True)
 
-
-def drop_unread(values: list[ir.Value | None]) -> None:
-    """Remove, among the producers and initializers of ``values``, the DQs, Constants and
-    initializers nothing reads any more, and then their own inputs."""
-    while values:
-        value = values.pop()
-        if value is None or value.uses() or value.is_graph_output() or value.is_graph_input():
-            continue
-        producer = value.producer()
-        if value.is_initializer() and value.graph is not None:
-            del value.graph.initializers[value.name]
-        elif producer is not None and producer.graph is not None and (
-                is_op(producer, "DequantizeLinear") or is_op(producer, "Constant")):
-            if all(not o.uses() and not o.is_graph_output() for o in producer.outputs):
-                values.extend(producer.inputs)
-                producer.graph.remove(producer, safe=True)

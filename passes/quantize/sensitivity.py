@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from onnxpress.backends.ort_runner import Runner
 from onnxpress.ir import quant_math
+from onnxpress.ir.agreement import sample_cosines
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.builder import Builder
 from onnxpress.passes.calibration_data import Batch
@@ -222,18 +223,6 @@ def _branch(name: str, value: ir.Value, axis: dict[str, int], *params: ir.Value)
     return ir.Graph((), [out], nodes=tape.nodes, name=name)
 
 
-def sample_cosines(reference: np.ndarray, output: np.ndarray) -> np.ndarray:
-    """Cosine per sample (first axis; all of it when the rank is < 2); exactly 1 where the two
-    are equal (zeros included), so that an all-float model meets a budget of 0."""
-    a = np.asarray(reference, np.float64)
-    b = np.asarray(output, np.float64)
-    a = a.reshape(len(a), -1) if a.ndim >= 2 else a.reshape(1, -1)
-    b = b.reshape(a.shape)
-    dot = np.sum(a * b, axis=1)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cosine = np.where(norms > 0, dot / norms, 0.0)
-    return np.where(np.all(a == b, axis=1), 1.0, np.nan_to_num(cosine))
 
 
 def _error(reference: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> float:

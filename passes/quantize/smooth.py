@@ -29,6 +29,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxpress.errors import BadInputError
+from onnxpress.ir import quant_math
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.builder import Builder
 from onnxpress.passes.base import Pass, PassStats, data_field
@@ -40,7 +41,6 @@ __all__ = ["Smooth"]
 logger = logging.getLogger(__name__)
 
 #: the range s is clamped to, so that no weight or gamma over- or underflows
-MIN_SCALE, MAX_SCALE = 1e-5, 1e5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +74,7 @@ class Smooth(Pass):
                                     f"have {site.channels}")
                 result.stats["skipped"] += 1
                 continue
-            scale = _scales(x_max, _weight_maxima(site), self.alpha)
+            scale = quant_math.smoothing_factors(x_max, _weight_maxima(site), self.alpha)
             _apply(model.graph, site, scale)
             logger.debug("smoothed %s: scales in [%.3g, %.3g]", site.producer.name,
                          scale.min(), scale.max())
@@ -107,14 +107,6 @@ def _weight_maxima(site: Site) -> np.ndarray:
         weight = np.abs(np.asarray(constant_array(edit.node.inputs[edit.index]), np.float64))
         result = np.maximum(result, weight.max(axis=1 - edit.axis))
     return result
-
-
-def _scales(x_max: np.ndarray, w_max: np.ndarray, alpha: float) -> np.ndarray:
-    """s_j = x_max**alpha / w_max**(1-alpha), clamped; 1 where a statistic is 0."""
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        s = np.power(x_max, alpha) / np.power(w_max, 1.0 - alpha)
-    usable = (x_max > 0) & (w_max > 0) & np.isfinite(s)
-    return np.where(usable, np.clip(s, MIN_SCALE, MAX_SCALE), 1.0)
 
 
 def _apply(graph: ir.Graph, site: Site, scale: np.ndarray) -> None:

@@ -36,7 +36,7 @@ import dataclasses
 import onnx_ir as ir
 
 from onnxpress.ir.analysis import constant_array, is_constant
-from onnxpress.ir.edit import MS_DOMAIN
+from onnxpress.ir.edit import MS_DOMAIN, describe
 from onnxpress.ir.layers import linear_layer
 
 __all__ = ["Edit", "Site", "Sites", "find_sites"]
@@ -169,7 +169,7 @@ def _readers(root: ir.Value) -> list[Edit] | str:
             if axis is None:
                 why = (" (e.g. the residual Add of a post-norm block: X/s would change the "
                        "residual stream)") if node.op_type == "Add" else ""
-                return (f"its output also feeds {node.op_type} {node.name!r}, which cannot "
+                return (f"its output also feeds {describe(node)}, which cannot "
                         f"absorb the scale{why}")
             edits.append(Edit(node, 1, axis, +1))
     return edits

@@ -53,7 +53,7 @@ import onnx_ir as ir
 from onnxpress.errors import BadInputError
 from onnxpress.ir.analysis import constant_array, opset_version
 from onnxpress.ir.builder import Builder
-from onnxpress.ir.edit import MS_DOMAIN
+from onnxpress.ir.edit import MS_DOMAIN, remove_unread
 from onnxpress.ir.layers import linear_layer, weight_source
 from onnxpress.passes.base import Pass, PassStats, data_field
 from onnxpress.passes.quantize import blockwise
@@ -260,8 +260,8 @@ class WeightOnly(Pass):
                 self._emit_nbits(graph, target, done[target.source], emitted)
             stats["nodes"] += 1
         for target in targets:
-            _drop_if_unused(graph, target.via)
-            _drop_if_unused(graph, target.source)
+            via = target.via.outputs[0] if target.via is not None else None
+            remove_unread([via, target.source], producers=("Transpose", "Constant"))
         stats["quantized_bytes"] = sum(v.const_value.nbytes for v in graph.initializers.values()
                                        if v not in existing and v.const_value is not None)
 
@@ -299,7 +299,7 @@ class WeightOnly(Pass):
             name=f"{node.name}_MatMulNBits" if node.name else None)
         ir.convenience.replace_nodes_and_values(
             graph, node, [node], list(builder.nodes), [node.outputs[0]], [out])
-        _drop_if_unused(graph, c)
+        remove_unread([c], producers=None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -397,18 +397,6 @@ def _storage_dtype(blocked: blockwise.Blocked) -> np.dtype:
     return kind[blocked.bits, blocked.symmetric].numpy()
 
 
-def _drop_if_unused(graph: ir.Graph, item: ir.Node | ir.Value | None) -> None:
-    """The float weight (or its Transpose / Constant node) once nothing reads it."""
-    if isinstance(item, ir.Node):
-        if item.graph is graph and not any(v.uses() or v.is_graph_output() for v in item.outputs):
-            graph.remove(item, safe=True)
-        return
-    if item is None or item.uses() or item.is_graph_output() or item.is_graph_input():
-        return
-    if item.name in graph.initializers and graph.initializers[item.name] is item:
-        graph.initializers.pop(item.name)
-    elif item.producer() is not None:
-        _drop_if_unused(graph, item.producer())
 
 
 class _Gram(Observer):

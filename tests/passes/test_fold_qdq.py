@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import onnxpress
+from onnxpress.backends.ort_runner import inference_session
 from onnxpress.passes.quantize.fold_qdq import FoldQdq
 
 MODELS = Path(onnxpress.models.__file__).parent
@@ -58,12 +59,12 @@ def _dq(x, out, prefix, **attrs):
 
 
 def _run(model: onnx.ModelProto | str, feeds, optimize: bool) -> list[np.ndarray]:
-    options = ort.SessionOptions()
-    if not optimize:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    def configure(options: ort.SessionOptions) -> None:
+        if not optimize:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+
     source = model if isinstance(model, str) else model.SerializeToString()
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"]).run(
-        None, feeds)
+    return inference_session(source, configure).run(None, feeds)  # exact int8 without VNNI
 
 
 def _fold(proto: onnx.ModelProto, **options):

@@ -30,6 +30,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxpress
+from onnxpress.backends.ort_runner import inference_session
 from onnxpress.passes.quantize.fold_qdq import FoldQdq
 
 MODELS = Path(onnxpress.models.__file__).parent
@@ -56,9 +57,10 @@ _LEVELS = {"none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
 
 
 def _session(path: Path, level: str) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = _LEVELS[level]
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    def configure(options: ort.SessionOptions) -> None:
+        options.graph_optimization_level = _LEVELS[level]
+
+    return inference_session(str(path), configure)  # exact int8 on CPUs without VNNI too
 
 
 def _reference(before: Path) -> ort.InferenceSession:

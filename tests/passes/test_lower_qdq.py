@@ -16,6 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxpress
+from onnxpress.backends.ort_runner import inference_session
 from onnxpress.errors import BadInputError
 from onnxpress.models.digits_data import CALIBRATION_NPZ
 from onnxpress.passes.cleanup import Cleanup
@@ -60,12 +61,12 @@ def _lower(path: Path, **options) -> tuple[onnx.ModelProto, onnxpress.passes.bas
 
 
 def _session(model: onnx.ModelProto | bytes, optimize: bool = True) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if not optimize:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    def configure(options: ort.SessionOptions) -> None:
+        if not optimize:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+
     source = model if isinstance(model, bytes) else model.SerializeToString()
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return inference_session(source, configure)  # exact int8 on CPUs without VNNI too
 
 
 def _count(proto: onnx.ModelProto, *ops: str) -> int:
@@ -398,8 +399,8 @@ def test_form_auto_measures_both_and_matches_the_form_it_keeps(
     reference = qdq_models["vit"] if not any(n.op_type == "QAttention" or n.domain
                                              for n in chosen.graph) else paths["forced"]
     feeds = {"image": IMAGES[:16]}
-    got = ort.InferenceSession(paths["chosen"]).run(None, feeds)[0]
-    want = ort.InferenceSession(reference).run(None, feeds)[0]
+    got = _session(paths["chosen"].read_bytes()).run(None, feeds)[0]
+    want = _session(Path(reference).read_bytes()).run(None, feeds)[0]
     np.testing.assert_array_equal(got, want)
 
 
