@@ -56,20 +56,23 @@ def session_options(*, precise: bool = True) -> Any:
 
 
 def inference_session(source: Any, configure: Callable[[Any], None] = lambda _: None,
-                      providers: list[str] | None = None) -> Any:
+                      providers: list[str] | None = None, *, precise: bool = True) -> Any:
     """An ORT session with exact int8 (``PRECISE_INT8``), ``configure`` applied to its
     options. ORT's weight conversion fails on some models (int8-activation QOperator ops left
     without a kernel; a weight shared by two nodes converted twice): those start without
-    it, and a model that does not load either way raises that second error."""
+    it, and a model that does not load either way raises that second error. (It can also
+    break a model at run time, e.g. a per-channel int8 DequantizeLinear: ``Runner`` then
+    starts again with ``precise=False``.)"""
     import onnxruntime as ort
 
     chosen = providers or ["CPUExecutionProvider"]
-    options = session_options()
-    configure(options)
-    try:
-        return ort.InferenceSession(source, options, providers=chosen)
-    except Exception:  # ORT raises its own classes for every load failure
-        pass
+    if precise:
+        options = session_options()
+        configure(options)
+        try:
+            return ort.InferenceSession(source, options, providers=chosen)
+        except Exception:  # ORT raises its own classes for every load failure
+            pass
     options = session_options(precise=False)
     configure(options)
     return ort.InferenceSession(source, options, providers=chosen)
@@ -102,9 +105,15 @@ class Runner:
                 options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
 
         self._tmp: tempfile.TemporaryDirectory | None = None
+        self._open = lambda precise: self._session(model, configure, providers, precise)
+        self.session, self._precise = self._open(True), True
+
+    def _session(self, model: ir.Model | str | os.PathLike | bytes,
+                 configure: Callable[[Any], None], providers: list[str] | None,
+                 precise: bool) -> Any:
         source = self._materialize(model)
         try:
-            self.session = inference_session(source, configure, providers)
+            return inference_session(source, configure, providers, precise=precise)
         except Exception as error:  # ORT raises its own classes for every load failure
             first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
             raise BadInputError(f"ONNX Runtime cannot load the model: {first}") from None
@@ -136,7 +145,13 @@ class Runner:
         if missing:
             raise BadInputError(f"no data for model input {missing[0]!r}; add it to the data")
         wanted = {name: feeds[name] for name in self.input_names}
-        outputs = self.session.run(None, wanted)
+        try:
+            outputs = self.session.run(None, wanted)
+        except Exception:  # ORT's int8 weight conversion broke the model (inference_session)
+            if not self._precise:
+                raise
+            self.session, self._precise = self._open(False), False
+            outputs = self.session.run(None, wanted)
         return dict(zip(self.output_names, outputs))
 
     def sample_inputs(self, *, seed: int = 0, batch: int = 1) -> dict[str, np.ndarray]:

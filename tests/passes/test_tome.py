@@ -1,6 +1,7 @@
 """``tome``: ToMe's bipartite soft matching inserted into exported ViTs. The reference is
 ToMe's algorithm written in PyTorch from the paper and its reference code
-(``tome_reference``), run on the same module the ONNX file was exported from."""
+(``onnxpress.models.tome_reference``), run on the same module the ONNX file was exported
+from."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from tome_reference import bipartite, reference
 
 import onnxpress
 from onnxpress.backends.ort_runner import Runner
 from onnxpress.errors import BadInputError
+from onnxpress.models.tome_reference import bipartite, reference
 
 MODELS = Path(onnxpress.models.__file__).parent
 
