@@ -40,6 +40,8 @@ def compile(  # noqa: A001 - the public name DESIGN.md promises
     registry: PassRegistry | None = None,
     progress: bool | None = None,
     return_report: bool = False,
+    opset: int | None = None,
+    keep_initializer_inputs: bool = False,
 ) -> ir.Model | tuple[ir.Model, Report]:
     """Load ``model`` (unless it is already IR), run the pipeline in place, return it.
 
@@ -47,6 +49,7 @@ def compile(  # noqa: A001 - the public name DESIGN.md promises
     ``target``'s default pipeline (``ort-cpu`` when nothing is said). ``check`` compares the
     outputs with the input model's on ``calibration`` data (or random inputs) and raises
     CheckFailedError beyond ``tolerance``; the report is written first either way.
+    ``opset`` and ``keep_initializer_inputs`` are ``load``'s, applied once, here.
     """
     registry = registry or PassRegistry.default()
     default_pipeline = registry.target_pipeline(target)  # an unknown target: one line, exit 2
@@ -62,7 +65,7 @@ def compile(  # noqa: A001 - the public name DESIGN.md promises
         check = check or settings.check
         calibration = calibration if calibration is not None else settings.calibration
     data = _calibration(calibration)
-    ir_model = load(model)
+    ir_model = load(model, opset=opset, keep_initializer_inputs=keep_initializer_inputs)
     manager = PassManager(pass_list, verify=verify, check=check, check_data=data,
                           tolerance=tolerance, progress=progress, registry=registry,
                           target=target)

@@ -104,7 +104,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _compile(args: argparse.Namespace) -> int:
     import onnxpress
-    from onnxpress.frontends.onnx_loader import load
     from onnxpress.models import default_model_path
 
     source = Path(args.model) if args.model else default_model_path()
@@ -113,9 +112,9 @@ def _compile(args: argparse.Namespace) -> int:
         raise BadInputError(f"{output} is the input model; choose another output path")
     if not output.parent.is_dir():
         raise BadInputError(f"{output}: the folder {output.parent} does not exist; create it")
-    model = load(source, opset=args.opset, keep_initializer_inputs=args.keep_initializer_inputs)
     model, report = onnxpress.compile(
-        model, args.passes, config=args.config, target=args.target,
+        source, args.passes, opset=args.opset, config=args.config, target=args.target,
+        keep_initializer_inputs=args.keep_initializer_inputs,
         calibration=args.calibration, report=args.report, check=args.check,
         tolerance=args.tolerance, verify=not args.no_verify, return_report=True,
     )

@@ -144,3 +144,17 @@ def test_python_dash_m_runs_the_cli(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().startswith("onnxpress: error: missing.onnx")
     assert "Traceback" not in done.stderr
+
+
+def test_keep_initializer_inputs_keeps_them_overridable(tmp_path: Path) -> None:
+    """The model is loaded once, with the option (compile used to load it again without)."""
+    light = Path(onnx.__file__).parent / "backend/test/data/light/light_squeezenet.onnx"
+    inputs = len(onnx.load(str(light)).graph.input)
+    assert inputs > 1  # the old exporter lists every initializer as an input too
+    kept, plain = tmp_path / "kept.onnx", tmp_path / "plain.onnx"
+    assert main(["compile", str(light), "-o", str(kept), "--passes", "dce",
+                 "--keep-initializer-inputs"]) == 0
+    assert main(["compile", str(light), "-o", str(plain), "--passes", "dce"]) == 0
+    assert len(onnx.load(str(kept)).graph.input) == inputs
+    assert len(onnx.load(str(plain)).graph.input) == 1
+
