@@ -25,7 +25,7 @@ in :mod:`.lower_rules`):
 
 Exactness, measured against ONNX Runtime on the QDQ model with graph optimisations off
 (the QDQ arithmetic as written: DQ in float, the float op, Q rounding half to even), each
-lowered op fed the same integers (``tests/passes/test_lower_qdq.py``):
+lowered op fed the same integers (``tests/passes/quantize/test_lower_qdq.py``):
 
 - quantized results (QLinearConv, QLinearMatMul, QGemm with Q, QLinearAdd/Mul/
   GlobalAveragePool/Concat): within one quantization step. The integer kernels accumulate
