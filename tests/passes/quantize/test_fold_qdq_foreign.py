@@ -172,9 +172,7 @@ def test_ort_static_qdq_folded_bit_identical(case, tmp_path):
         assert size < 0.45 * _file_size(source)
     else:  # int8 weights already: the pairs removed around MaxPool, Flatten, ... shrink it
         assert size < _file_size(source)
-    # moved int8 pairs are exact, but ORT's optimiser then fuses differently (the pass's
-    # doc: its outputs may move by a quantization step; ORT 1.32 does): unoptimised only
-    _assert_bit_identical(source, target, optimised="int8_moves" not in passes)
+    _assert_bit_identical(source, target)
 
 
 def _fused(path: Path, tmp_path: Path) -> collections.Counter[str]:
