@@ -30,9 +30,10 @@ import numpy as np
 
 import onnxpress
 from onnxpress.models import HERE as MODELS
+from onnxpress.passes.registry import PRESETS
 
-INT8_QOPERATOR = ("cleanup,fuse-for-ort(attention_bias=false),quantize(smooth=0.5),fold-qdq,"
-                  "lower-qdq(form=qoperator)")
+#: the ort-cpu int8 preset as the registry has it, its lowering pinned
+INT8_QOPERATOR = PRESETS["int8"][1]["ort-cpu"].replace("form=auto", "form=qoperator")
 #: name -> (passes or None for the target's default, target)
 PIPELINES: dict[str, tuple[str | None, str]] = {
     "int8-qoperator": (INT8_QOPERATOR, "ort-cpu"),

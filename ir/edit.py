@@ -1,6 +1,7 @@
 """Small pieces every rewrite shares: domain names, how a node is named in a message, the
-sweep of what a rewrite left unread, and shape inference that is safe to run between
-rewrites. (What a Q/DQ node computes is read by :mod:`onnxpress.ir.qdq`.)
+sweep of what a rewrite left unread, one node taking another's place, and shape inference
+that is safe to run between rewrites. (What a Q/DQ node computes is read by
+:mod:`onnxpress.ir.qdq`.)
 """
 
 from __future__ import annotations
@@ -54,6 +55,17 @@ def remove_unread(values: Iterable[ir.Value | None], *,
         if all(not out.uses() and not out.is_graph_output() for out in node.outputs):
             work.extend(node.inputs)
             node.graph.remove(node, safe=True)
+
+
+def replace_node(graph: ir.Graph, node: ir.Node, out: ir.Value) -> None:
+    """``out`` (already placed) takes over ``node``'s only output: its readers, its name,
+    shape and type, a graph output's place; then ``node`` goes."""
+    old = node.outputs[0]
+    ir.convenience.replace_all_uses_with(old, out, replace_graph_outputs=True)
+    name, old.name = old.name, f"{old.name}_float"
+    out.name, out.shape, out.type = name, old.shape, old.type
+    graph.remove(node, safe=True)
+
 
 
 class TensorShapeInference(ir.passes.InPlacePass):

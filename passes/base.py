@@ -3,15 +3,24 @@
 A pass's fields are its options, so ``FoldConstants(max_output_elements=4096)`` is both the
 pass and its configuration; ``spec()`` writes it back as the pipeline string that makes it.
 Statistics and notes (what a pass could not handle, and why) come back on ``PassStats``.
+
+Options are typed: a ``Literal`` is a choice, ``tuple[str, ...]`` a list (``'Conv,MatMul'``
+in a pipeline string, an array in TOML, a tuple or a comma string from Python). However a
+pass is made, its choices are checked once, here, with one message form.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import functools
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import onnx_ir as ir
+
+from onnxpress.errors import BadInputError
 
 
 @dataclasses.dataclass
@@ -28,6 +37,23 @@ class Pass(ir.passes.InPlacePass):
     ``name`` (as the CLI spells it) and implement ``call``."""
 
     name: ClassVar[str] = ""
+    #: old option name -> new, still read from pipelines and configs (with a warning)
+    renamed: ClassVar[Mapping[str, str]] = {}
+
+    def __post_init__(self) -> None:
+        """Lists given as comma strings or lists become tuples (hashable, like the rest of a
+        frozen pass); every choice is one of its Literal's.
+        A subclass that checks more calls this first."""
+        hints = option_types(type(self))
+        for field in dataclasses.fields(self):
+            if not field.init or field.name not in hints:
+                continue
+            value = getattr(self, field.name)
+            hint = hints[field.name]
+            if _is_list(hint) and isinstance(value, (str, list)):
+                value = split_list(value) if isinstance(value, str) else tuple(value)
+                object.__setattr__(self, field.name, value)
+            _check_choice(f"{self.name}({field.name}={_format(value)})", value, hint)
 
     def spec(self) -> str:
         """The pipeline string for this pass: the name, then options that differ from
@@ -86,7 +112,47 @@ def _default(field: dataclasses.Field) -> Any:
 def _format(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, tuple):
+        text = ",".join(map(str, value))
+        return f"'{text}'" if "," in text or not text else text
     return str(value)
+
+
+@functools.cache
+def option_types(cls: type) -> dict[str, Any]:
+    """The declared type of each option of a pass class."""
+    return typing.get_type_hints(cls)
+
+
+def split_list(text: str) -> tuple[str, ...]:
+    """``'Conv, MatMul,'`` -> ``('Conv', 'MatMul')``."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _is_list(hint: Any) -> bool:
+    return typing.get_origin(hint) is tuple
+
+
+def _check_choice(where: str, value: Any, hint: Any) -> None:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(hint):
+            return
+        for option in typing.get_args(hint):
+            if typing.get_origin(option) in (typing.Literal, tuple):
+                _check_choice(where, value, option)
+        return
+    if origin is typing.Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise BadInputError(f"{where}: {value!r} is not one of "
+                                f"{', '.join(map(str, choices))}")
+    elif origin is tuple:
+        if not isinstance(value, tuple):
+            raise BadInputError(f"{where}: expected a list, got {value!r}")
+        element = typing.get_args(hint)[0]
+        for item in value:
+            _check_choice(where, item, element)
 
 
 def structure_signature(model: ir.Model) -> tuple:

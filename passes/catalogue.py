@@ -8,11 +8,7 @@ from onnxpress.passes.lint import LintTensorrt
 from onnxpress.passes.lowrank import LowRank
 from onnxpress.passes.ort_fusion import FuseForOrt, OrtTransformers
 from onnxpress.passes.prune import Prune
-from onnxpress.passes.quantize.fold_qdq import FoldQdq
-from onnxpress.passes.quantize.lower_qdq import LowerQdq
-from onnxpress.passes.quantize.quantize import Quantize
-from onnxpress.passes.quantize.smooth import Smooth
-from onnxpress.passes.quantize.weight_only import WeightOnly
+from onnxpress.passes.quantize import FoldQdq, LowerQdq, Quantize, Smooth, WeightOnly
 from onnxpress.passes.shapes import StaticShapes
 from onnxpress.passes.tome import Tome
 

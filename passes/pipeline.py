@@ -2,14 +2,16 @@
 
 Grammar: ``pipeline := item ("," item)*``, ``item := name | name "(" key "=" value
 ("," key "=" value)* ")"``. Values are converted to the option's declared type
-(int, float, bool as true/false/1/0/yes/no, str, Literal choices, ``X | None``); a float
-may be written as a percentage, ``0.5%`` = 0.005. A value holding commas is quoted:
-``quantize(ops='Conv,MatMul')``.
+(int, float, bool as true/false/1/0/yes/no, str, Literal choices, ``X | None``, lists as
+``tuple[X, ...]``); a float may be written as a percentage, ``0.5%`` = 0.005. A value holding
+commas is quoted: ``quantize(ops='Conv,MatMul')``. An option a pass renamed is still read,
+with a warning.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import tomllib
 import types
 import typing
@@ -18,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from onnxpress.errors import BadInputError
-from onnxpress.passes.base import Pass
+from onnxpress.passes.base import Pass, option_types, split_list
 from onnxpress.passes.registry import DEFAULT_TARGET, PassRegistry
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,13 +118,19 @@ def format_pipeline(passes: Sequence[Pass]) -> str:
 
 def instantiate(cls: type[Pass], params: dict[str, Any]) -> Pass:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    hints = typing.get_type_hints(cls)
+    hints = option_types(cls)
     kwargs = {}
     for key, raw in params.items():
+        if key in cls.renamed:
+            logger.warning("%s(%s=...) is now %s(%s=...)", cls.name, key, cls.name,
+                           cls.renamed[key])
+            key = cls.renamed[key]
+        if key in kwargs:
+            raise BadInputError(f"pass {cls.name!r}: option {key!r} given twice")
         if key not in fields:
             known = ", ".join(sorted(fields)) or "none"
             raise BadInputError(f"pass {cls.name!r} has no option {key!r} (options: {known})")
-        kwargs[key] = _convert(raw, hints[key], f"{cls.name}({key}=...)")
+        kwargs[key] = _convert(raw, hints[key], f"{cls.name}({key}={raw})")
     return cls(**kwargs)
 
 
@@ -144,6 +154,11 @@ def _convert(raw: Any, hint: Any, where: str) -> Any:
         if raw in choices:
             return raw
         raise BadInputError(f"{where}: {raw!r} is not one of {', '.join(map(str, choices))}")
+    if origin is tuple:
+        items = split_list(raw) if isinstance(raw, str) else raw
+        if not isinstance(items, (list, tuple)):
+            raise BadInputError(f"{where}: expected a list, got {raw!r}")
+        return tuple(_convert(item, typing.get_args(hint)[0], where) for item in items)
     if not isinstance(raw, str):
         if hint is float and isinstance(raw, int) and not isinstance(raw, bool):
             return float(raw)

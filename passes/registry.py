@@ -10,13 +10,15 @@ ONNX Runtime's ops (``fuse-for-ort``: Attention, Gelu), activations are migrated
 weights where that lowers the error (``smooth=0.5``, see ``quantize``), and the result is
 lowered to integer operators (``lower-qdq``: QAttention, MatMulIntegerToFloat with its bias,
 QLinearConv...) unless the QDQ form measures faster on the machine that compiles
-(``form=auto``; ORT fuses many QDQ groups itself). On ``tensorrt`` the input shapes are
+(``form=auto``; ORT fuses many QDQ groups itself); ``fold=false`` there because
+``fold-qdq`` has just run (its second run, with ``int8_moves``, would find nothing to
+move: the preset's activations are uint8). On ``tensorrt`` the input shapes are
 made static, activations are symmetric int8, as its explicit-quantization mode requires,
 the graph stays in standard QDQ form, and ``lint-tensorrt`` names what TensorRT would
 refuse.
 
-Options given to a preset go to its main pass: ``int8(calibration=entropy)`` is
-``quantize(calibration=entropy)`` inside the preset.
+Options given to a preset go to its main pass: ``int8(observer=entropy)`` is
+``quantize(observer=entropy)`` inside the preset.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ DEFAULT_TARGET = next(iter(TARGETS))
 PRESETS: Mapping[str, tuple[str, Mapping[str, str]]] = MappingProxyType({
     "int8": ("quantize", MappingProxyType({
         "ort-cpu": ("cleanup,fuse-for-ort(attention_bias=false),quantize(smooth=0.5),"
-                    "fold-qdq,lower-qdq(form=auto)"),
+                    "fold-qdq,lower-qdq(form=auto,fold=false)"),
         "tensorrt": ("static-shapes,cleanup,quantize(activations=int8,int32_bias=false),"
                      "fold-qdq,lint-tensorrt"),
     })),

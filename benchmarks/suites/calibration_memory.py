@@ -79,7 +79,7 @@ def calibrate(model: str, path: str, method: str, samples: int, batch: int,
               seq: int) -> dict[str, Any]:
     import onnxpress
     from onnxpress.ir.analysis import is_constant
-    from onnxpress.passes.quantize.calibration import collect
+    from onnxpress.passes.quantize.calibrate.calibration import collect
 
     from ..core.memory import rss_mb
 

@@ -8,7 +8,7 @@ output cosine against the unpruned model (random weights: a sanity number only).
 
 **Accuracy** (trained digits CNN and ViT, real all-MiniLM-L6-v2): channel (CNN, 30%,
 ``multiple=1``) or MLP-width (ViT, MiniLM, 25%) pruning, importance magnitude | activation,
-compensate (the least-squares refit) false | true; the ViT also at 50% (beyond the test
+refit (the least-squares refit) false | true; the ViT also at 50% (beyond the test
 split's noise) and with 2 of its 24 heads removed after its MLP width (the issue's case).
 Metrics: digits top-1 on the test split, on ``digits-shifted`` and the logits' relative L2
 error against the unpruned model; MiniLM's ``minilm-texts`` metrics (spearman of pair
@@ -59,7 +59,7 @@ def speed(ctx: Context, model: str, specs: tuple[str, ...]) -> list[Row]:
 def accuracy(ctx: Context, model: str, templates: tuple[str, ...]) -> list[Row]:
     source, data, _ = compression.source(model, ctx)
     folder = ctx.folder(model)
-    specs = [""] + [t.format(p=f",importance={i},compensate={str(c).lower()}")
+    specs = [""] + [t.format(p=f",importance={i},refit={str(c).lower()}")
                     for t in templates for i in ("magnitude", "activation") for c in (False, True)]
     rows = [compression.attempt(model, spec, lambda i=i, spec=spec: compression.build(
         model, source, spec, folder / f"a{i}.onnx", data if spec else None))

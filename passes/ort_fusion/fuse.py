@@ -34,7 +34,7 @@ import logging
 import onnx_ir as ir
 
 from onnxpress.ir.analysis import all_graphs, count_nodes, opset_version
-from onnxpress.ir.edit import MS_DOMAIN, TensorShapeInference
+from onnxpress.ir.edit import MS_DOMAIN, TensorShapeInference, remove_unread
 from onnxpress.passes.base import Pass, PassStats
 from onnxpress.passes.ort_fusion._common import Declines
 from onnxpress.passes.ort_fusion.attention import fuse_attention
@@ -121,13 +121,9 @@ def _used(node: ir.Node) -> bool:
 
 
 def _remove_newly_dead(model: ir.Model, live: tuple[set[ir.Node], set[ir.Value]]) -> None:
-    """Remove what the rewrites left unused: nodes and initializers that had users before
-    and have none now (consumers first, so chains go in one sweep)."""
+    """Remove what the rewrites left unused: nodes and initializers that had readers before
+    and have none now. What was dead before the pass is the user's and stays (the sweep
+    only walks up from what was live)."""
     nodes, initializers = live
-    for graph in reversed(list(all_graphs(model))):
-        for node in reversed(list(graph)):
-            if node in nodes and not _used(node):
-                graph.remove(node, safe=True)
-        for name, value in list(graph.initializers.items()):
-            if value in initializers and not value.uses() and not value.is_graph_output():
-                graph.initializers.pop(name)
+    remove_unread([*initializers, *(out for node in nodes for out in node.outputs)],
+                  producers=None)

@@ -10,28 +10,22 @@ LayerNormalization it replaces (see ``fuse-for-ort``); run ``benchmarks/ort_targ
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import onnx_ir as ir
 
 from onnxpress.backends.ort_optimize import transformer_fusions
-from onnxpress.errors import BadInputError
 from onnxpress.passes.base import Pass, PassStats
-
-MODEL_TYPES = ("auto", "bert", "vit", "clip", "gpt2", "t5", "bart")
 
 
 @dataclasses.dataclass(frozen=True)
 class OrtTransformers(Pass):
     name = "ort-transformers"
 
-    model_type: str = "auto"  # auto: bert for token-id inputs, else vit
+    # auto: bert for token-id inputs, else vit
+    model_type: Literal["auto", "bert", "vit", "clip", "gpt2", "t5", "bart"] = "auto"
     num_heads: int = 0  # 0: detected by ORT
     hidden_size: int = 0  # 0: detected by ORT
-
-    def __post_init__(self) -> None:
-        if self.model_type not in MODEL_TYPES:
-            raise BadInputError(f"ort-transformers(model_type={self.model_type}): choose one "
-                                f"of {', '.join(MODEL_TYPES)}")
 
     def call(self, model: ir.Model) -> PassStats:
         kind = self.model_type

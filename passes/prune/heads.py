@@ -10,7 +10,7 @@ only that head removed, on calibration batches (:func:`sensitivity`: one run per
 error a head's removal leaves at its own projection does not rank across blocks: on the
 digits ViT it picked block 0's heads (87% after removing 2), ablation picks heads whose
 removal costs nothing (97.78%, unchanged). Every block keeps at least one head.
-``compensate`` refits each projection by least squares.
+``refit`` refits each projection by least squares.
 """
 
 from __future__ import annotations

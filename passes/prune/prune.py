@@ -11,8 +11,8 @@ channel (its filters and biases in every producer of the group). Groups the anal
 cannot prove safe are left alone and each is named in the notes with its reason. Each
 group keeps a multiple of ``multiple`` channels when it had one (ONNX Runtime's blocked
 convolutions want multiples of 16: ResNet-50 at 30% runs 1.3x faster with 45 of 64
-channels kept, 1.8x with 48). With calibration data, ``compensate=true`` refits every
-layer that read pruned channels by least squares (:mod:`.compensate`). ``budget=adaptive``
+channels kept, 1.8x with 48). With calibration data, ``refit=true`` refits every
+layer that read pruned channels by least squares (:mod:`.compensate`). ``allocate=adaptive``
 spreads the same total unevenly, cheapest channels first across all groups by relative
 refit error (each group losing at most twice ``ratio``): digits CNN at 30% 99.78% -> 100%,
 MiniLM at 25% MLP Spearman 0.989 -> 0.981; uniform stays the default.
@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnx_ir as ir
@@ -50,52 +50,44 @@ from onnxpress.passes.prune.sparsity import sparsify
 
 __all__ = ["Prune"]
 
-STRUCTURES = ("channel", "mlp", "head", "unstructured", "nm")
-IMPORTANCES = ("magnitude", "activation")
 _KIND = {"channel": "conv", "mlp": "linear"}
 
 
 @dataclasses.dataclass(frozen=True)
 class Prune(Pass):
     name = "prune"
+    renamed = {"budget": "allocate", "compensate": "refit"}
 
-    structure: str = "channel"
+    structure: Literal["channel", "mlp", "head", "unstructured", "nm"] = "channel"
     ratio: float = 0.3  # fraction of each group's channels removed (channel, mlp; head: of
     # all heads, when heads=0)
     heads: int = 0  # structure=head: how many heads go, across the model
     sparsity: float = 0.5  # fraction of weights zeroed (unstructured)
     n: int = 2  # N:M: n weights kept in every m consecutive ones along the input axis
     m: int = 4
-    importance: str = "magnitude"
+    importance: Literal["magnitude", "activation"] = "magnitude"
     multiple: int = 8  # channels kept per group: a multiple of this (ORT's NCHWc blocks)
-    compensate: bool = True  # refit the layers reading pruned channels (.compensate; data)
+    refit: bool = True  # refit the layers reading pruned channels (.compensate; data)
     sequential: bool = False  # refit layer after layer on the pruned model's own inputs
-    budget: str = "uniform"  # uniform: ratio in every group; adaptive: spread by importance
+    allocate: Literal["uniform", "adaptive"] = "uniform"  # adaptive: spread by importance
     max_batches: int = 256  # calibration batches compensation and importance read
-    exclude: str = ""  # comma-separated producer node names whose groups stay whole
+    exclude: tuple[str, ...] = ()  # producer node names whose groups stay whole
     data: Any = data_field()
 
     def __post_init__(self) -> None:
-        if self.structure not in STRUCTURES:
-            raise BadInputError(f"prune(structure={self.structure}): choose one of "
-                                f"{', '.join(STRUCTURES)}")
+        super().__post_init__()
         if not (math.isfinite(self.ratio) and 0 <= self.ratio < 1):
             raise BadInputError(f"prune(ratio={self.ratio}): give the fraction of channels "
                                 "to remove, in [0, 1), e.g. 0.3")
         if self.multiple < 1:
             raise BadInputError(f"prune(multiple={self.multiple}): give 1 or more")
-        if self.budget not in ("uniform", "adaptive"):
-            raise BadInputError(f"prune(budget={self.budget}): choose uniform or adaptive")
-        if self.importance not in IMPORTANCES:
-            raise BadInputError(f"prune(importance={self.importance}): choose one of "
-                                f"{', '.join(IMPORTANCES)}")
 
     def call(self, model: ir.Model) -> PassStats:
         if self.structure in ("unstructured", "nm"):
             stats, notes = sparsify(model, structure=self.structure, sparsity=self.sparsity,
                                     n=self.n, m=self.m, importance=self.importance,
                                     data=self.data, max_batches=self.max_batches,
-                                    exclude=_names(self.exclude), budget=self.budget)
+                                    exclude=list(self.exclude), allocate=self.allocate)
             return PassStats(model, modified=bool(stats.get("weights_zeroed")), stats=stats,
                              notes=notes)
         if self.structure == "head":
@@ -131,7 +123,7 @@ class Prune(Pass):
                 break
             if len(removed[b]) < found[b].heads - 1:
                 removed[b].append(h)
-        compensate = self.compensate and self.data is not None
+        compensate = self.refit and self.data is not None
         for block, heads in zip(found, removed):
             if heads:
                 attention.remove_heads(model.graph, block, np.array(sorted(heads)), compensate)
@@ -143,15 +135,15 @@ class Prune(Pass):
     def _wants_data(self, notes: list[str]) -> bool:
         """Whether importance or compensation will read calibration data (error or note
         when it is missing)."""
-        if not (self.importance == "activation" or self.compensate
-                or self.budget == "adaptive"):
+        if not (self.importance == "activation" or self.refit
+                or self.allocate == "adaptive"):
             return False
         if self.data is None:
-            if self.importance == "activation" or self.budget == "adaptive":
-                raise BadInputError(f"prune(importance={self.importance},budget={self.budget}) "
+            if self.importance == "activation" or self.allocate == "adaptive":
+                raise BadInputError(f"prune(importance={self.importance},allocate={self.allocate}) "
                                     "needs calibration data: give --calibration FILE.npz")
             notes.append("no calibration data: the layers after the pruned channels are not "
-                         "refitted (give --calibration, or compensate=false to silence this)")
+                         "refitted (give --calibration, or refit=false to silence this)")
             return False
         return True
 
@@ -185,8 +177,8 @@ class Prune(Pass):
         return {consumer.node: consumer for consumer in found}
 
     def _scores(self, group: Group, measured: dict, notes: list[str]) -> np.ndarray:
-        if self.importance == "activation" or self.budget == "adaptive":
-            scores = saliency(group, measured, relative=self.budget == "adaptive")
+        if self.importance == "activation" or self.allocate == "adaptive":
+            scores = saliency(group, measured, relative=self.allocate == "adaptive")
             if scores is not None:
                 return scores
             notes.append(f"group of {group.name!r}: a reading layer was not measured; "
@@ -220,7 +212,7 @@ class Prune(Pass):
 
     def _structured(self, model: ir.Model) -> PassStats:
         kind = _KIND[self.structure]
-        excluded = set(_names(self.exclude))
+        excluded = set(self.exclude)
         groups = [g for g in channel_groups(model.graph) if g.kind == kind]
         notes: list[str] = []
         candidates = []
@@ -236,7 +228,7 @@ class Prune(Pass):
         plan: list[tuple[Group, Any]] = []
         scored = [(group, self._scores(group, measured, notes)) for group in candidates]
         counts = [self._count(g.size) for g in candidates]
-        if self.budget == "adaptive" and scored:
+        if self.allocate == "adaptive" and scored:
             counts = self._adaptive(scored, sum(counts))
         plan = [(group, lowest(scores, count))
                 for (group, scores), count in zip(scored, counts)]
@@ -245,7 +237,7 @@ class Prune(Pass):
                 f"prune(structure={self.structure}): the model has no prunable "
                 f"{'channel' if kind == 'conv' else 'Gemm/MatMul width'} groups"
                 + (f" ({notes[0]})" if notes else ""))
-        if measured and self.compensate:
+        if measured and self.refit:
             self._refit(model, plan, measured)
         constants = remove_channels(model.graph, plan)
         removed = sum(len(r) for _, r in plan)
@@ -254,6 +246,3 @@ class Prune(Pass):
                  "channels_removed": removed, "channels": total, "constants_cut": constants}
         return PassStats(model, modified=removed > 0, stats=stats, notes=notes)
 
-
-def _names(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]

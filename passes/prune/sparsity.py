@@ -98,12 +98,12 @@ def sparsify(
     ops: Sequence[str] = _OPS,
     exclude: Sequence[str] = (),
     max_batches: int | None = None,
-    budget: str = "uniform",
+    allocate: str = "uniform",
 ) -> tuple[dict[str, int], list[str]]:
     """Zero weights of ``model``'s Conv/MatMul/Gemm in place; return (stats, notes).
 
     ``data``: calibration batches for ``importance="activation"`` (at most ``max_batches``
-    of them are read); ``exclude``: node names left dense. ``budget="adaptive"``
+    of them are read); ``exclude``: node names left dense. ``allocate="adaptive"``
     (unstructured): per-layer sparsities spread around ``sparsity`` by outlier ratio, as
     OWL does (:func:`_outlier_sparsities`), the same fraction of weights zeroed overall.
 
@@ -129,7 +129,7 @@ def sparsify(
             score = score * scales[source].astype(score.dtype)
         scores[source] = score
     rates = (_outlier_sparsities(scores, sparsity)
-             if budget == "adaptive" and structure == "unstructured" else {})
+             if allocate == "adaptive" and structure == "unstructured" else {})
     for source, score in scores.items():
         layers = groups[source]
         w = layers[0].tensor.numpy()

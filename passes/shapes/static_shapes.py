@@ -40,6 +40,7 @@ class StaticShapes(Pass):
     data: Any = data_field()
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.batch < 1:
             raise BadInputError("static-shapes(batch=...) must be at least 1")
         _named(self.dims)

@@ -15,6 +15,7 @@ rewritten block by block). ``r=0`` changes nothing.
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import numpy as np
 import onnx_ir as ir
@@ -33,7 +34,6 @@ from onnxpress.passes.tome.readout import weigh_mean
 
 __all__ = ["Tome"]
 
-MODES = ("merge", "prune")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,20 +41,16 @@ class Tome(Pass):
     name = "tome"
 
     r: int = 0  # tokens merged (or dropped) per block, before the schedule bends it
-    schedule: str = "constant"  # constant | decreasing (2r -> 0) | increasing (0 -> 2r)
+    schedule: Literal["constant", "decreasing", "increasing"] = "constant"  # 2r -> 0, 0 -> 2r
     keep: float = 0.0  # > 0: the smallest r whose blocks keep at most this share of MACs
-    mode: str = "merge"  # merge (ToMe) | prune (drop the tokens CLS attends to least)
+    mode: Literal["merge", "prune"] = "merge"  # prune: drop the tokens CLS attends to least
     protected: int = -1  # leading tokens that never merge; -1: detected (CLS, distillation)
     proportional: bool = True  # add log(size) to later blocks' attention logits
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.r < 0:
             raise BadInputError(f"tome(r={self.r}): give the tokens merged per block, >= 0")
-        if self.schedule not in schedule.SHAPES:
-            raise BadInputError(f"tome(schedule={self.schedule!r}): use one of "
-                                f"{', '.join(schedule.SHAPES)}")
-        if self.mode not in MODES:
-            raise BadInputError(f"tome(mode={self.mode!r}): use merge or prune")
         if not 0.0 <= self.keep < 1.0:
             raise BadInputError(f"tome(keep={self.keep}): give the share of multiply-"
                                 "accumulates to keep, between 0 and 1 (0: use r)")

@@ -181,7 +181,7 @@ def test_prune(tmp_path: Path, cache: Path) -> None:
     accuracy = by_variant(data, part="accuracy")
     assert accuracy["cleanup"]["metrics"]["value"] >= 0.95 and len(accuracy) == 5
     for importance in ("magnitude", "activation"):
-        spec = "prune(ratio=0.3,multiple=1,importance={},compensate={})"
+        spec = "prune(ratio=0.3,multiple=1,importance={},refit={})"
         refit = accuracy[spec.format(importance, "true")]["metrics"]
         plain = accuracy[spec.format(importance, "false")]["metrics"]
         assert refit["logits_rel_l2"] < plain["logits_rel_l2"]  # the refit wins back

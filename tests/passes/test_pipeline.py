@@ -13,8 +13,10 @@ from onnxpress.models import default_model_path
 from onnxpress.passes.base import Pass, PassStats
 from onnxpress.passes.cleanup import Cleanup, Cse, FoldConstants
 from onnxpress.passes.manager import PassManager
-from onnxpress.passes.pipeline import format_pipeline, load_config, parse_pipeline
+from onnxpress.passes.pipeline import build, format_pipeline, load_config, parse_pipeline
+from onnxpress.passes.quantize import LowerQdq, Quantize
 from onnxpress.passes.registry import PassRegistry
+from onnxpress.passes.tome import Tome
 
 
 def test_parse_typed_options_and_round_trip() -> None:
@@ -68,6 +70,48 @@ class _BreaksTheGraph(Pass):
         model.graph.outputs[0] = node.outputs[0]  # fine
         model.graph.remove(node, safe=False)  # leaves its users dangling
         return PassStats(model, modified=True)
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: parse_pipeline("tome(mode=drop)"), "tome(mode=drop): 'drop' is not one of merge, "
+                                                "prune"),
+    (lambda: Tome(mode="drop"), "tome(mode=drop): 'drop' is not one of merge, prune"),
+    (lambda: parse_pipeline("weight-only(ops='MatMul,Conv')"),
+     "weight-only(ops=MatMul,Conv): 'Conv' is not one of MatMul, Gemm"),
+    (lambda: LowerQdq(form="fast"), "lower-qdq(form=fast): 'fast' is not one of qoperator, auto"),
+    (lambda: Quantize(observer="max"), "'max' is not one of minmax, percentile, entropy, mse"),
+])
+def test_choices_are_checked_however_the_pass_is_made(make, message) -> None:
+    with pytest.raises(BadInputError) as caught:
+        make()
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_list_options_from_strings_configs_and_python(tmp_path: Path) -> None:
+    (parsed,) = parse_pipeline("quantize(ops='Conv, MatMul',exclude=head)")
+    assert parsed.ops == ("Conv", "MatMul") and parsed.exclude == ("head",)
+    assert parse_pipeline(parsed.spec()) == [parsed]
+    assert parsed.spec() == "quantize(ops='Conv,MatMul',exclude=head)"
+    assert Quantize(ops="Conv,MatMul") == Quantize(ops=["Conv", "MatMul"]) == Quantize(
+        ops=("Conv", "MatMul"))
+    config = tmp_path / "c.toml"
+    config.write_text('[[passes]]\nname = "quantize"\nops = ["Conv", "MatMul"]\n'
+                      'exclude = ["head"]\n')
+    (from_toml,) = build(load_config(config).passes, PassRegistry.default())
+    assert from_toml == parsed
+
+
+def test_renamed_options_are_still_read_with_a_warning(caplog) -> None:
+    with caplog.at_level("WARNING"):
+        (prune,) = parse_pipeline("prune(budget=adaptive,compensate=false)")
+    assert (prune.allocate, prune.refit) == ("adaptive", False)
+    assert "prune(budget=...) is now prune(allocate=...)" in caplog.text
+    assert "prune(compensate=...) is now prune(refit=...)" in caplog.text
+    assert prune.spec() == "prune(refit=false,allocate=adaptive)"
+    (quantize,) = parse_pipeline("int8(calibration=entropy)", target="tensorrt")[2:3]
+    assert quantize.observer == "entropy"
+    with pytest.raises(BadInputError, match="option 'allocate' given twice"):
+        parse_pipeline("prune(budget=adaptive,allocate=uniform)")
 
 
 def test_third_party_registry_and_verification_names_the_pass() -> None:

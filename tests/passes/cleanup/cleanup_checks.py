@@ -1,23 +1,23 @@
-"""What every cleanup test checks: the pass runs, ``verify`` and ``onnx.checker`` accept the
-result, and ONNX Runtime (graph optimisations off, one thread, so differences come from our
-rewrite) gives the same outputs: bit-identical (NaN-aware) for the lossless passes, within
-1e-5 relative for ``fold-batchnorm`` and ``cleanup``. Plus small model-building helpers."""
+"""Cleanup's use of the shared three-part check (:mod:`pass_checks`) on random and targeted
+graphs: bit-identical (NaN-aware) for the lossless passes, within 1e-5 relative for
+``fold-batchnorm`` and ``cleanup``, with a cache of reference outputs (hypothesis replays
+the same graphs). Plus small model-building helpers."""
 
 
 import numpy as np
 import onnx
+import pass_checks
 from onnx import TensorProto, helper, numpy_helper
 from random_graphs import ABS_TOL, INPUT_SHAPE, IR_VERSION, LOSSLESS, OPSET, REL_TOL
 
 import onnxpress
-from onnxpress.backends.ort_runner import Runner
 from onnxpress.passes.pipeline import parse_pipeline
 
 # --------------------------------------------------------------------------- helpers
 
 
 def run_ort(model, feeds) -> dict[str, np.ndarray]:
-    return Runner(model, threads=1, optimize=False).run(feeds)
+    return pass_checks.run_ort(model, feeds)
 
 
 def feeds_for(proto: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:
@@ -44,29 +44,9 @@ def reference_outputs(proto: onnx.ModelProto, seed: int, feeds) -> dict[str, np.
     return _REFERENCE[key]
 
 
-def _describe(a: np.ndarray, b: np.ndarray) -> str:
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return f"{a.dtype}{list(a.shape)} vs {b.dtype}{list(b.shape)}"
-    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
-    return f"max |a-b| = {np.nanmax(diff) if diff.size else 0:.3g}, max |a| = " \
-           f"{np.nanmax(np.abs(a)) if a.size else 0:.3g}"
-
-
 def assert_outputs_match(expected, actual, exact: bool) -> None:
-    assert list(actual) == list(expected), f"output names {list(actual)} != {list(expected)}"
-    for name, a in expected.items():
-        b = actual[name]
-        assert a.shape == b.shape and a.dtype == b.dtype, f"{name}: {_describe(a, b)}"
-        if exact:
-            ok = np.array_equal(a, b, equal_nan=True)
-        else:
-            a64, b64 = a.astype(np.float64), b.astype(np.float64)
-            same_nan = np.array_equal(np.isnan(a64), np.isnan(b64))
-            finite = ~np.isnan(a64)
-            scale = np.max(np.abs(a64[finite])) if finite.any() else 0.0
-            ok = same_nan and (not finite.any() or bool(
-                np.max(np.abs(a64[finite] - b64[finite])) <= REL_TOL * scale + ABS_TOL))
-        assert ok, f"output {name!r} changed: {_describe(a, b)}"
+    pass_checks.assert_close(expected, actual, pass_checks.EXACT if exact
+                             else pass_checks.Within(REL_TOL, ABS_TOL))
 
 
 def run_pass(pass_name: str, proto: onnx.ModelProto):
@@ -75,10 +55,7 @@ def run_pass(pass_name: str, proto: onnx.ModelProto):
     (pass_,) = parse_pipeline(pass_name)
     result = pass_(model)
     assert result.model is model
-    onnxpress.ir.verify(model)
-    out = onnxpress.to_proto(model)
-    onnx.checker.check_model(out, full_check=True)
-    return model, out
+    return model, pass_checks.checked_proto(model)
 
 
 def check_pass(pass_name: str, proto: onnx.ModelProto, seed: int) -> onnx.ModelProto:

@@ -5,11 +5,12 @@ MiniLM, and small hand-built graphs for each pattern variant, positive and negat
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pass_checks
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from pass_checks import Within, checked_proto, run_ort
 
 import onnxpress
-from onnxpress.backends.ort_runner import Runner
 from onnxpress.passes.ort_fusion import FuseForOrt
 
 TOL = 1e-5  # max |fused - original| as a fraction of the output's max |value|
@@ -24,27 +25,15 @@ def fuse(source, **options):
     model = onnxpress.load(source)
     result = FuseForOrt(**options)(model)
     assert result.model is model
-    onnxpress.ir.verify(model)
-    out = onnxpress.to_proto(model)
-    onnx.checker.check_model(out, full_check=True)
-    return out, result
+    return checked_proto(model), result
 
 
 def run(model, feeds):
-    runner = Runner(model if not isinstance(model, onnx.ModelProto) else
-                    model.SerializeToString(), threads=1)
-    return runner.run(feeds)
+    return run_ort(model, feeds, optimize=True)
 
 
 def assert_close(original, fused, feeds, tol=TOL):
-    expected, actual = run(original, feeds), run(fused, feeds)
-    assert list(expected) == list(actual)
-    for name, a in expected.items():
-        b = actual[name]
-        assert a.shape == b.shape and a.dtype == b.dtype
-        scale = float(np.max(np.abs(a))) or 1.0
-        error = float(np.max(np.abs(a.astype(np.float64) - b)))
-        assert error <= tol * scale, f"{name}: max |diff| {error:.3g} at scale {scale:.3g}"
+    pass_checks.assert_close(run(original, feeds), run(fused, feeds), Within(tol))
 
 
 def count(proto, op_type, domain=None):

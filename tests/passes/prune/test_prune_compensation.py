@@ -40,7 +40,7 @@ def _error(reference: np.ndarray, model) -> float:
 
 @pytest.mark.parametrize("importance", ["magnitude", "activation"])
 def test_refit_recovers_the_digits_cnn_at_30_percent(importance):
-    spec = f"prune(ratio=0.3,multiple=1,importance={importance},compensate="
+    spec = f"prune(ratio=0.3,multiple=1,importance={importance},refit="
     base, plain, record = _pruned("digits_cnn", spec + "false)")
     _, refitted, _ = _pruned("digits_cnn", spec + "true)")
     assert record.stats["channels_removed"] >= 0.29 * record.stats["channels"]
@@ -55,7 +55,7 @@ def test_refit_recovers_the_digits_cnn_at_30_percent(importance):
 
 def test_refit_shrinks_the_vit_mlp_error():
     """25% of every MLP's hidden width: the refit cuts the logits' error severalfold."""
-    base, plain, _ = _pruned("digits_vit", "prune(structure=mlp,ratio=0.25,compensate=false)")
+    base, plain, _ = _pruned("digits_vit", "prune(structure=mlp,ratio=0.25,refit=false)")
     _, refitted, record = _pruned("digits_vit", "prune(structure=mlp,ratio=0.25)")
     assert record.stats["groups"] == 6 and record.stats["channels_removed"] == 6 * 64
     reference = _logits(base)
@@ -78,7 +78,7 @@ def test_heads_and_mlp_width_of_the_digits_vit():
             "prune(structure=head,heads=2{c})")
     base = onnxpress.compile(MODELS / "digits_vit.onnx", "cleanup")
     runs = {}
-    for name, option in (("refit", ""), ("plain", ",compensate=false")):
+    for name, option in (("refit", ""), ("plain", ",refit=false")):
         model, report = onnxpress.compile(MODELS / "digits_vit.onnx", spec.format(c=option),
                                           calibration=CALIBRATION_NPZ, return_report=True)
         assert report.passes[-1].stats["heads_removed"] == 2
@@ -112,16 +112,16 @@ def test_minilm_mlp_width_keeps_pair_similarities(minilm_path):
     spearman = {}
     for option in ("true", "false"):
         model = onnxpress.compile(minilm_path, f"cleanup,prune(structure=mlp,ratio=0.25,"
-                                  f"compensate={option})", calibration=calibration)
+                                  f"refit={option})", calibration=calibration)
         spearman[option] = onnxpress.evaluate(model, "minilm-texts").metrics["spearman"]
     assert spearman["true"] >= 0.95 and spearman["true"] > spearman["false"], spearman
 
 
 def test_adaptive_budget_spreads_the_same_total_unevenly():
-    """budget=adaptive removes as many channels as uniform in total, but not the same share
+    """allocate=adaptive removes as many channels as uniform in total, but not the same share
     of every group; on the digits CNN it keeps the accuracy within a point with the refit."""
     _, _, uniform = _pruned("digits_cnn", "prune(ratio=0.3,multiple=1)")
-    _, model, record = _pruned("digits_cnn", "prune(ratio=0.3,multiple=1,budget=adaptive)")
+    _, model, record = _pruned("digits_cnn", "prune(ratio=0.3,multiple=1,allocate=adaptive)")
     assert record.stats["channels_removed"] == uniform.stats["channels_removed"]
     kept = [n.inputs[1].shape[0] for n in model.graph if n.op_type == "Conv"]
     shares = np.array(kept) / np.array([32, 64, 64])  # the digits CNN's three Convs
@@ -147,10 +147,10 @@ def test_head_ablation_ranks_heads_better_than_magnitude():
 
 
 def test_adaptive_unstructured_sparsity_is_uneven_with_the_same_total():
-    """budget=adaptive with structure=unstructured (OWL): the same half of the weights
+    """allocate=adaptive with structure=unstructured (OWL): the same half of the weights
     zeroed overall, but layers with more outlier weights keep more of theirs."""
     _, model, record = _pruned("digits_vit",
-                               "prune(structure=unstructured,sparsity=0.5,budget=adaptive)")
+                               "prune(structure=unstructured,sparsity=0.5,allocate=adaptive)")
     assert abs(record.stats["weights_zeroed"] / record.stats["weights_total"] - 0.5) < 0.005
     shares = [float((a == 0).mean()) for a in (v.const_value.numpy() for v in
               model.graph.initializers.values() if v.const_value is not None)

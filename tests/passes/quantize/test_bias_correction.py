@@ -11,10 +11,10 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import onnxpress
-from onnxpress.passes.quantize.bias_correction import ChannelMean, bias_site, output_shift
-from onnxpress.passes.quantize.policy import plan
-from onnxpress.passes.quantize.quantize import Quantize
-from onnxpress.passes.quantize.rewrite import weight_round_trip
+from onnxpress.passes.quantize.static.bias_correction import ChannelMean, bias_site, output_shift
+from onnxpress.passes.quantize.static.policy import plan
+from onnxpress.passes.quantize.static.quantize import Quantize
+from onnxpress.passes.quantize.static.rewrite import weight_round_trip
 
 rng = np.random.default_rng(0)
 

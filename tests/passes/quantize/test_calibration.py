@@ -11,7 +11,7 @@ import onnxpress
 from onnxpress.errors import BadInputError
 from onnxpress.ir.analysis import count_nodes
 from onnxpress.ir.quant_math import dequantize, params_from_range, quantize
-from onnxpress.passes.quantize.calibration import (
+from onnxpress.passes.quantize.calibrate.calibration import (
     OBSERVERS,
     Entropy,
     MinMax,
@@ -20,7 +20,7 @@ from onnxpress.passes.quantize.calibration import (
     Percentile,
     collect,
 )
-from onnxpress.passes.quantize.histogram import StreamingHistogram
+from onnxpress.passes.quantize.calibrate.histogram import StreamingHistogram
 
 
 def _feed(observer: Observer, x: np.ndarray, parts: int, axis: int = 0) -> Observer:

@@ -14,10 +14,11 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
+from pass_checks import checked_proto
 
 import onnxpress
 from onnxpress.backends.ort_runner import inference_session
-from onnxpress.passes.quantize.fold_qdq import FoldQdq
+from onnxpress.passes.quantize.fold.fold_qdq import FoldQdq
 
 MODELS = Path(onnxpress.models.__file__).parent
 DIGITS = np.load(MODELS / "digits_test.npz")["image"]
@@ -71,10 +72,7 @@ def _fold(proto: onnx.ModelProto, **options):
     """Run the pass; the result passes verify() and the full ONNX checker."""
     model = onnxpress.load(proto)
     result = FoldQdq(**options)(model)
-    onnxpress.ir.verify(model)
-    out = onnxpress.to_proto(model)
-    onnx.checker.check_model(out, full_check=True)
-    return out, result
+    return checked_proto(model), result
 
 
 def _assert_exact(before, after, feeds, reference: bool = True) -> None:

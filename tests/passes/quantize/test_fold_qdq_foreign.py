@@ -31,7 +31,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxpress
 from onnxpress.backends.ort_runner import inference_session
-from onnxpress.passes.quantize.fold_qdq import FoldQdq
+from onnxpress.passes.quantize.fold.fold_qdq import FoldQdq
 
 MODELS = Path(onnxpress.models.__file__).parent
 CALIBRATION = np.load(MODELS / "digits_calibration.npz")["image"][:64]

@@ -20,9 +20,9 @@ from onnxpress.backends.ort_runner import inference_session
 from onnxpress.errors import BadInputError
 from onnxpress.models.digits_data import CALIBRATION_NPZ
 from onnxpress.passes.cleanup import Cleanup
-from onnxpress.passes.quantize.fold_qdq import FoldQdq
-from onnxpress.passes.quantize.lower_qdq import LowerQdq
-from onnxpress.passes.quantize.quantize import Quantize
+from onnxpress.passes.quantize.fold.fold_qdq import FoldQdq
+from onnxpress.passes.quantize.lower.lower_qdq import LowerQdq
+from onnxpress.passes.quantize.static.quantize import Quantize
 from onnxpress.passes.registry import PassRegistry
 
 MODELS = Path(onnxpress.models.__file__).parent

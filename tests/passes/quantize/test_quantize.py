@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from pass_checks import Cosine, check_pass
 
 import onnxpress
 from onnxpress.errors import BadInputError
 from onnxpress.models.digits_data import CALIBRATION_NPZ
 from onnxpress.passes.cleanup import Cleanup
-from onnxpress.passes.quantize.quantize import Quantize
+from onnxpress.passes.quantize.static.quantize import Quantize
 
 MODELS = Path(onnxpress.models.__file__).parent
 
@@ -93,7 +94,6 @@ def test_residual_adds_join_the_int8_domain(tmp_path: Path) -> None:
     """ResNet's residual Adds read two quantized Conv outputs: quantize gives them Q/DQ on
     both inputs and on the output after their Relu, so lower-qdq runs them as QLinearAdd
     and no float Add or Relu is left; the logits stay close to ONNX Runtime's fp32 ones."""
-    from onnxpress.backends.ort_runner import Runner
     from onnxpress.models import resnet
     from onnxpress.passes.registry import PRESETS
 
@@ -107,14 +107,7 @@ def test_residual_adds_join_the_int8_domain(tmp_path: Path) -> None:
     # the int8 preset with its lowering pinned (form=auto would time both forms, and on a
     # loaded machine this small ResNet's QDQ form can measure faster)
     pipeline = PRESETS["int8"][1]["ort-cpu"].replace("form=auto", "form=qoperator")
-    model = onnxpress.compile(fp32, pipeline, calibration=calibration)
-    int8 = onnxpress.save(model, tmp_path / "int8.onnx")
     adds = onnxpress.inspect(fp32)["ops"]["Add"]
-    ops = onnxpress.inspect(int8)["ops"]
-    assert ops.get("com.microsoft::QLinearAdd") == adds == 8, ops
-    assert "Add" not in ops and "Relu" not in ops, ops
-    feeds = {"pixel_values": images[16:]}
-    want = Runner(fp32).run(feeds)["logits"]
-    got = Runner(int8).run(feeds)["logits"]
-    cosine = (want * got).sum(1) / np.linalg.norm(want, axis=1) / np.linalg.norm(got, axis=1)
-    assert cosine.min() > 0.98, cosine
+    assert adds == 8
+    check_pass(pipeline, fp32, {"pixel_values": images[16:]}, tolerance=Cosine(0.98),
+               calibration=calibration, counts={"QLinearAdd": adds, "Add": 0, "Relu": 0})

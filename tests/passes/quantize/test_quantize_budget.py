@@ -22,8 +22,8 @@ from onnxpress.backends.ort_runner import inference_session
 from onnxpress.errors import BadInputError
 from onnxpress.models.digits_data import CALIBRATION_NPZ
 from onnxpress.passes.pipeline import format_pipeline, parse_pipeline
-from onnxpress.passes.quantize.quantize import Quantize
-from onnxpress.passes.quantize.sensitivity import fewest_float
+from onnxpress.passes.quantize.static.quantize import Quantize
+from onnxpress.passes.quantize.static.sensitivity import fewest_float
 
 MODELS = Path(onnxpress.models.__file__).parent
 OUTLIER = 5

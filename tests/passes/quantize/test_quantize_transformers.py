@@ -21,7 +21,7 @@ MODELS = Path(onnxpress.models.__file__).parent
 QDQ = "cleanup,fuse-for-ort,quantize,fold-qdq"
 # The int8 preset with its lowering pinned: form=auto keeps whichever form measures faster
 # on the machine, and what a test asserts must not hang on that machine's load.
-INT8 = PRESETS["int8"][1]["ort-cpu"].replace("lower-qdq(form=auto)", "lower-qdq(form=qoperator)")
+INT8 = PRESETS["int8"][1]["ort-cpu"].replace("form=auto", "form=qoperator")
 assert "form=qoperator" in INT8, INT8
 
 

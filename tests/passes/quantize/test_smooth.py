@@ -10,14 +10,14 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from pass_checks import run_ort
 
 import onnxpress
-from onnxpress.backends.ort_runner import Runner
 from onnxpress.errors import BadInputError
 from onnxpress.models.digits_data import CALIBRATION_NPZ
 from onnxpress.passes.cleanup import Cleanup
-from onnxpress.passes.quantize.quantize import Quantize
-from onnxpress.passes.quantize.smooth import Smooth
+from onnxpress.passes.quantize.smooth.smooth import Smooth
+from onnxpress.passes.quantize.static.quantize import Quantize
 
 MODELS = Path(onnxpress.models.__file__).parent
 C, T, N = 64, 16, 48  # channels, tokens, reader outputs of the toy blocks
@@ -25,7 +25,7 @@ OUTLIERS = [3, 17, 40, 55]
 
 
 def _run(model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return Runner(model, threads=1, optimize=False).run(feeds)
+    return run_ort(model, feeds)
 
 
 def _relative(expected: dict[str, np.ndarray], actual: dict[str, np.ndarray]) -> float:

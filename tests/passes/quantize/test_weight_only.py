@@ -18,7 +18,7 @@ import onnxpress
 from onnxpress.backends.ort_runner import Runner
 from onnxpress.errors import BadInputError
 from onnxpress.ir.verify import verify
-from onnxpress.passes.quantize.weight_only import WeightOnly
+from onnxpress.passes.quantize.weight_only.weight_only import WeightOnly
 from onnxpress.passes.registry import PassRegistry
 
 MIN_SCALE = 2.0**-23  # float32 epsilon: the smallest scale, as in quant_math
@@ -77,7 +77,7 @@ def ort_weight(proto: onnx.ModelProto, node_name: str, k: int) -> np.ndarray:
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_blockwise_matches_the_reference_and_quant_math_at_8_bits(symmetric):
     from onnxpress.ir import quant_math
-    from onnxpress.passes.quantize import blockwise
+    from onnxpress.passes.quantize.weight_only import blockwise
 
     w_nk = np.random.default_rng(3).standard_normal((24, 70)).astype(np.float32)
     w_nk[:, :32] *= 0.01  # blocks of very different ranges

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from pass_checks import EXACT, Within, check_pass
 
 import onnxpress
 from onnxpress.backends.ort_runner import Runner
@@ -65,23 +66,23 @@ def _run(model, images: np.ndarray) -> np.ndarray:
 
 def test_r0_is_bit_identical(vit):
     _, path = vit
-    images = _images()
-    base = _run(onnxpress.compile(path, "cleanup"), images)
-    model, report = onnxpress.compile(path, "cleanup,tome(r=0)", return_report=True)
-    assert not report.passes[-1].modified
-    np.testing.assert_array_equal(_run(model, images), base)
+    checked = check_pass("tome(r=0)", onnxpress.compile(path, "cleanup"),
+                         {"pixel_values": _images()}, tolerance=EXACT)
+    assert not checked.report.passes[-1].modified
+    assert checked.after == checked.before
 
 
 @pytest.mark.parametrize("r", [4, 16])
 def test_matches_the_pytorchreference(vit, r):
     module, path = vit
     images = _images()
-    model, report = onnxpress.compile(path, f"cleanup,tome(r={r})", return_report=True)
-    stats = report.passes[-1].stats
-    assert stats["protected"] == 1 and stats["tokens_in"][1] == 65 - r
     with torch.no_grad():
         expected = reference(module, torch.from_numpy(images), [r] * 6).numpy()
-    np.testing.assert_allclose(_run(model, images), expected, rtol=0, atol=1e-4)
+    checked = check_pass(f"tome(r={r})", onnxpress.compile(path, "cleanup"),
+                         {"pixel_values": images}, tolerance=Within(0, 1e-4),
+                         expected={"logits": expected})
+    stats = checked.stats("tome")
+    assert stats["protected"] == 1 and stats["tokens_in"][1] == 65 - r
 
 
 def test_a_second_protected_token_takes_in_no_merge(vit):

@@ -12,25 +12,43 @@ read it is the caller's choice.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx_ir as ir
 
 from onnxpress.ir import quant_math
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.builder import Builder
-from onnxpress.passes.quantize.migration import Migration
+from onnxpress.passes.quantize.static.migration import Migration
 
-__all__ = ["dequantized_bias", "dequantized_weight",
-           "int8_weight",
-           "qdq", "replace_node", "weight_round_trip"]
+__all__ = ["QuantizedWeight", "dequantized_bias", "dequantized_weight", "int8_weight", "qdq",
+           "weight_round_trip"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class QuantizedWeight:
+    """A weight after :func:`dequantized_weight`: the value the layer now reads, the int8
+    copy's scale, and (for bias correction, without quantizing again) what the layer
+    computes with in place of the float weight."""
+
+    value: ir.Value
+    scale: np.ndarray
+    quantized: np.ndarray
+    params: quant_math.QuantParams
+    axis: int
+    migration: Migration | None
+
+    def round_trip(self) -> np.ndarray:
+        return _restored(self.quantized, self.params, self.axis, self.migration)
 
 
 def dequantized_weight(
     graph: ir.Graph, node: ir.Node, weight: ir.Value, axis: int,
     migration: Migration | None = None,
-) -> tuple[ir.Value, np.ndarray]:
-    """int8 per-channel weight + its DequantizeLinear, inserted before ``node``; the scale.
-    With a ``migration``, the weight that reads the smoothed input."""
+) -> QuantizedWeight:
+    """int8 per-channel weight + its DequantizeLinear, inserted before ``node``. With a
+    ``migration``, the weight that reads the smoothed input."""
     array = constant_array(weight)
     assert array is not None
     if migration is not None:
@@ -44,7 +62,7 @@ def dequantized_weight(
                      name=f"{weight.name}_DequantizeLinear")
     out.name = f"{weight.name}_dequantized"
     builder.insert_before(node)
-    return out, np.asarray(p.scale, np.float32)
+    return QuantizedWeight(out, np.asarray(p.scale, np.float32), quantized, p, axis, migration)
 
 
 def int8_weight(array: np.ndarray, axis: int) -> tuple[np.ndarray, quant_math.QuantParams]:
@@ -55,16 +73,20 @@ def int8_weight(array: np.ndarray, axis: int) -> tuple[np.ndarray, quant_math.Qu
 
 def weight_round_trip(array: np.ndarray, axis: int, migration: Migration | None = None,
                       ) -> tuple[np.ndarray, quant_math.QuantParams]:
-    """What the quantized layer computes with in place of ``array``: its int8 copy
-    dequantized; with a ``migration``, the smoothed weight's copy divided back by the
-    factors (the layer's input is multiplied back by them). And the int8 copy's
-    parameters."""
+    """What the quantized layer computes with in place of ``array`` (see ``_restored``),
+    and the int8 copy's parameters."""
+    q, p = int8_weight(array if migration is None else migration.weight(array, axis), axis)
+    return _restored(q, p, axis, migration), p
+
+
+def _restored(q: np.ndarray, p: quant_math.QuantParams, axis: int,
+              migration: Migration | None) -> np.ndarray:
+    """The int8 copy dequantized; with a ``migration``, divided back by the factors (the
+    layer's input is multiplied back by them)."""
     if migration is None:
-        q, p = int8_weight(array, axis)
-        return quant_math.dequantize(q, p), p
-    q, p = int8_weight(migration.weight(array, axis), axis)
+        return quant_math.dequantize(q, p)
     unsmoothed = Migration((1 / migration.factors).astype(np.float32))
-    return unsmoothed.weight(quant_math.dequantize(q, p), axis), p
+    return unsmoothed.weight(quant_math.dequantize(q, p), axis)
 
 
 def dequantized_bias(
@@ -107,16 +129,3 @@ def qdq(builder: Builder, value: ir.Value, p: quant_math.QuantParams,
     restored.name = f"{value.name}_dequantized"
     restored.dtype, restored.shape = value.dtype, value.shape
     return restored
-
-
-
-
-def replace_node(graph: ir.Graph, node: ir.Node, out: ir.Value) -> None:
-    """``out`` (already placed) takes over ``node``'s only output: its readers, its name,
-    shape and type, a graph output's place; then ``node`` goes."""
-    old = node.outputs[0]
-    ir.convenience.replace_all_uses_with(old, out, replace_graph_outputs=True)
-    name, old.name = old.name, f"{old.name}_float"
-    out.name, out.shape, out.type = name, old.shape, old.type
-    graph.remove(node, safe=True)
-

@@ -17,7 +17,7 @@ import onnx_ir as ir
 
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.layers import layer_bias
-from onnxpress.passes.quantize.policy import Target
+from onnxpress.passes.quantize.static.policy import Target
 
 
 class ChannelMean:

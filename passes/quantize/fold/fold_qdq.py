@@ -20,7 +20,7 @@ models, ours). Rewrites, each bit-exact unless marked:
 - ``Q(DQ(q, s, zp), s, zp)`` -> ``q``; ``Q(op(DQ(q)))`` -> ``op(q)`` for data-movement ops;
   ``Shape(DQ(q))`` -> ``Shape(q)``; ``Q(Relu(x))`` / ``Q(Clip(x))`` -> ``Q(x)`` when Q
   saturates what they cut: onnxscript pattern rules, exact, with the argument in
-  :mod:`.qdq_rules`. Run to a fixed point.
+  :mod:`.rules`. Run to a fixed point.
   Int8 (signed) pairs around data-movement ops stay where they are unless
   ``int8_moves=true``: ONNX Runtime on x86 turns int8 activations into uint8 only where a Q
   feeds its DQ directly (QDQS8ToU8Transformer); after ``Q -> op -> DQ`` the MatMul or Conv
@@ -57,7 +57,7 @@ from onnxpress.ir.builder import Builder
 from onnxpress.ir.edit import describe, remove_unread
 from onnxpress.ir.qdq import QdqParams, is_op, read
 from onnxpress.passes.base import Pass, PassStats
-from onnxpress.passes.quantize.qdq_rules import RuleLog, absorb_rules, move_rules, pair_rules
+from onnxpress.passes.quantize.fold.rules import RuleLog, absorb_rules, move_rules, pair_rules
 
 __all__ = ["ORT_QDQ_OPS", "FoldQdq"]
 

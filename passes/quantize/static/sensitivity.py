@@ -47,9 +47,9 @@ from onnxpress.ir.agreement import sample_cosines
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.builder import Builder
 from onnxpress.passes.calibration_data import Batch
-from onnxpress.passes.quantize.migration import Migration
-from onnxpress.passes.quantize.policy import Target
-from onnxpress.passes.quantize.rewrite import weight_round_trip
+from onnxpress.passes.quantize.static.migration import Migration
+from onnxpress.passes.quantize.static.policy import Target
+from onnxpress.passes.quantize.static.rewrite import weight_round_trip
 
 __all__ = ["Choice", "LayerReport", "choose_float_layers", "fewest_float", "output_error",
            "summarize"]

@@ -56,8 +56,8 @@ from onnxpress.ir.builder import Builder
 from onnxpress.ir.edit import MS_DOMAIN, remove_unread
 from onnxpress.ir.layers import linear_layer, weight_source
 from onnxpress.passes.base import Pass, PassStats, data_field
-from onnxpress.passes.quantize import blockwise
-from onnxpress.passes.quantize.calibration import Observer, collect
+from onnxpress.passes.quantize.calibrate.calibration import Observer, collect
+from onnxpress.passes.quantize.weight_only import blockwise
 
 __all__ = ["WeightOnly"]
 
@@ -77,28 +77,23 @@ class WeightOnly(Pass):
     format: Literal["dq", "matmulnbits"] = "dq"
     method: Literal["rtn", "gptq"] = "rtn"
     min_elements: int = 4096  # smaller weights stay float
-    exclude: str = ""  # comma-separated node names kept float
-    ops: str = "MatMul,Gemm"
+    exclude: tuple[str, ...] = ()  # node names kept float
+    ops: tuple[Literal["MatMul", "Gemm"], ...] = ("MatMul", "Gemm")
     accuracy_level: int = 0  # MatMulNBits: 0 keeps A float, 4 lets ORT quantize A to int8
     max_batches: int = 64  # gptq: calibration batches read
     damp: float = 0.01  # gptq: added to H's diagonal, times its mean
     data: Any = data_field()
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         where = "weight-only"
         if self.bits not in (4, 8):
             raise BadInputError(f"{where}: bits must be 4 or 8, not {self.bits}")
-        if self.format not in ("dq", "matmulnbits"):
-            raise BadInputError(f"{where}: format must be dq or matmulnbits")
-        if self.method not in ("rtn", "gptq"):
-            raise BadInputError(f"{where}: method must be rtn or gptq")
         if self.block_size < 0:
             raise BadInputError(f"{where}: block_size must be >= 0 (0 = per output channel)")
         if self.format == "matmulnbits" and self.block_size and not _nbits_block(self.block_size):
             raise BadInputError(f"{where}: MatMulNBits needs a block_size that is a power of "
                                 "two >= 16 (or 0 for per channel)")
-        if unknown := set(_names(self.ops)) - set(_OPS):
-            raise BadInputError(f"{where}: ops may name MatMul and Gemm, not {sorted(unknown)}")
         if not 0 <= self.accuracy_level <= 4:
             raise BadInputError(f"{where}: accuracy_level must be 0 to 4")
         if self.damp < 0 or self.max_batches < 1:
@@ -129,7 +124,7 @@ class WeightOnly(Pass):
     # ------------------------------------------------------------------------- planning
 
     def _plan(self, graph: ir.Graph) -> tuple[list[_Target], dict[str, list[str]]]:
-        ops, exclude = set(_names(self.ops)), set(_names(self.exclude))
+        ops, exclude = set(self.ops), set(self.exclude)
         targets: list[_Target] = []
         skipped: dict[str, list[str]] = collections.defaultdict(list)
         for node in graph:
@@ -439,9 +434,6 @@ def _nbits_block(size: int) -> bool:
 def _next_power_of_two(value: int) -> int:
     return 1 << (value - 1).bit_length()
 
-
-def _names(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _listing(names: list[str], most: int = 6) -> str:

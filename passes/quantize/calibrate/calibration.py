@@ -33,7 +33,7 @@ import onnx_ir as ir
 from onnxpress.errors import BadInputError
 from onnxpress.passes.activations import stream
 from onnxpress.passes.calibration_data import Batch, CalibrationData
-from onnxpress.passes.quantize.histogram import DEFAULT_BINS, StreamingHistogram
+from onnxpress.passes.quantize.calibrate.histogram import DEFAULT_BINS, StreamingHistogram
 
 Range = tuple[np.ndarray, np.ndarray]
 

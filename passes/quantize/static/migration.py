@@ -33,7 +33,7 @@ import onnx_ir as ir
 
 from onnxpress.ir import quant_math
 from onnxpress.ir.analysis import constant_array
-from onnxpress.passes.quantize.policy import Plan, Target
+from onnxpress.passes.quantize.static.policy import Plan, Target
 
 __all__ = ["Migration", "candidates", "migrations"]
 

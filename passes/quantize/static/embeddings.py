@@ -20,7 +20,7 @@ import onnx_ir as ir
 from onnxpress.ir import quant_math
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.builder import Builder
-from onnxpress.passes.quantize.rewrite import replace_node
+from onnxpress.ir.edit import replace_node
 
 __all__ = ["quantize_embeddings"]
 

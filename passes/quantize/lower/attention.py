@@ -25,9 +25,8 @@ import onnx_ir as ir
 
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.builder import Builder
-from onnxpress.ir.edit import MS_DOMAIN, remove_unread
+from onnxpress.ir.edit import MS_DOMAIN, remove_unread, replace_node
 from onnxpress.ir.qdq import is_op, read
-from onnxpress.passes.quantize.rewrite import replace_node
 
 __all__ = ["lower_attention"]
 

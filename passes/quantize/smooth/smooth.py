@@ -2,7 +2,7 @@
 
 A transformer's normalized activations have a few channels far larger than the rest, so one
 per-tensor activation scale wastes most of uint8's levels on them; weights are quantized per
-output channel and have room to spare. For every site (:mod:`.smooth_sites`: a LayerNorm,
+output channel and have room to spare. For every site (:mod:`.sites`: a LayerNorm,
 or a linear layer with an optional Relu, whose output feeds only MatMul/Gemm weights):
 
 - ``LN(x; gamma, beta) -> MatMul(., W)``  ->  ``LN(x; gamma/s, beta/s) -> MatMul(., diag(s) W)``
@@ -33,8 +33,8 @@ from onnxpress.ir import quant_math
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.builder import Builder
 from onnxpress.passes.base import Pass, PassStats, data_field
-from onnxpress.passes.quantize.calibration import collect
-from onnxpress.passes.quantize.smooth_sites import Edit, Site, find_sites
+from onnxpress.passes.quantize.calibrate.calibration import collect
+from onnxpress.passes.quantize.smooth.sites import Edit, Site, find_sites
 
 __all__ = ["Smooth"]
 

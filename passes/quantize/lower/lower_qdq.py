@@ -1,6 +1,6 @@
 """``lower-qdq``: QDQ-form quantized graphs -> ONNX integer operators, for runtimes that do
 not fuse QuantizeLinear (Q) / DequantizeLinear (DQ) themselves. Rewrites (the planners are
-in :mod:`.lower_rules`):
+in :mod:`.rules`):
 
 - ``DQ(x), DQ(w) [, DQ(b)] -> Conv -> Q``   -> ``QLinearConv``
 - ``DQ(a), DQ(b) -> MatMul -> Q``           -> ``QLinearMatMul`` (B per tensor, or a
@@ -15,7 +15,7 @@ in :mod:`.lower_rules`):
 - ``DQ(x) -> GlobalAveragePool -> Q``       -> ``com.microsoft.QLinearGlobalAveragePool``
 - ``DQ(x1), DQ(x2), ... -> Concat -> Q``    -> ``com.microsoft.QLinearConcat``
 - ``DQ(x), DQ(W) -> com.microsoft.Attention`` -> ``com.microsoft.QAttention`` (contrib only;
-  :mod:`.lower_attention`, float rounding only)
+  :mod:`.attention`, float rounding only)
 - ``op -> Reshape|Flatten|Transpose|Squeeze|Unsqueeze|MaxPool -> Q`` after a lowered op:
   the data-movement ops run on its integer output; ``op -> Relu|Clip -> Q`` (what
   ``fold-qdq`` cannot absorb, e.g. symmetric int8) becomes an integer ``Clip(q, Q(lo),
@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import onnx_ir as ir
 
@@ -62,10 +62,10 @@ from onnxpress.ir.builder import Builder
 from onnxpress.ir.edit import describe, remove_unread
 from onnxpress.ir.qdq import is_op
 from onnxpress.passes.base import Pass, PassStats, data_field
-from onnxpress.passes.quantize.fold_qdq import FoldQdq
-from onnxpress.passes.quantize.lower_attention import lower_attention
-from onnxpress.passes.quantize.lower_choice import lower_measured
-from onnxpress.passes.quantize.lower_rules import (
+from onnxpress.passes.quantize.fold.fold_qdq import FoldQdq
+from onnxpress.passes.quantize.lower.attention import lower_attention
+from onnxpress.passes.quantize.lower.choice import lower_measured
+from onnxpress.passes.quantize.lower.rules import (
     MS_DOMAIN,
     QUANTIZED_MOVES,
     RULES,
@@ -81,7 +81,6 @@ __all__ = ["LowerQdq"]
 logger = logging.getLogger(__name__)
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
-FORMS = ("qoperator", "auto")
 _WEIGHTED = ("Conv", "MatMul", "Gemm")
 
 
@@ -91,14 +90,14 @@ class LowerQdq(Pass):
 
     contrib: bool = True  # com.microsoft ops (ONNX Runtime); false: standard ONNX only
     fold: bool = True  # run fold-qdq first
-    ops: str = "Conv,MatMul,Gemm,Add,Mul,GlobalAveragePool,Concat,Attention"  # ops to lower
-    form: str = "qoperator"  # "auto": keep QDQ where it measures faster (lower_choice)
+    ops: tuple[str, ...] = ("Conv", "MatMul", "Gemm", "Add", "Mul", "GlobalAveragePool",
+                            "Concat", "Attention")  # ops to lower
+    form: Literal["qoperator", "auto"] = "qoperator"  # auto: QDQ where faster (.choice)
     data: Any = data_field()  # the inputs form=auto times on
 
     def __post_init__(self) -> None:
-        if self.form not in FORMS:
-            raise BadInputError(f"lower-qdq(form={self.form}): choose one of {', '.join(FORMS)}")
-        unknown = set(_names(self.ops)) - set(RULES) - {"Attention"}
+        super().__post_init__()
+        unknown = set(self.ops) - set(RULES) - {"Attention"}
         if unknown:
             raise BadInputError(f"lower-qdq(ops=...): cannot lower {', '.join(sorted(unknown))}; "
                                 f"choose from {', '.join([*RULES, 'Attention'])}")
@@ -119,7 +118,7 @@ class LowerQdq(Pass):
                   else PassStats(model, modified=False))
         result.modified = folded.modified
         ctx = Context(opset=opset, contrib=self.contrib)
-        wanted = set(_names(self.ops))
+        wanted = set(self.ops)
         graph, kept = model.graph, []
         for node in list(graph):
             if node.graph is None or node.domain not in ("", "ai.onnx"):
@@ -147,9 +146,6 @@ class LowerQdq(Pass):
         logger.debug("lower-qdq: %s", result.stats)
         return result
 
-
-def _names(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _quantized_op(node: ir.Node, ctx: Context) -> bool:

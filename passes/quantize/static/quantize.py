@@ -68,29 +68,33 @@ from onnxpress.ir.builder import Builder
 from onnxpress.ir.edit import TensorShapeInference, remove_unread
 from onnxpress.passes.base import Pass, PassStats, data_field
 from onnxpress.passes.calibration_data import Batch
-from onnxpress.passes.quantize.bias_correction import (
+from onnxpress.passes.quantize.calibrate.calibration import collect
+from onnxpress.passes.quantize.static.bias_correction import (
     ChannelMean,
     bias_site,
     corrected,
     input_axis,
     output_shift,
 )
-from onnxpress.passes.quantize.calibration import collect
-from onnxpress.passes.quantize.embeddings import quantize_embeddings
-from onnxpress.passes.quantize.migration import (
+from onnxpress.passes.quantize.static.embeddings import quantize_embeddings
+from onnxpress.passes.quantize.static.migration import (
     Migration,
     candidates,
     fold_into_norm,
     migrations,
 )
-from onnxpress.passes.quantize.policy import Plan, Target, plan
-from onnxpress.passes.quantize.rewrite import (
+from onnxpress.passes.quantize.static.policy import Plan, Target, plan
+from onnxpress.passes.quantize.static.rewrite import (
+    QuantizedWeight,
     dequantized_bias,
     dequantized_weight,
     qdq,
-    weight_round_trip,
 )
-from onnxpress.passes.quantize.sensitivity import choose_float_layers, output_error, summarize
+from onnxpress.passes.quantize.static.sensitivity import (
+    choose_float_layers,
+    output_error,
+    summarize,
+)
 
 __all__ = ["Quantize"]
 
@@ -101,14 +105,16 @@ MAX_ACTIVATION_RANGE = 1e5
 @dataclasses.dataclass(frozen=True)
 class Quantize(Pass):
     name = "quantize"
+    renamed = {"calibration": "observer"}  # --calibration is the data; this, how it is read
 
-    calibration: str = "minmax"  # observer: minmax, percentile, entropy, mse
+    observer: Literal["minmax", "percentile", "entropy", "mse"] = "minmax"  # activation ranges
     activations: Literal["uint8", "int8"] = "uint8"
-    ops: str = "Conv,MatMul,Gemm,Attention,Add"  # Attention: com.microsoft's; Add: policy._joining
-    outputs: str = "Conv"  # ops whose output is quantized too (after a fused Relu/Clip)
+    # Attention: com.microsoft's; Add: a residual join (policy._joining)
+    ops: tuple[str, ...] = ("Conv", "MatMul", "Gemm", "Attention", "Add")
+    outputs: tuple[str, ...] = ("Conv",)  # ops whose output is quantized too (after a Relu)
     activation_matmul: bool = True  # MatMul of two activations (attention)
     max_batches: int = 64
-    exclude: str = ""  # comma-separated node names kept in float
+    exclude: tuple[str, ...] = ()  # node names kept in float
     budget: float | None = None  # allowed 1 - mean output cosine vs fp32 (module docstring)
     embeddings: bool = True  # Gather tables as int8 rows (.embeddings)
     smooth: float = 0.0  # SmoothQuant alpha folded into QuantizeLinear (.migration); 0: off
@@ -118,6 +124,7 @@ class Quantize(Pass):
     data: Any = data_field()
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.budget is not None and not (math.isfinite(self.budget) and self.budget >= 0):
             raise BadInputError(f"quantize(budget={self.budget}): give a fraction >= 0, "
                                 "e.g. 0.005 (or 0.5%) for a mean output cosine >= 0.995")
@@ -141,8 +148,8 @@ class Quantize(Pass):
             # TorchScript exports carry no intermediate types, and the policy quantizes
             # float32 tensors only: without types it would find nothing
             TensorShapeInference()(model)
-        chosen = plan(graph, ops=_names(self.ops), quantize_outputs=_names(self.outputs),
-                      activation_matmul=self.activation_matmul, exclude=_names(self.exclude))
+        chosen = plan(graph, ops=list(self.ops), quantize_outputs=list(self.outputs),
+                      activation_matmul=self.activation_matmul, exclude=list(self.exclude))
         result.notes.extend(chosen.notes)
         data, sample = self._data()
         params, moved, means = self._calibrate(model, chosen, data, result.notes)
@@ -196,7 +203,7 @@ class Quantize(Pass):
     ) -> None:
         """Quantize every planned layer but ``keep_float``, and each activation a quantized
         layer wants; the float layers keep reading their float inputs."""
-        weights: dict[tuple[ir.Value, Migration | None], tuple[ir.Value, np.ndarray]] = {}
+        weights: dict[tuple[ir.Value, Migration | None], QuantizedWeight] = {}
         wanted: set[ir.Value] = set()
         quantized: set[ir.Node] = set()
         outputs: set[ir.Value] = set()  # quantized after a layer, not before one
@@ -231,7 +238,7 @@ class Quantize(Pass):
             if axis is not None and first is not None and constant_array(first) is None:
                 means.setdefault(first, ChannelMean(axis))
         observers = collect(model, [v.name for v in chosen.activations], data,
-                            method=self.calibration, max_batches=self.max_batches,
+                            method=self.observer, max_batches=self.max_batches,
                             per_channel={v.name: -1 for v in readers},
                             feed={v.name: mean for v, mean in means.items()})
         params, ranges = {}, {}
@@ -260,7 +267,7 @@ class Quantize(Pass):
         target: Target,
         params: dict[ir.Value, quant_math.QuantParams],
         moved: dict[ir.Value, Migration],
-        weights: dict[tuple[ir.Value, Migration | None], tuple[ir.Value, np.ndarray]],
+        weights: dict[tuple[ir.Value, Migration | None], QuantizedWeight],
         stats: dict[str, int],
         means: Mapping[ir.Value, ChannelMean],
     ) -> bool:
@@ -277,31 +284,29 @@ class Quantize(Pass):
             weights[weight, migration] = dequantized_weight(graph, node, weight, target.axis,
                                                             migration)
             stats["weights"] += 1
-        dq_weight, weight_scale = weights[weight, migration]
+        quantized = weights[weight, migration]
         mean = means[node.inputs[0]].mean if node.inputs[0] in means else None
         if mean is not None:
-            stats["biases_corrected"] += _correct_bias(graph, target, weight, migration, mean)
-        node.replace_input_with(target.weight, dq_weight)
+            stats["biases_corrected"] += _correct_bias(graph, target, weight, quantized, mean)
+        node.replace_input_with(target.weight, quantized.value)
         if (self.int32_bias and target.bias is not None and activation_inputs
                 and activation_inputs[0] in params):
             input_scale = params[activation_inputs[0]].scale
             bias = node.inputs[target.bias]
             node.replace_input_with(target.bias, dequantized_bias(
-                graph, node, bias, float(input_scale), weight_scale))
+                graph, node, bias, float(input_scale), quantized.scale))
             stats["biases"] += 1
         return True
 
 
 def _correct_bias(graph: ir.Graph, target: Target, weight: ir.Value,
-                  migration: Migration | None, mean: np.ndarray) -> bool:
+                  quantized: QuantizedWeight, mean: np.ndarray) -> bool:
     site = bias_site(target)
     array = constant_array(weight)
     if site is None or array is None:
         return False
-    assert target.axis is not None
-    array = np.asarray(array, np.float32)
-    round_trip, _ = weight_round_trip(array, target.axis, migration)
-    return corrected(graph, site, output_shift(round_trip - array, target, mean))
+    error = quantized.round_trip() - np.asarray(array, np.float32)
+    return corrected(graph, site, output_shift(error, target, mean))
 
 
 def _activation_inputs(target: Target) -> list[ir.Value]:
@@ -313,9 +318,6 @@ def _ready(target: Target, params: dict[ir.Value, quant_math.QuantParams]) -> bo
     """Whether every computed input of the layer has quantization parameters."""
     return all(v in params for v in _activation_inputs(target) if constant_array(v) is None)
 
-
-def _names(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _insert_qdq(

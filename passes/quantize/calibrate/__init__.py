@@ -1,0 +1,1 @@
+"""Calibration: observers that turn activation statistics into ranges."""

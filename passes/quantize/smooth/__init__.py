@@ -1,0 +1,5 @@
+"""``smooth``: SmoothQuant folded into the producers and readers of an activation."""
+
+from onnxpress.passes.quantize.smooth.smooth import Smooth
+
+__all__ = ["Smooth"]
