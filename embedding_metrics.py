@@ -10,7 +10,8 @@ the fp32 reference on the same inputs:
   similarities over the given pairs (all ``i < j`` pairs when none are given), i.e. whether
   the model orders pairs by similarity as the reference does;
 - ``mean_cosine``: mean cosine between each sample's model and reference embedding (only
-  when both have the same width; a smaller model can still rank and retrieve).
+  when both have the same width; a smaller model can still rank and retrieve), by
+  ``ir.agreement``'s one rule for a zero norm.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxpress.errors import BadInputError
+from onnxpress.ir.agreement import sample_cosines
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -95,5 +97,5 @@ def encoder_metrics(
         ),
     }
     if model.shape[1] == ref.shape[1]:
-        metrics["mean_cosine"] = float((model * ref).sum(1).mean())
+        metrics["mean_cosine"] = float(sample_cosines(reference, embeddings).mean())
     return metrics

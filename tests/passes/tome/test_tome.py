@@ -216,7 +216,7 @@ def test_quantize_leaves_the_similarity_in_float():
 
 @pytest.mark.parametrize("spec, message", [
     ("tome(r=4,schedule=fast)", "schedule"),
-    ("tome(r=4,mode=drop)", "merge or prune"),
+    ("tome(r=4,mode=drop)", "'drop' is not one of merge, prune"),
     ("tome(r=4,keep=0.5)", "not both"),
     ("tome(keep=1.5)", "between 0 and 1"),
     ("tome(r=4,mode=prune,protected=0)", "CLS"),
