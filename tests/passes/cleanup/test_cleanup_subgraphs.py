@@ -8,6 +8,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from pass_checks import EXACT, check_pass
 
 import onnxpress
 
@@ -72,3 +73,47 @@ def test_cleanup_simplifies_inside_branches() -> None:
     for branch in ("then_branch", "else_branch"):
         ops = [n.op_type for n in if_node.attributes[branch].as_graph()]
         assert sorted(ops) == ["Add", "Add", "MatMul", "Relu"], ops  # no Identity/Mul/2nd Relu
+
+
+def _nested_model() -> onnx.ModelProto:
+    """An If on an input whose then-branch holds an If on a constant condition; the weight
+    ``w`` (a then-branch initializer) is read only inside the inner else-branch, which
+    folding the inner If discards (as silero-vad's sample-rate branches do)."""
+    out = helper.make_tensor_value_info
+
+    def inner(name: str, nodes: list) -> onnx.GraphProto:
+        return helper.make_graph(nodes, name, [], [out(f"{name}_y", TensorProto.FLOAT, [2, 4])])
+
+    then = helper.make_graph(
+        [helper.make_node("Constant", [], ["always"], value=helper.make_tensor(
+            "always", TensorProto.BOOL, [], [True])),
+         helper.make_node("If", ["always"], ["then_y"],
+                          then_branch=inner("in_then", [helper.make_node("Relu", ["x"],
+                                                                         ["in_then_y"])]),
+                          else_branch=inner("in_else", [helper.make_node("Add", ["x", "w"],
+                                                                         ["in_else_y"])]))],
+        "then", [], [out("then_y", TensorProto.FLOAT, [2, 4])],
+        [numpy_helper.from_array(np.ones((2, 4), np.float32), "w")])
+    other = inner("else", [helper.make_node("Neg", ["x"], ["else_y"])])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["cond"], ["y"], then_branch=then, else_branch=other)], "g",
+        [out("cond", TensorProto.BOOL, []), out("x", TensorProto.FLOAT, [2, 4])],
+        [out("y", TensorProto.FLOAT, [2, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_initializers_a_folded_body_read_go_with_it() -> None:
+    """The inner If folds to its then-branch; ``w`` was read only by the discarded branch
+    and must not stay behind in the outer branch (onnx_ir's own sweep looks at the main
+    graph only, and the discarded body still holds its uses)."""
+    source = _nested_model()
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    for cond in (True, False):
+        feeds = {"cond": np.array(cond), "x": x}
+        checked = check_pass("cleanup", source, feeds, tolerance=EXACT, counts={"If": 1})
+    (then,) = [g for g in checked.proto.graph.node[0].attribute if g.name == "then_branch"]
+    assert [i.name for i in then.g.initializer] == []
+    assert checked.stats("cleanup")["dce.initializers_removed"] >= 1
