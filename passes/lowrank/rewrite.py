@@ -46,7 +46,8 @@ def factor(graph: ir.Graph, node: ir.Node, weight: np.ndarray, left: np.ndarray,
     else:
         hidden = builder.op("MatMul", [x, a], name=f"{stem}_lowrank")
     hidden.name = f"{stem}_lowrank_out"
-    hidden.dtype = x.dtype
+    # the weight's type is the layer's (ONNX's T): x may carry none in an untyped export
+    hidden.dtype = ir.DataType.from_numpy(first_weight.dtype)
     hidden.shape = _hidden_shape(node, x, rank)
     builder.insert_before(node)
     node.replace_input_with(0, hidden)
@@ -72,10 +73,10 @@ def branch(graph: ir.Graph, node: ir.Node, weight: np.ndarray, left: np.ndarray,
         hidden = builder.op("MatMul", [x, a], name=f"{stem}_branch")
         delta = builder.op("MatMul", [hidden, b], name=f"{stem}_branch_up")
     hidden.name, delta.name = f"{stem}_branch_out", f"{stem}_branch_delta"
-    hidden.dtype = delta.dtype = x.dtype
+    hidden.dtype = delta.dtype = ir.DataType.from_numpy(first_weight.dtype)
     readers = list(y.uses())
     total = builder.op("Add", [y, delta], name=f"{stem}_branch_add")
-    total.name, total.dtype, total.shape = f"{stem}_with_branch", y.dtype, y.shape
+    total.name, total.dtype, total.shape = f"{stem}_with_branch", delta.dtype, y.shape
     builder.insert_after(node)
     for use in readers:
         use.node.replace_input_with(use.idx, total)

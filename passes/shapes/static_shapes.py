@@ -66,8 +66,10 @@ class StaticShapes(Pass):
                 if size is None and seen is not None and seen.ndim == len(value.shape):
                     size = int(seen.shape[axis])
                 if size is None:
+                    fix = (f"give dims='{dim.value}=N'" if dim.value is not None else
+                           "it has no name: give a --calibration sample of this input")
                     result.notes.append(f"static-shapes: input {value.name!r} axis {axis} "
-                                        f"({dim}) stays dynamic; give dims='{dim}=N'")
+                                        f"({dim}) stays dynamic; {fix}")
                     dims.append(dim)
                 else:
                     dims.append(size)

@@ -192,3 +192,13 @@ def test_minilm_quarter_fewer_linear_weights_keeps_pair_similarities(minilm_path
     stats = record.stats
     assert stats["layers"] == 36 and stats["weights_after"] <= 0.75 * stats["weights_before"]
     assert onnxpress.evaluate(model, "minilm-texts").metrics["spearman"] >= 0.98
+
+
+def test_an_export_without_intermediate_types_is_factored_and_saved():
+    """The digits ViT as exported (no cleanup, intermediate values untyped): the factored
+    layers' new values take the weight's type, so the model serializes, passes the checker
+    and stays exact at full rank (it used to fail at save: a value typed Tensor(None))."""
+    checked = check_pass("lowrank(ratio=1.0,min_saving=-1,min_elements=0,aware=false)",
+                         MODELS / "digits_vit.onnx", {"image": TEST["image"][:16]},
+                         tolerance=Within(1e-5))
+    assert checked.stats("lowrank")["layers_factored"] >= 3

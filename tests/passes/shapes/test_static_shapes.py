@@ -74,3 +74,20 @@ def test_a_static_batch_model_is_evaluated_in_its_batch_size() -> None:
     static = onnxpress.evaluate(model, "digits")
     assert static.samples == 450
     assert static.value == onnxpress.evaluate(MODELS / "digits_cnn.onnx", "digits").value
+
+
+def test_an_unnamed_dynamic_dim_is_not_given_a_name_to_fix() -> None:
+    """A dim with neither a size nor a name (silero-vad's ``state[2, ?, 128]``): the note
+    asks for a sample, not for ``dims='None=N'``, which could never match."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, None, 4])
+    x.type.tensor_type.shape.dim[1].Clear()  # no dim_value, no dim_param
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    proto = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                                                [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model = onnxpress.load(proto)
+    result = StaticShapes()(model)
+    (note,) = [n for n in result.notes if "axis 1" in n]
+    assert "no name" in note and "--calibration" in note and "None=" not in note
