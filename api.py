@@ -12,12 +12,15 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxpress.backends.bench import bench_models
+from onnxpress.backends.inputs import ModelInputs
+from onnxpress.backends.opset_upgrade import upgrade
 from onnxpress.backends.ort_optimize import providers
 from onnxpress.backends.ort_runner import Runner
 from onnxpress.errors import BadInputError, CheckFailedError
 from onnxpress.frontends.onnx_loader import ModelSource, load
 from onnxpress.ir.agreement import sample_cosines
 from onnxpress.ir.analysis import count_nodes, count_parameters, parameter_bytes
+from onnxpress.ir.marks import LOAD_NOTES
 from onnxpress.models.datasets import is_dataset, load_dataset
 from onnxpress.passes.calibration_data import Batch, CalibrationData
 from onnxpress.passes.manager import PassManager
@@ -36,6 +39,9 @@ def compile(  # noqa: A001 - the public name DESIGN.md promises
     report: str | os.PathLike | None = None,
     check: bool = False,
     tolerance: float = 1e-4,
+    atol: float = 1e-6,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    dims: dict[str, int] | None = None,
     verify: bool = True,
     registry: PassRegistry | None = None,
     progress: bool | None = None,
@@ -47,8 +53,10 @@ def compile(  # noqa: A001 - the public name DESIGN.md promises
 
     ``passes`` is a pipeline string or a list of Pass instances; else ``config``'s; else the
     ``target``'s default pipeline (``ort-cpu`` when nothing is said). ``check`` compares the
-    outputs with the input model's on ``calibration`` data (or random inputs) and raises
-    CheckFailedError beyond ``tolerance``; the report is written first either way.
+    outputs with the input model's on ``calibration`` data (or random inputs shaped by
+    ``input_shapes`` and ``dims``) and raises CheckFailedError where an output's max |diff|
+    exceeds ``atol`` + ``tolerance`` x its largest magnitude; the report is written first
+    either way.
     ``opset`` and ``keep_initializer_inputs`` are ``load``'s, applied once, here.
     """
     registry = registry or PassRegistry.default()
@@ -65,18 +73,22 @@ def compile(  # noqa: A001 - the public name DESIGN.md promises
         check = check or settings.check
         calibration = calibration if calibration is not None else settings.calibration
     data = _calibration(calibration)
-    ir_model = load(model, opset=opset, keep_initializer_inputs=keep_initializer_inputs)
+    ir_model = load(model, keep_initializer_inputs=keep_initializer_inputs)
+    if opset is not None:  # verified on the calibration data where there is some
+        bound = data.for_model(ModelInputs.of(ir_model)) if data is not None else None
+        ir_model.meta.setdefault(LOAD_NOTES, []).append(upgrade(ir_model, opset, bound))
     manager = PassManager(pass_list, verify=verify, check=check, check_data=data,
-                          tolerance=tolerance, progress=progress, registry=registry,
-                          target=target)
+                          tolerance=tolerance, atol=atol, input_shapes=input_shapes,
+                          dims=dims, progress=progress, registry=registry, target=target)
     result = manager.run(ir_model)
     if report is not None:
         result.write(report)
     if result.check_failed:
-        worst = max(result.check or [], key=lambda c: c.max_rel)
+        worst = max((c for c in result.check or [] if not c.ok), key=lambda c: c.max_rel)
         raise CheckFailedError(
-            f"numeric check failed: output {worst.name!r} differs by {worst.max_rel:.3g} "
-            f"(relative) > {tolerance:g}; see the report for the pass list"
+            f"numeric check failed: output {worst.name!r} differs by {worst.max_abs:.3g} "
+            f"({worst.max_rel:.3g} of its largest magnitude) > atol {atol:g} + "
+            f"{tolerance:g} relative; see the report for the pass list"
         )
     return (ir_model, result) if return_report else ir_model
 
@@ -130,17 +142,22 @@ def compare(
     *,
     batches: int = 4,
     provider: str | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    dims: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """Per output of A: max |a-b|, mean cosine per sample, top-1 agreement (argmax over
     the last axis, for float outputs of rank >= 2), over ``batches`` batches of ``data``: a
     named data set (batches of ``DATASET_BATCH``), .npz file or folder, or batches; random
-    inputs when None. ``provider``: ONNX Runtime execution providers, e.g. ``"cuda"``
-    (CPU is the fallback)."""
+    inputs shaped by ``input_shapes`` and ``dims`` when None. ``provider``: ONNX Runtime
+    execution providers, e.g. ``"cuda"`` (CPU is the fallback)."""
     chosen = providers(provider)
+    model_a = load(a, keep_initializer_inputs=True)
+    inputs = ModelInputs.of(model_a, input_shapes)
+    inputs.check_dims(dims or {})
     runner_a, runner_b = (Runner(_runnable(m), providers=chosen) for m in (a, b))
     dataset = _calibration(data)
-    feeds = (dataset.take(batches) if dataset is not None
-             else [runner_a.sample_inputs(seed=s) for s in range(batches)])
+    feeds = (dataset.for_model(inputs).take(batches) if dataset is not None
+             else [inputs.random(seed=s, dims=dims) for s in range(batches)])
     totals: dict[str, dict[str, list[float]]] = {}
     for feed in feeds:
         out_a, out_b = runner_a.run(feed), runner_b.run(feed)
@@ -188,9 +205,12 @@ def bench(
     warmup: int = 3,
     progress: bool | None = None,
     provider: str | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    dims: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """Median latency per model, measured interleaved in one run, on ``provider`` (ONNX
-    Runtime execution providers, e.g. ``"cuda"``; CPU when None)."""
+    Runtime execution providers, e.g. ``"cuda"``; CPU when None), on random inputs shaped
+    by ``input_shapes`` and ``dims``."""
     from dataclasses import asdict
 
     labelled = [
@@ -198,5 +218,6 @@ def bench(
         for i, m in enumerate(models)
     ]
     rows = bench_models(labelled, threads=threads, batch=batch, repeats=repeats,
-                        warmup=warmup, progress=progress, provider=provider)
+                        warmup=warmup, progress=progress, provider=provider,
+                        input_shapes=input_shapes, dims=dims)
     return [asdict(row) for row in rows]

@@ -1,7 +1,8 @@
 """The command line: argument parsing and printing only; every command calls the API.
 
-Exit codes: 0 success, 1 a requested check or budget failed, 2 bad input or usage; each
-failure is one line on stderr (the traceback only with --debug).
+Exit codes: 0 success, 1 a requested check or budget failed, 2 bad input or usage, 3 a bug
+of ours ("internal error", naming the pass where a pass broke the model); each failure is
+one line on stderr (the traceback only with --debug).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from onnxpress.errors import BadInputError, OnnxpressError
+from onnxpress.errors import BadInputError, InternalError, OnnxpressError
 
 PROG = "onnxpress"
 
@@ -34,7 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--check", action="store_true",
                       help="compare outputs with the input model's; exit 1 if they differ")
     comp.add_argument("--tolerance", type=float, default=1e-4,
-                      help="relative output error --check accepts (default 1e-4)")
+                      help="relative output error --check accepts, times the output's "
+                      "largest magnitude (default 1e-4)")
+    comp.add_argument("--atol", type=float, default=1e-6,
+                      help="absolute output error --check accepts on top (default 1e-6)")
+    _input_options(comp)
     comp.add_argument("--target", help="the runtime to tune for, one of the registry's "
                       "targets (ort-cpu, the default; tensorrt); picks the default pipeline")
     comp.add_argument("--opset", type=int, help="convert to this opset before the passes")
@@ -58,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("b")
     cmp_.add_argument("--data", help="named data set, .npz file or folder (default: random inputs)")
     cmp_.add_argument("--json", action="store_true", help="print JSON")
+    _input_options(cmp_)
     cmp_.add_argument("--provider", help="ONNX Runtime execution providers, e.g. cuda (CPU "
                       "is the fallback)")
 
@@ -74,9 +80,42 @@ def _parser() -> argparse.ArgumentParser:
     ben.add_argument("--batch", type=int, default=1)
     ben.add_argument("--repeats", type=int, default=20)
     ben.add_argument("--json", action="store_true", help="print JSON")
+    _input_options(ben)
     ben.add_argument("--provider", help="ONNX Runtime execution providers, e.g. cuda (CPU "
                      "is the fallback)")
     return parser
+
+
+def _input_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--input-shape", action="append", default=[], metavar="NAME=D,D,...",
+                         help="the shape of an input's random data, e.g. images=1,3,640,640")
+    command.add_argument("--dim", action="append", default=[], metavar="NAME=N",
+                         help="a symbolic dim's length in random data, e.g. batch=1")
+
+
+def _shapes(given: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for text in given:
+        name, _, dims = text.rpartition("=")
+        try:
+            shapes[name] = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            raise BadInputError(f"--input-shape {text!r}: write NAME=D,D,... with whole "
+                                "numbers, e.g. images=1,3,640,640") from None
+        if not name or any(d < 0 for d in shapes[name]):
+            raise BadInputError(f"--input-shape {text!r}: write NAME=D,D,... with whole "
+                                "numbers, e.g. images=1,3,640,640")
+    return shapes
+
+
+def _dim_values(given: Sequence[str]) -> dict[str, int]:
+    dims = {}
+    for text in given:
+        name, _, value = text.rpartition("=")
+        if not name or not value.isdigit() or int(value) < 1:
+            raise BadInputError(f"--dim {text!r}: write NAME=N with N >= 1, e.g. batch=1")
+        dims[name] = int(value)
+    return dims
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,18 +127,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OnnxpressError as error:
         if args.debug:
             raise
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        kind = "internal error" if isinstance(error, InternalError) else "error"
+        print(f"{PROG}: {kind}: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 2
-    except Exception as error:  # the last line of defence: one line, exit 2
+    except Exception as error:  # the last line of defence: a bug of ours, one line, exit 3
         if args.debug:
             raise
         first = str(error).splitlines()[0] if str(error) else ""
         print(f"{PROG}: internal error: {type(error).__name__}: {first} "
               "(rerun with --debug for the traceback)", file=sys.stderr)
-        return 2
+        return InternalError.exit_code
 
 
 def _compile(args: argparse.Namespace) -> int:
@@ -116,7 +156,8 @@ def _compile(args: argparse.Namespace) -> int:
         source, args.passes, opset=args.opset, config=args.config, target=args.target,
         keep_initializer_inputs=args.keep_initializer_inputs,
         calibration=args.calibration, report=args.report, check=args.check,
-        tolerance=args.tolerance, verify=not args.no_verify, return_report=True,
+        tolerance=args.tolerance, atol=args.atol, verify=not args.no_verify,
+        input_shapes=_shapes(args.input_shape), dims=_dim_values(args.dim), return_report=True,
     )
     onnxpress.save(model, output)
     print(f"{source} -> {output}")
@@ -135,7 +176,8 @@ def _compile(args: argparse.Namespace) -> int:
 def _engine(model: Path, engine: Path, args: argparse.Namespace) -> None:
     """The TensorRT build step: an engine and its agreement with ONNX Runtime, or one line
     saying why it was skipped (compiling still succeeded)."""
-    from onnxpress.backends.ort_runner import Runner
+    import onnxpress
+    from onnxpress.backends.inputs import ModelInputs
     from onnxpress.backends.tensorrt_engine import engine_report, unavailable
 
     if args.target != "tensorrt":
@@ -144,7 +186,7 @@ def _engine(model: Path, engine: Path, args: argparse.Namespace) -> None:
     if reason is not None:
         print(f"TensorRT engine build skipped: {reason}")
         return
-    feeds = Runner(model).sample_inputs(seed=0)
+    feeds = ModelInputs.of(onnxpress.load(model)).random(seed=0)
     report = engine_report(model, engine, feeds)
     print(f"TensorRT {report.precision} engine -> {engine} (built in {report.build_s:.1f} s, "
           f"{report.latency_ms:.3f} ms)")
@@ -173,7 +215,8 @@ def _inspect(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     import onnxpress
 
-    rows = onnxpress.compare(args.a, args.b, args.data, provider=args.provider)
+    rows = onnxpress.compare(args.a, args.b, args.data, provider=args.provider,
+                             input_shapes=_shapes(args.input_shape), dims=_dim_values(args.dim))
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -188,7 +231,8 @@ def _bench(args: argparse.Namespace) -> int:
     import onnxpress
 
     rows = onnxpress.bench(args.models, threads=args.threads, batch=args.batch,
-                           repeats=args.repeats, provider=args.provider)
+                           repeats=args.repeats, provider=args.provider,
+                           input_shapes=_shapes(args.input_shape), dims=_dim_values(args.dim))
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -1,4 +1,8 @@
-"""Exceptions that carry the CLI's exit code and a one-line, actionable message."""
+"""Exceptions that carry the CLI's exit code and a one-line, actionable message.
+
+Exit codes (DESIGN.md): 0 success, 1 a requested check or budget failed, 2 the user's input
+cannot be used, 3 a bug of ours ("internal error"), including a pass that broke the model.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,12 @@ class CheckFailedError(OnnxpressError):
     exit_code = 1
 
 
-class PassFailedError(OnnxpressError):
-    """A pass raised or left the IR broken; the message names the pass (exit code 2)."""
+class InternalError(OnnxpressError):
+    """A bug in onnxpress, never the user's input (exit code 3)."""
 
-    exit_code = 2
+    exit_code = 3
+
+
+class PassFailedError(InternalError):
+    """A pass raised, left the IR broken or wrote a model that does not pass onnx.checker or
+    load in ONNX Runtime where its input did; the message names the pass (exit code 3)."""

@@ -10,8 +10,10 @@ import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import onnx_ir as ir
 from tqdm import tqdm
 
+from onnxpress.backends.inputs import ModelInputs
 from onnxpress.backends.ort_optimize import providers
 from onnxpress.backends.ort_runner import Runner
 
@@ -40,6 +42,8 @@ def bench_models(
     min_repeats: int = 3,
     feeds: Mapping[str, np.ndarray] | None = None,
     provider: str | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    dims: Mapping[str, int] | None = None,
 ) -> list[BenchRow]:
     """``models``: (label, path or IR model) pairs; every model gets the same inputs when
     their signatures match.
@@ -50,16 +54,17 @@ def bench_models(
 
     ``feeds``: inputs for every model (the first ``batch`` samples of each array; a model
     takes the ones it names), for models whose random inputs would not be representative
-    (a dynamic sequence axis gets length 1). Default: random inputs fitting each model.
+    (a dynamic axis gets ``inputs.DEFAULT_DIM``). Default: random inputs fitting each
+    model (``backends.inputs``), shaped by ``input_shapes`` and ``dims`` where given.
 
     ``provider``: ONNX Runtime execution providers (``"cuda"``, ...; CPU when None)."""
     chosen = providers(provider)
     runners = [(label, Runner(model, threads=threads, spinning=False, providers=chosen))
                for label, model in models]
     inputs = [
-        runner.sample_inputs(seed=0, batch=batch) if feeds is None
+        _random(model, batch, input_shapes, dims) if feeds is None
         else {name: feeds[name][:batch] for name in runner.input_names}
-        for _, runner in runners
+        for (_, model), (_, runner) in zip(models, runners)
     ]
     for (_, runner), feed in zip(runners, inputs):
         for _ in range(warmup):
@@ -82,3 +87,9 @@ def bench_models(
         rows.append(BenchRow(label, batch, threads, median, deciles[0], deciles[-1],
                              batch * 1e3 / median, len(samples)))
     return rows
+
+
+def _random(model: object, batch: int, input_shapes: Mapping[str, Sequence[int]] | None,
+            dims: Mapping[str, int] | None) -> dict[str, np.ndarray]:
+    graph = model if isinstance(model, ir.Model) else ir.load(model)  # lazy: no weights read
+    return ModelInputs.of(graph, input_shapes).random(seed=0, batch=batch, dims=dims)

@@ -19,23 +19,6 @@ from onnxpress.backends.onnx_writer import PROTOBUF_LIMIT, save
 from onnxpress.errors import BadInputError
 from onnxpress.ir.analysis import parameter_bytes
 
-_ORT_TYPES = {
-    "tensor(float)": np.float32,
-    "tensor(double)": np.float64,
-    "tensor(float16)": np.float16,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(int16)": np.int16,
-    "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8,
-    "tensor(uint16)": np.uint16,
-    "tensor(uint32)": np.uint32,
-    "tensor(uint64)": np.uint64,
-    "tensor(bool)": np.bool_,
-    "tensor(string)": np.str_,
-}
-
-
 #: ONNX Runtime's u8s8 integer kernels on x86 CPUs without VNNI (AVX2, AVX-512 without VNNI)
 #: add pairs of products in 16 bits and saturate on full-range int8 weights: on such a CPU the
 #: lowered digits ViT lost 9 points of top-1. This option has ORT turn those weights into
@@ -49,7 +32,9 @@ def session_options(*, precise: bool = True) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    # fatal only: a failing run also raises, and its error-level log lines would break the
+    # CLI's one line on stderr
+    options.log_severity_level = 4
     if precise:
         options.add_session_config_entry(*PRECISE_INT8)
     return options
@@ -115,8 +100,8 @@ class Runner:
         try:
             return inference_session(source, configure, providers, precise=precise)
         except Exception as error:  # ORT raises its own classes for every load failure
-            first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-            raise BadInputError(f"ONNX Runtime cannot load the model: {first}") from None
+            raise BadInputError(f"ONNX Runtime cannot load the model: {first_line(error)}"
+                                ) from None
         finally:
             if self._tmp is not None:
                 self._tmp.cleanup()
@@ -154,29 +139,8 @@ class Runner:
             outputs = self.session.run(None, wanted)
         return dict(zip(self.output_names, outputs))
 
-    def sample_inputs(self, *, seed: int = 0, batch: int = 1) -> dict[str, np.ndarray]:
-        """Random inputs that fit the model's input types; unknown dims become ``batch``
-        for the first axis and 1 elsewhere; integers are drawn from [0, 2) so index-like
-        inputs stay in range."""
-        rng = np.random.default_rng(seed)
-        feeds = {}
-        for arg in self.session.get_inputs():
-            dtype = _ORT_TYPES.get(arg.type)
-            if dtype is None:
-                raise BadInputError(f"input {arg.name!r} has type {arg.type}; give data for it")
-            shape = [
-                d if isinstance(d, int) and d >= 0 else (batch if axis == 0 else 1)
-                for axis, d in enumerate(arg.shape)
-            ]
-            feeds[arg.name] = _random(rng, dtype, shape)
-        return feeds
 
-
-def _random(rng: np.random.Generator, dtype: type, shape: list[int]) -> np.ndarray:
-    if dtype is np.str_:
-        return np.full(shape, "a", dtype=object)
-    if dtype is np.bool_:
-        return rng.random(shape) < 0.5
-    if np.issubdtype(dtype, np.integer):
-        return rng.integers(0, 2, size=shape).astype(dtype)
-    return rng.standard_normal(shape).astype(dtype)
+def first_line(error: BaseException) -> str:
+    """An exception's first line, for one-line messages."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else repr(error)

@@ -16,6 +16,7 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 from onnx_ir.passes.common import RemoveInitializersFromInputsPass
 
+from onnxpress.backends.opset_upgrade import upgrade
 from onnxpress.errors import BadInputError
 from onnxpress.ir.analysis import graph_protos
 from onnxpress.ir.marks import LOAD_NOTES
@@ -36,8 +37,9 @@ def load(
     Args:
         source: a file path, the serialized bytes, a ModelProto, or an IR model (returned
             as is, apart from the options below).
-        opset: convert the default domain to this opset (onnxscript's version converter),
-            so passes see one canonical form. None keeps the model's own opset.
+        opset: convert the default domain to this opset (onnx's or onnxscript's version
+            converter, verified on random inputs: ``backends.opset_upgrade``), so passes see
+            one canonical form. None keeps the model's own opset.
         keep_initializer_inputs: old exporters list every initializer as a graph input too,
             which makes weights overridable and hides them from constant folding. By default
             such inputs become plain constants (the model's outputs do not change, since
@@ -54,8 +56,7 @@ def load(
                 "constants (load with keep_initializer_inputs=True to keep them overridable)"
             )
     if opset is not None:
-        _convert_opset(model, opset)
-        notes.append(f"default-domain opset converted to {opset}")
+        notes.append(upgrade(model, opset))
     return model
 
 
@@ -122,15 +123,3 @@ def _densify(proto: onnx.ModelProto, where: str, base_dir: str = "") -> onnx.Mod
                                                              sparse.values.name))
         del graph.sparse_initializer[:]
     return proto
-
-
-def _convert_opset(model: ir.Model, opset: int) -> None:
-    from onnxscript import version_converter
-
-    try:
-        version_converter.convert_version(model, target_version=opset)
-    except Exception as error:  # the converter raises many types; all mean "cannot convert"
-        raise BadInputError(
-            f"cannot convert the model to opset {opset}: {error}; load it without "
-            "opset= to keep its own"
-        ) from error

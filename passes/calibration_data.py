@@ -1,7 +1,10 @@
 """``CalibrationData``: the one way passes receive sample inputs.
 
-Sources: an ``.npz`` file (arrays keyed by input name, first axis = samples), a folder of
-them (sorted by name), or any iterable of ``{input_name: ndarray}`` batches.
+Sources: an ``.npz`` file (arrays keyed by input name), a folder of them (sorted by name),
+or any iterable of ``{input_name: ndarray}`` batches. Bound to a model (``for_model``), a
+file's arrays are split along each input's own sample axis, and an array without one (a
+scalar, a fixed state) goes into every batch (``backends.inputs``); unbound, samples are on
+axis 0.
 """
 
 from __future__ import annotations
@@ -12,17 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxpress.backends.inputs import Batch, ModelInputs
 from onnxpress.errors import BadInputError
-
-Batch = dict[str, np.ndarray]
 
 
 class CalibrationData:
-    def __init__(self, source: str | os.PathLike | Iterable[Batch], *, batch_size: int = 1):
+    def __init__(self, source: str | os.PathLike | Iterable[Batch], *, batch_size: int = 1,
+                 inputs: ModelInputs | None = None):
         if batch_size < 1:
             raise BadInputError("batch_size must be at least 1")
         self.batch_size = batch_size
         self._source = source
+        self.inputs = inputs or ModelInputs([])
         if isinstance(source, (str, os.PathLike)):
             path = Path(source)
             if not path.exists():
@@ -32,6 +36,10 @@ class CalibrationData:
                 raise BadInputError(f"{path}: the folder holds no .npz files")
         else:
             self._files = []
+
+    def for_model(self, inputs: ModelInputs) -> CalibrationData:
+        """The same data, its files split by ``inputs``' sample axes."""
+        return CalibrationData(self._source, batch_size=self.batch_size, inputs=inputs)
 
     def __iter__(self) -> Iterator[Batch]:
         if not self._files:
@@ -47,12 +55,7 @@ class CalibrationData:
             raise BadInputError(f"{file}: not a readable .npz file ({error})") from None
         with arrays:
             data = {name: arrays[name] for name in arrays.files}
-        counts = {len(a) for a in data.values() if a.ndim > 0}
-        if len(counts) != 1:
-            raise BadInputError(f"{file}: arrays disagree on the number of samples (axis 0)")
-        (count,) = counts
-        for start in range(0, count, self.batch_size):
-            yield {name: a[start : start + self.batch_size] for name, a in data.items()}
+        yield from self.inputs.batches(data, self.batch_size, origin=str(file))
 
     def take(self, count: int) -> list[Batch]:
         batches = []

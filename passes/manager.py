@@ -7,10 +7,12 @@ import logging
 import time
 from collections.abc import Sequence
 
+import onnx
 import onnx_ir as ir
 from tqdm import tqdm
 
-from onnxpress.backends.ort_runner import Runner
+from onnxpress.backends.inputs import DEFAULT_DIM, ModelInputs
+from onnxpress.backends.ort_runner import Runner, first_line
 from onnxpress.errors import BadInputError, PassFailedError
 from onnxpress.ir.analysis import count_nodes, count_parameters, parameter_bytes, unknown_ops
 from onnxpress.ir.marks import LOAD_NOTES
@@ -21,6 +23,7 @@ from onnxpress.passes.numeric_check import compare_outputs, merge_checks
 from onnxpress.passes.pipeline import format_pipeline, parse_pipeline
 from onnxpress.passes.registry import PassRegistry
 from onnxpress.passes.report import PassRecord, Report
+from onnxpress.passes.validity import VALIDATORS, checkable, problems
 
 logger = logging.getLogger(__name__)
 
@@ -34,30 +37,44 @@ class PassManager:
         passes: Sequence[Pass],
         *,
         verify: bool = True,
+        validate: bool = True,
         check: bool = False,
         check_data: CalibrationData | None = None,
         check_batches: int = 2,
         tolerance: float = 1e-4,
+        atol: float = 1e-6,
+        input_shapes: dict[str, tuple[int, ...]] | None = None,
+        dims: dict[str, int] | None = None,
         progress: bool | None = None,
         registry: PassRegistry | None = None,
         target: str | None = None,
     ) -> None:
         """Args:
         verify: run ``verify()`` after every pass; a broken invariant stops the run.
+        validate: the result must pass onnx.checker and load in ONNX Runtime wherever the
+            input did; else the pipeline is run again from a copy of the input, validating
+            after each pass, to name the pass that broke it (``PassFailedError``, exit 3).
         check: run the input and the result on sample inputs (``check_data``, else random
-            inputs) and compare outputs; relative error above ``tolerance`` fails.
+            inputs) and compare outputs; an output whose max |diff| exceeds ``atol`` +
+            ``tolerance`` x its largest magnitude fails.
         check_data: also the data of passes that need some (``quantize``'s calibration)
-            and were given none.
+            and were given none; its files are split along each input's sample axis.
+        input_shapes, dims: full shapes of some inputs and symbolic dims by name, for the
+            random inputs of the check (``backends.inputs``).
         progress: show a progress bar (None: only when stderr is a terminal).
         registry, target: what a pass composing others (``lowrank(compensate=...)``) has
             its pipeline option built with (default: the default registry and target).
         """
         self.passes = list(passes)
         self.verify = verify
+        self.validate = validate
         self.check = check
         self.check_data = check_data
         self.check_batches = check_batches
         self.tolerance = tolerance
+        self.atol = atol
+        self.input_shapes = input_shapes
+        self.dims = dims or {}
         self.progress = progress
         self.registry = registry
         self.target = target
@@ -65,21 +82,58 @@ class PassManager:
     def run(self, model: ir.Model) -> Report:
         """Run the passes on ``model`` in place and return the report."""
         report = Report(pipeline=format_pipeline(self.passes))
+        inputs = ModelInputs.of(model, self.input_shapes)
+        inputs.check_dims(self.dims)
+        if self.check_data is not None:
+            self.check_data = self.check_data.for_model(inputs)
         report.notes.extend(model.meta.get(LOAD_NOTES, []))
         unknown = unknown_ops(model)
         if unknown:
             listed = ", ".join(f"{op} x{n}" for op, n in sorted(unknown.items()))
             report.notes.append(f"ops no ONNX schema defines are left untouched: {listed}")
-        original = self._snapshot(model, report) if self.check else None
+        validators = self._validators(model, report) if self.validate else ()
+        original = self._snapshot(model, report) if self.check or validators else None
         hidden = None if self.progress is None else not self.progress  # None: tty decides
         bar = tqdm(self.passes, desc="passes", unit="pass", disable=hidden, leave=False)
         for current in bar:
             bar.set_postfix_str(current.name)
             current = with_passes(self._prepared(current), self._build_inner)
             report.passes.append(self._run_one(current, model))
-        if original is not None:
-            self._check(original, model, report)
+        if validators:
+            found = problems(model, validators)
+            if found:
+                raise PassFailedError(self._blame(original, validators, found))
+        if original is not None and self.check:
+            self._check(original, model, report, inputs)
         return report
+
+    def _validators(self, model: ir.Model, report: Report) -> tuple[str, ...]:
+        """The validators the input model passes: the output is held to those."""
+        if not checkable(model):
+            report.notes.append("output validation skipped: the model's weights exceed 1 GiB")
+            return ()
+        found = problems(model)
+        for name, why in found.items():
+            report.notes.append(f"the input model fails {name} ({why}): the output is not "
+                                f"held to it")
+        return tuple(v for v in VALIDATORS if v not in found)
+
+    def _blame(self, original: bytes | None, validators: tuple[str, ...],
+               found: dict[str, str]) -> str:
+        """Which pass broke the model: the pipeline again from the input, validating after
+        each pass (the passes are deterministic; a rerun that stays valid names them all)."""
+        name, why = next(iter(found.items()))
+        culprit = None
+        if original is not None:
+            replay = ir.serde.deserialize_model(_proto(original))
+            for current in self.passes:
+                with_passes(self._prepared(current), self._build_inner)(replay)
+                if problems(replay, validators):
+                    culprit = current.name
+                    break
+        who = (f"pass {culprit!r}" if culprit is not None else
+               "the pipeline " + format_pipeline(self.passes))
+        return f"{who} wrote a model that {name} rejects (the input passed): {why}"
 
     def _prepared(self, current: Pass) -> Pass:
         return current if self.check_data is None else with_data(current, self.check_data)
@@ -123,18 +177,39 @@ class PassManager:
 
     def _snapshot(self, model: ir.Model, report: Report) -> bytes | None:
         if parameter_bytes(model) > CHECK_MAX_BYTES:
-            report.notes.append("numeric check skipped: the model's weights exceed 1 GiB")
+            if self.check:
+                report.notes.append("numeric check skipped: the model's weights exceed 1 GiB")
             return None
         return ir.serde.serialize_model(model).SerializeToString()
 
-    def _check(self, original: bytes, model: ir.Model, report: Report) -> None:
+    def _check(self, original: bytes, model: ir.Model, report: Report,
+               inputs: ModelInputs) -> None:
         reference, candidate = Runner(original), Runner(model)
         if self.check_data is not None:
             batches = self.check_data.take(self.check_batches)
+            where = "the check data"
         else:
-            batches = [reference.sample_inputs(seed=s) for s in range(self.check_batches)]
+            batches = [inputs.random(seed=s, dims=self.dims) for s in range(self.check_batches)]
+            guessed = inputs.guessed_dims(self.dims)
+            where = "random inputs" + (f" (dynamic dims set to {DEFAULT_DIM}: "
+                                       f"{', '.join(guessed)})" if guessed else "")
+        try:
+            expected = [reference.run(b) for b in batches]
+        except BadInputError:
+            raise
+        except Exception as error:  # ORT raises its own classes
+            raise BadInputError(
+                f"the input model does not run on {where}: {first_line(error)}; give "
+                "--calibration data, --input-shape NAME=D,D,... or --dim NAME=N") from None
         report.check = merge_checks(
-            compare_outputs(reference.run(b), candidate.run(b), tolerance=self.tolerance)
-            for b in batches
+            compare_outputs(want, candidate.run(b), tolerance=self.tolerance, atol=self.atol)
+            for want, b in zip(expected, batches)
         )
         report.check_tolerance = self.tolerance
+        report.check_atol = self.atol
+
+
+def _proto(data: bytes) -> onnx.ModelProto:
+    proto = onnx.ModelProto()
+    proto.ParseFromString(data)
+    return proto

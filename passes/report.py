@@ -42,6 +42,7 @@ class Report:
     notes: list[str] = dataclasses.field(default_factory=list)
     check: list[OutputCheck] | None = None
     check_tolerance: float | None = None
+    check_atol: float | None = None
 
     @property
     def check_failed(self) -> bool:
@@ -78,6 +79,9 @@ class Report:
             )
         for note in self.notes + [n for p in self.passes for n in p.notes[:20]]:
             rows.append(f"note: {note}")
+        if self.check:
+            rows.append(f"check: an output passes when max|diff| <= atol {self.check_atol:g} "
+                        f"+ {self.check_tolerance:g} x its largest magnitude")
         for check in self.check or []:
             verdict = "ok" if check.ok else "FAILED"
             rows.append(

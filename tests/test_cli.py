@@ -116,10 +116,12 @@ def test_unknown_domain_compiles_untouched_but_cannot_be_checked(tmp_path: Path,
 
 
 def test_check_failure_exits_1(tmp_path: Path, capsys) -> None:
-    # A tolerance no float pipeline can meet after folding BatchNorm into Conv.
+    # Tolerances no float pipeline can meet after folding BatchNorm into Conv; the default
+    # atol (1e-6) alone passes its rounding.
     assert main(["compile", "-o", str(tmp_path / "o.onnx"), "--check",
-                 "--tolerance", "0"]) == 1
+                 "--tolerance", "0", "--atol", "0"]) == 1
     assert "numeric check failed" in _error_line(capsys)
+    assert main(["compile", "-o", str(tmp_path / "o.onnx"), "--check", "--tolerance", "0"]) == 0
 
 
 def test_inspect_compare_bench(tmp_path: Path, capsys) -> None:

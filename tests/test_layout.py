@@ -16,11 +16,13 @@ FAMILIES = {p.name for p in (ROOT / "passes").iterdir()
             if p.is_dir() and (p / "__init__.py").exists()}
 #: what a family may import besides ir/ and itself: the pass protocol, the calibration-data
 #: and activation-streaming interfaces, and the runtime interface of backends/ (running a
-#: model, timing one, ONNX Runtime's own optimizer for ort-transformers)
+#: model, timing one, ONNX Runtime's own optimizer for ort-transformers, the model inputs,
+#: the verified opset upgrade)
 FAMILY_MAY_IMPORT = {
     "onnxpress.errors", "onnxpress.passes.base", "onnxpress.passes.calibration_data",
     "onnxpress.passes.activations", "onnxpress.backends.ort_runner",
-    "onnxpress.backends.bench", "onnxpress.backends.ort_optimize",
+    "onnxpress.backends.bench", "onnxpress.backends.ort_optimize", "onnxpress.backends.inputs",
+    "onnxpress.backends.opset_upgrade",
 }
 #: where importing inside a function is the point: the CLI's lazy loading, the package's
 #: PEP 562 names, and the builders and frontends that pull in torch only when used

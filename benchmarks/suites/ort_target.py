@@ -25,7 +25,8 @@ OURS = {
                       "fold-qdq", None),
     "onnxpress-ort-cpu": ("int8", "ort-cpu"),
     "onnxpress-ort-cpu+ortx": ("cleanup,fuse-for-ort(attention_bias=false),ort-transformers,"
-                               "quantize(smooth=0.5),fold-qdq,lower-qdq(form=auto,fold=false)", None),
+                               "quantize(smooth=0.5),fold-qdq,lower-qdq(form=auto,fold=false)",
+                               None),
 }
 BUILDERS = {**BUILT_IN, **{name: Variant(pipeline(passes, target), producer="onnxpress")
                            for name, (passes, target) in OURS.items()}}

@@ -3,7 +3,8 @@ runs faster on this machine, measured, since neither wins on every model: ONNX R
 fuses many QDQ groups itself, and where it does not, the integer operators are faster.
 
 Both forms are timed at batch 1 on the first sample of the data (``--calibration``; random
-inputs without it, a dynamic axis set to 1), interleaved, as medians over ``ROUNDS`` runs.
+inputs without it, a dynamic axis set to ``inputs.DEFAULT_DIM``), interleaved, as medians
+over ``ROUNDS`` runs.
 Ties go to the integer operators: QDQ must be ``MARGIN`` faster to be kept, so that noise
 does not flip the choice between runs of a build. The timings and the choice are the
 pass's stats.
@@ -17,6 +18,7 @@ from typing import Any
 import onnx_ir as ir
 
 from onnxpress.backends import bench
+from onnxpress.backends.inputs import ModelInputs
 from onnxpress.passes.base import PassStats
 
 ROUNDS = 15
@@ -27,11 +29,13 @@ def _copy(model: ir.Model) -> ir.Model:
     return ir.serde.deserialize_model(ir.serde.serialize_model(model))
 
 
-def _feeds(data: Any) -> dict | None:
+def _feeds(model: ir.Model, data: Any) -> dict | None:
+    """The data's first sample, cut along each input's own sample axis (a scalar or a
+    state input keeps its shape)."""
     if data is None:
         return None
     first = next(iter(data), None)
-    return None if first is None else {name: array[:1] for name, array in first.items()}
+    return None if first is None else ModelInputs.of(model).first(first)
 
 
 def lower_measured(model: ir.Model, lower: Callable[[ir.Model], PassStats],
@@ -43,7 +47,7 @@ def lower_measured(model: ir.Model, lower: Callable[[ir.Model], PassStats],
     if not result.modified:
         result.stats["form"] = "qdq"
         return result
-    feeds = _feeds(data)
+    feeds = _feeds(model, data)
     rows = bench.bench_models([("qoperator", model), ("qdq", qdq)], batch=1, repeats=ROUNDS,
                         progress=False, feeds=feeds)
     qop_ms, qdq_ms = rows[0].median_ms, rows[1].median_ms

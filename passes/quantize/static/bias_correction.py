@@ -16,6 +16,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxpress.ir.analysis import constant_array
+from onnxpress.ir.builder import Builder
 from onnxpress.ir.layers import layer_bias
 from onnxpress.passes.quantize.static.policy import Target
 
@@ -84,10 +85,9 @@ def corrected(graph: ir.Graph, site: tuple[ir.Node, int], shift: np.ndarray) -> 
     array = constant_array(bias)
     if bias is None or array is None or array.shape != shift.shape:
         return False
-    value = ir.Value(name=f"{bias.name}_corrected", const_value=ir.tensor(
-        (array - shift).astype(np.float32), name=f"{bias.name}_corrected"))
-    value.dtype, value.shape = ir.DataType.FLOAT, ir.Shape(array.shape)
-    graph.register_initializer(value)
+    # a uniquely named one: a bias two layers share (CSE of equal constants) is corrected
+    # once for each
+    value = Builder(graph).initializer((array - shift).astype(np.float32), f"{bias.name}_corrected")
     node.replace_input_with(index, value)
     return True
 

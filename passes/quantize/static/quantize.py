@@ -61,6 +61,7 @@ from typing import Any, Literal
 import numpy as np
 import onnx_ir as ir
 
+from onnxpress.backends.opset_upgrade import upgrade
 from onnxpress.errors import BadInputError
 from onnxpress.ir import quant_math
 from onnxpress.ir.analysis import constant_array, opset_version
@@ -140,9 +141,8 @@ class Quantize(Pass):
         if self.data is None:
             raise BadInputError("quantize needs calibration data: give --calibration FILE.npz "
                                 "(arrays named after the model's inputs)")
-        if (opset_version(model) or 0) < 13:
-            raise BadInputError("quantize needs opset >= 13 (per-channel DequantizeLinear); "
-                                "convert first with --opset 13")
+        if (opset_version(model) or 0) < 13:  # per-channel DequantizeLinear
+            result.notes.append(upgrade(model, 13, self.data))
         graph = model.graph
         if any(v.dtype is None for node in graph for v in node.outputs):
             # TorchScript exports carry no intermediate types, and the policy quantizes

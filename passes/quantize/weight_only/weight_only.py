@@ -44,12 +44,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import logging
 from typing import Any, Literal
 
 import numpy as np
 import onnx_ir as ir
 
+from onnxpress.backends.opset_upgrade import upgrade
 from onnxpress.errors import BadInputError
 from onnxpress.ir.analysis import constant_array, opset_version
 from onnxpress.ir.builder import Builder
@@ -61,7 +61,6 @@ from onnxpress.passes.quantize.weight_only import blockwise
 
 __all__ = ["WeightOnly"]
 
-logger = logging.getLogger(__name__)
 
 _OPS = ("MatMul", "Gemm")
 _BLOCKED_OPSET = 21  # DequantizeLinear's block_size attribute and INT4/UINT4
@@ -166,21 +165,16 @@ class WeightOnly(Pass):
         current = opset_version(model) or 0
         if current >= needed:
             return True
-        from onnxscript import version_converter
-
         try:
-            version_converter.convert_version(model, target_version=needed, fallback=True)
-        except Exception as error:  # the converter raises many types; all mean "cannot"
-            logger.debug("opset conversion failed: %s", error)
-        if (opset_version(model) or 0) < needed:
+            note = upgrade(model, needed, self.data)
+        except BadInputError as error:
             notes.append(f"nothing quantized: format=dq needs opset {needed} (blocked or 4-bit "
                          f"DequantizeLinear) and the model's opset {current} could not be "
-                         "raised; use format=matmulnbits")
+                         f"raised ({error}); use format=matmulnbits")
             return False
         if needed >= _BLOCKED_OPSET:
             model.ir_version = max(model.ir_version or 0, 10)  # what opset 21 and int4 need
-        notes.append(f"default opset import raised from {current} to {needed} for "
-                     "DequantizeLinear")
+        notes.append(f"{note}, for DequantizeLinear")
         return True
 
     def _shape_notes(self, targets: list[_Target]) -> list[str]:
