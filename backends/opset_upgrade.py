@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 
 from onnxpress.backends.inputs import ModelInputs
@@ -34,7 +35,7 @@ def upgrade(model: ir.Model, target: int,
     source = opset_version(model) or 0
     if source == target:
         return f"opset {source} kept"
-    reference, feeds, where = _reference(model, data)
+    reference, feeds, where, loads = _reference(model, data)
     tried = []
     for name in converters_for(source):
         try:
@@ -42,11 +43,13 @@ def upgrade(model: ir.Model, target: int,
         except Exception as error:  # converters raise many types; all mean "cannot"
             tried.append(f"{name}'s converter failed ({first_line(error)})")
             continue
-        why = _disagreement(converted, feeds, reference)
+        why = _disagreement(converted, feeds, reference, loads)
         if why is None:
             adopt(model, converted)
             checked = (f"outputs agree within {RTOL:g} relative on {where}"
-                       if reference is not None else f"loads in ONNX Runtime ({where})")
+                       if reference is not None else
+                       f"loads in ONNX Runtime ({where})" if loads else
+                       f"onnx.checker accepts it ({where})")
             return f"default-domain opset converted from {source} to {target} by {name}'s " \
                    f"converter: {checked}"
         tried.append(f"{name}'s converter {why}")
@@ -55,9 +58,10 @@ def upgrade(model: ir.Model, target: int,
 
 
 def _reference(model: ir.Model, data: Iterable[Mapping[str, np.ndarray]] | None
-               ) -> tuple[list[dict] | None, list[dict], str]:
-    """The input model's outputs on the verification inputs; None where it does not run
-    on them (random inputs it rejects), so that only loading can be checked."""
+               ) -> tuple[list[dict] | None, list[dict], str, bool]:
+    """The input model's outputs on the verification inputs (None where it does not run
+    on them: random inputs it rejects), the inputs, where they came from, and whether the
+    input model loads in ONNX Runtime at all (else only onnx.checker can judge)."""
     if data is not None:
         feeds = [dict(batch) for batch, _ in zip(data, range(RANDOM_BATCHES))]
         where = "the calibration data"
@@ -67,15 +71,27 @@ def _reference(model: ir.Model, data: Iterable[Mapping[str, np.ndarray]] | None
         where = "random inputs"
     try:
         runner = Runner(model)
-        return [runner.run(f) for f in feeds], feeds, where
+    except BadInputError as error:
+        return None, feeds, f"not run: {error}", False
+    try:
+        return [runner.run(f) for f in feeds], feeds, where, True
     except BadInputError:
         raise
     except Exception as error:  # ORT raises its own classes
-        return None, feeds, f"not run: the input model fails on {where}, {first_line(error)}"
+        return (None, feeds, f"not run: the input model fails on {where}, "
+                f"{first_line(error)}", True)
 
 
-def _disagreement(converted: ir.Model, feeds: list[dict], reference: list[dict] | None
-                  ) -> str | None:
+def _disagreement(converted: ir.Model, feeds: list[dict], reference: list[dict] | None,
+                  loads: bool) -> str | None:
+    """Why the converted model is not the input model; None when it agrees (or, where the
+    input does not load in ONNX Runtime, when onnx.checker accepts it)."""
+    if not loads:
+        try:
+            onnx.checker.check_model(ir.serde.serialize_model(converted))
+        except Exception as error:  # the checker raises ValidationError and others
+            return f"wrote a model onnx.checker rejects ({first_line(error)})"
+        return None
     try:
         runner = Runner(converted)
     except BadInputError as error:

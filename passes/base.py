@@ -37,6 +37,9 @@ class Pass(ir.passes.InPlacePass):
     ``name`` (as the CLI spells it) and implement ``call``."""
 
     name: ClassVar[str] = ""
+    #: whether the pass handles If/Loop/Scan bodies; where not, the manager's report says how
+    #: many nodes it did not visit
+    visits_subgraphs: ClassVar[bool] = False
     #: old option name -> new, still read from pipelines and configs (with a warning)
     renamed: ClassVar[Mapping[str, str]] = {}
 

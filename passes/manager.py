@@ -158,7 +158,11 @@ class PassManager:
             except VerificationError as error:
                 raise PassFailedError(f"pass {current.name!r} broke the IR: {error}") from error
         stats = result.stats if isinstance(result, PassStats) else {}
-        notes = result.notes if isinstance(result, PassStats) else []
+        notes = list(result.notes) if isinstance(result, PassStats) else []
+        unvisited = _subgraph_nodes(model) if not current.visits_subgraphs else 0
+        if unvisited:
+            notes.append(f"{current.name}: {unvisited} nodes inside If/Loop/Scan bodies were "
+                         "not visited")
         logger.info("%s: %.3fs, %d -> %d nodes", current.name, seconds, nodes, count_nodes(model))
         return PassRecord(
             name=current.name,
@@ -213,3 +217,7 @@ def _proto(data: bytes) -> onnx.ModelProto:
     proto = onnx.ModelProto()
     proto.ParseFromString(data)
     return proto
+
+
+def _subgraph_nodes(model: ir.Model) -> int:
+    return sum(1 for node in model.graph.all_nodes() if node.graph is not model.graph)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import onnx
 import onnx_ir as ir
 
-from onnxpress.backends.onnx_writer import PROTOBUF_LIMIT
+from onnxpress.backends.onnx_writer import PROTOBUF_LIMIT, to_proto
 from onnxpress.backends.ort_runner import first_line, inference_session
 from onnxpress.ir.analysis import parameter_bytes
 
@@ -27,7 +27,7 @@ def checkable(model: ir.Model) -> bool:
 
 def problems(model: ir.Model, validators: tuple[str, ...] = VALIDATORS) -> dict[str, str]:
     """Validator -> the first line of its complaint, for those that reject ``model``."""
-    proto = ir.serde.serialize_model(model)
+    proto = to_proto(model)  # as it will be written, external weights read in
     found = {}
     if CHECKER in validators:
         try:

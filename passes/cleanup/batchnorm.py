@@ -38,6 +38,7 @@ _MAX_DEPENDENCY_WALK = 64
 @dataclasses.dataclass(frozen=True)
 class FoldBatchNorm(Pass):
     name = "fold-batchnorm"
+    visits_subgraphs = True
 
     def call(self, model: ir.Model) -> PassStats:
         result = PassStats(model, modified=False, stats={"folded": 0, "skipped": 0})

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class Cleanup(Pass):
     name = "cleanup"
+    visits_subgraphs = True
     max_rounds: int = 8
     fold_batchnorm: bool = True
     max_output_elements: int = FoldConstants.max_output_elements

@@ -26,6 +26,7 @@ __all__ = ["Cse"]
 @dataclasses.dataclass(frozen=True)
 class Cse(Pass):
     name = "cse"
+    visits_subgraphs = True
     #: initializers with more elements than this are not compared
     max_dedup_elements: int = 1 << 20
 

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class Dce(Pass):
     name = "dce"
+    visits_subgraphs = True
 
     def call(self, model: ir.Model) -> PassStats:
         initializers = len(model.graph.initializers)

@@ -52,6 +52,12 @@ class _OpsetAwareFolder(ir.passes.InPlacePass):
         held = [node for node in _every_node(model) if _needs_axes_inputs(node, model)]
         for node in held:
             node.domain = _HELD_DOMAIN
+        # the folder's inference erases the declared type of an op it has no schema for
+        # (ai.onnx.preview.training's Gradient): a graph output without a type fails
+        # onnx.checker, so what a node of another domain declared is kept
+        declared = {value: value.type for node in _every_node(model)
+                    if node.domain not in ("", "ai.onnx") for value in node.outputs
+                    if value.type is not None}
         try:
             result = fold_constants(
                 model,
@@ -63,6 +69,9 @@ class _OpsetAwareFolder(ir.passes.InPlacePass):
         finally:
             for node in held:
                 node.domain = ""
+            for value, declared_type in declared.items():
+                if value.type is None:
+                    value.type = declared_type
         return ir.passes.PassResult(model, modified=result.modified)
 
 
@@ -82,6 +91,7 @@ def _needs_axes_inputs(node: ir.Node, model: ir.Model) -> bool:
 @dataclasses.dataclass(frozen=True)
 class FoldConstants(Pass):
     name = "fold-constants"
+    visits_subgraphs = True
     max_output_elements: int = 1 << 16
     max_input_elements: int = 1 << 24
     shape_inference: bool = True

@@ -45,6 +45,7 @@ def identity_rules() -> RewriteRuleSet:
 @dataclasses.dataclass(frozen=True)
 class EliminateIdentity(Pass):
     name = "eliminate-identity"
+    visits_subgraphs = True
 
     def call(self, model: ir.Model) -> PassStats:
         result = run_wrapped(model, [rewrite_pass(identity_rules())])

@@ -62,6 +62,7 @@ def shape_rules() -> RewriteRuleSet:
 @dataclasses.dataclass(frozen=True)
 class FuseShapeOps(Pass):
     name = "fuse-shape-ops"
+    visits_subgraphs = True
 
     def call(self, model: ir.Model) -> PassStats:
         result = run_wrapped(model, [TensorShapeInference(), rewrite_pass(shape_rules())])

@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class FuseForOrt(Pass):
     name = "fuse-for-ort"
+    visits_subgraphs = True
 
     gelu: bool = True
     attention: bool = True

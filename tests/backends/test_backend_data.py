@@ -70,15 +70,17 @@ def _inputs(model_path: Path, data_dir: Path | None) -> dict:
 
 
 def _run(model: bytes | str, feeds: dict):
-    """(outputs, None) or (None, the load error's type name)."""
+    """(outputs, None) or (None, the load or run error's type name): an op this machine
+    cannot run (StringNormalizer without the en_US locale, on older ONNX Runtimes) must
+    fail alike before and after."""
     options = ort.SessionOptions()
     options.log_severity_level = 4
     try:
         session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    except Exception as error:
+        names = [i.name for i in session.get_inputs()]
+        return session.run(None, {k: v for k, v in feeds.items() if k in names}), None
+    except Exception as error:  # ORT raises its own classes
         return None, type(error).__name__
-    names = [i.name for i in session.get_inputs()]
-    return session.run(None, {k: v for k, v in feeds.items() if k in names}), None
 
 
 def _equal(a, b) -> bool:

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from pass_checks import IR_VERSION
 
 import onnxpress
 from onnxpress.backends.inputs import DEFAULT_DIM, ModelInputs
@@ -59,7 +60,8 @@ def _vad_like(batch: str | None = None) -> onnx.ModelProto:
             numpy_helper.from_array(np.array([1], np.int64), "axes1"),
         ],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return helper.make_model(graph, ir_version=IR_VERSION,
+                             opset_imports=[helper.make_opsetid("", 18)])
 
 
 def _inputs(proto: onnx.ModelProto, **kw) -> ModelInputs:
@@ -84,7 +86,7 @@ def test_fixed_shape_inputs_beside_a_batched_one_are_fed_whole() -> None:
          helper.make_tensor_value_info("table", TensorProto.FLOAT, [4, 3]),
          helper.make_tensor_value_info("pinned", TensorProto.FLOAT, [1, 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
-    inputs = _inputs(helper.make_model(graph))
+    inputs = _inputs(helper.make_model(graph, ir_version=IR_VERSION))
     assert [s.sample_axis for s in inputs.specs] == [0, None, 0]
     batches = list(inputs.batches({"x": np.ones((5, 4, 3)), "table": np.ones((4, 3)),
                                    "pinned": np.ones((1, 3))}, 2))
@@ -134,7 +136,7 @@ def test_integer_inputs_range_over_the_table_they_index() -> None:
          helper.make_tensor_value_info("mask", TensorProto.INT64, ["b", "s"])],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("emb", "bf", "mf")],
         [table, numpy_helper.from_array(np.array([0], np.int64), "ax")])
-    inputs = _inputs(helper.make_model(graph))
+    inputs = _inputs(helper.make_model(graph, ir_version=IR_VERSION))
     ranges = {s.name: s.int_range for s in inputs.specs}
     assert ranges == {"ids": (0, 100), "bytes": (0, 256), "mask": (0, 2)}
     feeds = inputs.random(seed=1, batch=4, dims={"s": 7})
@@ -189,7 +191,8 @@ def test_check_on_random_inputs_that_the_input_model_rejects_says_what_to_give(
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         [numpy_helper.from_array(np.array([-1, 3, 4], np.int64), "shape")])
     model = tmp_path / "r.onnx"
-    onnx.save(helper.make_model(graph), model)
+    onnx.save(helper.make_model(graph, ir_version=IR_VERSION,
+                                opset_imports=[helper.make_opsetid("", 17)]), model)
     out = tmp_path / "o.onnx"
     assert main(["compile", str(model), "-o", str(out), "--check"]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]

@@ -11,6 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from pass_checks import IR_VERSION
 
 import onnxpress
 from onnxpress.backends.opset_upgrade import upgrade
@@ -95,7 +96,8 @@ def test_a_conversion_no_converter_can_do_is_refused_in_one_line(tmp_path: Path,
         [helper.make_node("Shape", ["x"], ["s"], start=1)], "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
         [helper.make_tensor_value_info("s", TensorProto.INT64, [1])])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    proto = helper.make_model(graph, ir_version=IR_VERSION,
+                              opset_imports=[helper.make_opsetid("", 15)])
     with pytest.raises(BadInputError, match=r"cannot convert the model from opset 15 to 13: "
                                             r"onnx's converter failed .*; onnxscript's"):
         upgrade(onnxpress.load(proto), 13)

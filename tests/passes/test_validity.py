@@ -10,6 +10,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper
+from pass_checks import IR_VERSION
 
 import onnxpress
 from onnxpress.cli import main
@@ -69,7 +70,8 @@ def test_an_input_that_fails_a_validator_is_not_blamed_on_a_pass(tmp_path: Path)
          helper.make_node("Identity", ["b"], ["y"])],
         "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18),
+    proto = helper.make_model(graph, ir_version=IR_VERSION,
+                             opset_imports=[helper.make_opsetid("", 18),
                                                     helper.make_opsetid("com.example", 1)])
     model, report = onnxpress.compile(onnx.load_from_string(proto.SerializeToString()),
                                       "cleanup", return_report=True)

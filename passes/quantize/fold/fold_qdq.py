@@ -85,6 +85,7 @@ _BLOCKED_OVERFLOW = ("|w / s| reaches 2**31 in a blocked weight, where runtimes 
 @dataclasses.dataclass(frozen=True)
 class FoldQdq(Pass):
     name = "fold-qdq"
+    visits_subgraphs = True
 
     drop_unfusable: bool = False  # lossy: remove Q->DQ pairs no ORT kernel can fuse
     int8_moves: bool = False  # also move int8 pairs (module doc: ORT on x86 fuses them in place)

@@ -13,8 +13,10 @@ ONNX Runtime CPU: 17.0 -> 13.3 ms at batch 1, as fast as ORT's own QOperator out
 Never quantized, each with a note:
 - mask, position and index paths: tensors computed only from integer inputs and constants
   (an attention mask turned into an additive float bias, position ids, shapes). A tensor is
-  "data" when it derives from a float graph input or from an embedding lookup (Gather from a
-  float constant table); everything else is such a path. ONNX Runtime's quantizer wrecks
+  "data" when it derives from a float graph input, from an embedding lookup (Gather from a
+  float constant table), or from an integer input that reaches a layer's input only through
+  moves, casts and arithmetic with constants (image bytes -> Cast -> Div by 255 -> Conv);
+  everything else is such a path. ONNX Runtime's quantizer wrecks
   MiniLM by quantizing exactly this (a mask of -3.4e38 gives a scale of 1e36);
 - graph outputs (kept exact for the caller);
 - tensors whose rank or dtype the op does not allow (only float32 is quantized).
@@ -188,8 +190,12 @@ def _fused_output(value: ir.Value) -> ir.Value:
 
 
 def data_values(graph: ir.Graph) -> set[ir.Value]:
-    """Values that derive from a float graph input or an embedding lookup (see module doc)."""
+    """Values that derive from a float graph input, an embedding lookup, or integer data a
+    layer reads (see module doc)."""
     data = {v for v in graph.inputs if v.dtype is not None and v.dtype.is_floating_point()}
+    for value in graph.inputs:
+        if value.dtype is not None and not value.dtype.is_floating_point():
+            data.update(_read_as_data(value))
     for node in graph:
         fed = any(v in data for v in node.inputs if v is not None)
         lookup = (node.op_type == "Gather" and node.inputs and constant_array(node.inputs[0])
@@ -197,3 +203,50 @@ def data_values(graph: ir.Graph) -> set[ir.Value]:
         if fed or lookup:
             data.update(node.outputs)
     return data
+
+
+def _read_as_data(value: ir.Value) -> set[ir.Value]:
+    """The values from integer input ``value`` to a layer's activation input, when it gets
+    there only through moves, casts and arithmetic with constants (bytes -> Cast -> Div by
+    255 -> Transpose -> Conv): then it is the network's data, not an index or mask path. A
+    mask stops at the Add that puts it on the scores, a position id at its lookup."""
+    chain: dict[ir.Value, ir.Value | None] = {value: None}  # value -> the one before it
+    pending = [value]
+    while pending:
+        current = pending.pop()
+        for use in current.uses():
+            node = use.node
+            if _reads_as_layer_input(node, use.idx):
+                found, step = set(), current
+                while step is not None:  # its float part: the integer values stay indices
+                    if step.dtype is not None and step.dtype.is_floating_point():
+                        found.add(step)
+                    step = chain[step]
+                return found
+            if not _passes_data_on(node, use.idx) or not node.outputs:
+                continue
+            out = node.outputs[0]
+            if out not in chain:
+                chain[out] = current
+                pending.append(out)
+    return set()
+
+
+#: ops that move, reshape or convert a tensor read as their first input
+_MOVES = ("Cast", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity",
+          "Slice", "Gather", "Expand", "Pad", "Resize")
+#: elementwise ops that normalise data when their other operand is a constant
+_SCALES = ("Sub", "Div", "Mul", "Add")
+
+
+def _passes_data_on(node: ir.Node, index: int) -> bool:
+    if node.op_type in _MOVES:
+        return index == 0
+    if node.op_type in _SCALES:
+        others = [v for i, v in enumerate(node.inputs) if i != index]
+        return all(constant_array(v) is not None for v in others)
+    return False
+
+
+def _reads_as_layer_input(node: ir.Node, index: int) -> bool:
+    return linear_layer(node) is not None and (index == 0 or node.op_type == "MatMul")

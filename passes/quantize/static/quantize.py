@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import math
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Literal
@@ -67,6 +68,7 @@ from onnxpress.ir import quant_math
 from onnxpress.ir.analysis import constant_array, opset_version
 from onnxpress.ir.builder import Builder
 from onnxpress.ir.edit import TensorShapeInference, remove_unread
+from onnxpress.ir.layers import LINEAR_OPS
 from onnxpress.passes.base import Pass, PassStats, data_field
 from onnxpress.passes.calibration_data import Batch
 from onnxpress.passes.quantize.calibrate.calibration import collect
@@ -98,6 +100,8 @@ from onnxpress.passes.quantize.static.sensitivity import (
 )
 
 __all__ = ["Quantize"]
+
+logger = logging.getLogger(__name__)
 
 #: a calibrated |range| above this is a mask or sentinel value, not an activation
 MAX_ACTIVATION_RANGE = 1e5
@@ -165,6 +169,10 @@ class Quantize(Pass):
             remove_unread(list(graph.initializers.values()), producers=())
         result.modified = bool(result.stats["nodes"] or result.stats["activations"]
                                or result.stats.get("embeddings"))
+        if not result.modified:
+            why = _nothing_quantized(model, chosen, set(self.ops))
+            logger.warning("quantize: nothing quantized: %s", why)
+            result.notes.append(f"warning: nothing quantized: {why}")
         return result
 
     def _data(self) -> tuple[Iterable[Batch], list[Batch]]:
@@ -297,6 +305,20 @@ class Quantize(Pass):
                 graph, node, bias, float(input_scale), quantized.scale))
             stats["biases"] += 1
         return True
+
+
+def _nothing_quantized(model: ir.Model, chosen: Plan, ops: set[str]) -> str:
+    """Why a quantize changed nothing, for the warning."""
+    ops = ops & LINEAR_OPS
+    inside = sum(1 for node in model.graph.all_nodes()
+                 if node.graph is not model.graph and node.op_type in ops)
+    if chosen.targets:
+        return (f"{len(chosen.targets)} layers were planned and every one stayed in float "
+                "(see the notes above)")
+    if inside:
+        return (f"the {inside} {'/'.join(sorted(ops))} nodes sit inside If/Loop/Scan bodies, "
+                "which quantize does not visit")
+    return f"the main graph has no {'/'.join(sorted(ops))} with a float input to quantize"
 
 
 def _correct_bias(graph: ir.Graph, target: Target, weight: ir.Value,
