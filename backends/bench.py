@@ -52,10 +52,11 @@ def bench_models(
     (but not before ``min_repeats`` rounds), so that a suite of slow and fast models can share
     one time budget; ``BenchRow.repeats`` says how many rounds ran.
 
-    ``feeds``: inputs for every model (the first ``batch`` samples of each array; a model
-    takes the ones it names), for models whose random inputs would not be representative
-    (a dynamic axis gets ``inputs.DEFAULT_DIM``). Default: random inputs fitting each
-    model (``backends.inputs``), shaped by ``input_shapes`` and ``dims`` where given.
+    ``feeds``: inputs for every model (the first ``batch`` samples of each, along each
+    input's sample axis; a model takes the ones it names), for models whose random inputs
+    would not be representative (a dynamic axis gets ``inputs.DEFAULT_DIM``). Default:
+    random inputs fitting each model (``backends.inputs``), shaped by ``input_shapes`` and
+    ``dims`` where given.
 
     ``provider``: ONNX Runtime execution providers (``"cuda"``, ...; CPU when None)."""
     chosen = providers(provider)
@@ -63,7 +64,7 @@ def bench_models(
                for label, model in models]
     inputs = [
         _random(model, batch, input_shapes, dims) if feeds is None
-        else {name: feeds[name][:batch] for name in runner.input_names}
+        else _first(model, {name: feeds[name] for name in runner.input_names}, batch)
         for (_, model), (_, runner) in zip(models, runners)
     ]
     for (_, runner), feed in zip(runners, inputs):
@@ -89,7 +90,18 @@ def bench_models(
     return rows
 
 
+def _inputs(model: object, input_shapes: Mapping[str, Sequence[int]] | None = None
+            ) -> ModelInputs:
+    graph = model if isinstance(model, ir.Model) else ir.load(model)  # lazy: no weights read
+    return ModelInputs.of(graph, input_shapes)
+
+
 def _random(model: object, batch: int, input_shapes: Mapping[str, Sequence[int]] | None,
             dims: Mapping[str, int] | None) -> dict[str, np.ndarray]:
-    graph = model if isinstance(model, ir.Model) else ir.load(model)  # lazy: no weights read
-    return ModelInputs.of(graph, input_shapes).random(seed=0, batch=batch, dims=dims)
+    return _inputs(model, input_shapes).random(seed=0, batch=batch, dims=dims)
+
+
+def _first(model: object, feeds: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+    """The first ``batch`` samples, each input cut along its own sample axis (a scalar
+    sample rate or a state input kept whole)."""
+    return next(_inputs(model).batches(feeds, batch, origin="the benchmark's inputs"))

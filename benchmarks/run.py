@@ -31,6 +31,7 @@ from .suites import (
     baseline,
     calibration_memory,
     cleanup,
+    corpus,
     fold_qdq,
     fuse_for_ort,
     hashes,
@@ -60,6 +61,7 @@ SUITES: dict[str, Suite] = {
     "lowrank": lowrank.SUITE,
     "tome": tome.SUITE,
     "output_hashes": hashes.SUITE,
+    "corpus": corpus.SUITE,
 }
 
 

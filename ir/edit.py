@@ -82,9 +82,17 @@ class TensorShapeInference(ir.passes.InPlacePass):
             for index, value in enumerate(node.outputs)
             if _may_be_non_tensor(node, index, opset)
         }
+        # inference that cannot see into a nested If's LSTM branch erases the type it had:
+        # a subgraph output without a type fails onnx.checker (silero-vad after
+        # static-shapes), so a type once known is kept
+        typed = {value: value.type for graph in all_graphs(model) for node in graph
+                 for value in node.outputs if value.type is not None}
         ShapeInferencePass(strict_mode=False, data_prop=True)(model)
         for value, (old_type, old_shape) in before.items():
             value.type, value.shape = old_type, old_shape
+        for value, old_type in typed.items():
+            if value.type is None:
+                value.type = old_type
         return ir.passes.PassResult(model, modified=False)
 
 

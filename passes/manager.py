@@ -95,10 +95,18 @@ class PassManager:
         original = self._snapshot(model, report) if self.check or validators else None
         hidden = None if self.progress is None else not self.progress  # None: tty decides
         bar = tqdm(self.passes, desc="passes", unit="pass", disable=hidden, leave=False)
-        for current in bar:
+        for index, current in enumerate(bar):
             bar.set_postfix_str(current.name)
             current = with_passes(self._prepared(current), self._build_inner)
-            report.passes.append(self._run_one(current, model))
+            try:
+                report.passes.append(self._run_one(current, model))
+            except BadInputError:
+                # the user's input, unless an earlier pass left a model the input was not
+                # (ONNX Runtime then refuses what this pass runs): that is a bug of ours
+                found = problems(model, validators) if index and validators else {}
+                if found:
+                    raise PassFailedError(self._blame(original, validators, found)) from None
+                raise
         if validators:
             found = problems(model, validators)
             if found:

@@ -34,7 +34,7 @@ from onnxscript.rewriter.rules.common import (
     unsqueeze_unsqueeze_rule,
 )
 
-from onnxpress.ir.analysis import all_graphs
+from onnxpress.ir.analysis import all_graphs, constant_array, opset_version
 from onnxpress.ir.edit import TensorShapeInference
 from onnxpress.passes.base import Pass, PassStats
 from onnxpress.passes.cleanup import shape_symbols
@@ -65,8 +65,39 @@ class FuseShapeOps(Pass):
     visits_subgraphs = True
 
     def call(self, model: ir.Model) -> PassStats:
-        result = run_wrapped(model, [TensorShapeInference(), rewrite_pass(shape_rules())])
+        # a graph output's declared shape is the exporter's word, not inferred: ddddocr's
+        # recogniser declares [1, seqlen] for a [24, 1, 8210] output, and a Reshape made
+        # constant from it changed what the model computes
+        declared = {value: value.shape for value in model.graph.outputs}
+        for value in declared:
+            value.shape = None
+        try:
+            result = run_wrapped(model, [TensorShapeInference(), rewrite_pass(shape_rules())])
+        finally:
+            for value, shape in declared.items():
+                value.shape = shape  # the file keeps what the exporter declared
+        _drop_allowzero_before_14(model)
         folded = sum(shape_symbols.fold_static_entries(g) for g in all_graphs(model))
         result.stats["static_shape_entries_folded"] = folded
         result.modified |= folded > 0
         return result
+
+
+#: Reshape's ``allowzero`` exists from opset 14
+_ALLOWZERO_OPSET = 14
+
+
+def _drop_allowzero_before_14(model: ir.Model) -> None:
+    """onnxscript's Reshape rules write ``allowzero`` whatever the model's opset (1 where
+    they materialize a shape): below 14 the attribute does not exist, and onnx.checker and
+    ONNX Runtime refuse the file (ddddocr's opset-12 recogniser). It goes wherever it
+    changes nothing: 0, or a constant target shape without a 0 entry."""
+    if opset_version(model) is None or opset_version(model) >= _ALLOWZERO_OPSET:
+        return
+    for node in model.graph.all_nodes():
+        if node.op_type != "Reshape" or "allowzero" not in node.attributes:
+            continue
+        target = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
+        if node.attributes.get_int("allowzero", 0) == 0 or (
+                target is not None and not (target == 0).any()):
+            del node.attributes["allowzero"]

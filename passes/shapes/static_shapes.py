@@ -76,10 +76,16 @@ class StaticShapes(Pass):
                     result.stats["fixed"] += 1
             value.shape = ir.Shape(dims)
         if result.stats["fixed"]:
-            # intermediate shapes still hold the old symbols: infer them all again
+            # intermediate shapes still hold the old symbols: infer them all again; a main
+            # graph output inference cannot reach (behind silero-vad's If) keeps the shape
+            # it had, since onnx.checker wants one there
+            old = {v: v.shape for v in model.graph.outputs}
             for node in model.graph.all_nodes():
                 for out in node.outputs:
                     out.shape = None
             TensorShapeInference()(model)
+            for value, shape in old.items():
+                if value.shape is None:
+                    value.shape = shape
             result.modified = True
         return result

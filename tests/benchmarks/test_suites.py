@@ -247,3 +247,19 @@ def test_output_hashes(tmp_path: Path, cache: Path) -> None:
     again = smoke("output_hashes", tmp_path / "again", cache, "--variants", "tensorrt",
                   "--set", "runs=1", "--set", f"compare={before}")["rows"]
     assert len(again) == 2 and all(r["same_as_before"] for r in again)
+
+
+def test_corpus(tmp_path: Path, cache: Path) -> None:
+    """Real exports through every step: Paddle's opset-11 text classifier (upgraded, then
+    quantized) and Magika (tf2onnx, int32 bytes one-hot encoded into an embedding MatMul:
+    quantized as data, not skipped as an index path). No internal error, no invalid output;
+    a refusal is one line; int8 keeps cosine >= 0.99 and quantizes layers."""
+    rows = smoke("corpus", tmp_path, cache)["rows"]
+    assert {r["model"] for r in rows} == {"ppocr_cls", "magika"} and len(rows) == 12
+    for r in rows:
+        assert r["outcome"] in ("ok", "refused") and r["passed"], r
+        assert "\n" not in r["detail"], r
+    for r in (r for r in rows if r["variant"] == "int8"):
+        assert r["layers"] > 0 and r["cosine"] >= 0.99 and r["mb"] < r["fp32_mb"], r
+    ok = {r["model"]: r for r in rows if r["variant"] == "default"}
+    assert all("check ok" in r["detail"] for r in ok.values())

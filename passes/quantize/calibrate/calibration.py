@@ -265,7 +265,8 @@ def collect(
     ``method``: a name in ``OBSERVERS`` or a factory (e.g. ``lambda: Mse(symmetric=True)``).
     ``per_channel``: value name -> axis; those values get ``MinMax(axis)``. ``feed``: value
     name -> a callable also given each batch of that value (statistics other than a range,
-    gathered in the same run).
+    gathered in the same run). A value no batch computed (inside an If branch the data
+    never took) has no observer.
     """
     factory = _factory(method)
     per_channel = dict(per_channel or {})
@@ -276,8 +277,11 @@ def collect(
         sinks.setdefault(name, []).append(observer.update)
     for name, callback in (feed or {}).items():
         sinks.setdefault(name, []).append(callback)
+    seen: set[str] = set()
+    for name in names:
+        sinks[name].append(lambda _, name=name: seen.add(name))
     stream(model, sinks, data, max_batches=max_batches, progress=progress)
-    return observers
+    return {name: observer for name, observer in observers.items() if name in seen}
 
 
 def _factory(method: str | Callable[[], Observer]) -> Callable[[], Observer]:

@@ -30,6 +30,7 @@ from collections.abc import Iterable
 import onnx_ir as ir
 
 from onnxpress.ir.analysis import constant_array
+from onnxpress.ir.branches import branches
 from onnxpress.ir.edit import MS_DOMAIN, describe
 from onnxpress.ir.layers import layer_bias, linear_layer
 from onnxpress.ir.marks import kept_float
@@ -71,9 +72,12 @@ def plan(
     quantize_outputs: Iterable[str] = ("Conv",),
     activation_matmul: bool = True,
     exclude: Iterable[str] = (),
+    outer_data: set[ir.Value] | None = None,
 ) -> Plan:
+    """``graph`` may be an If branch: ``outer_data`` is then what counts as data in the
+    graphs around it (a branch reads their values)."""
     ops, quantize_outputs, exclude = set(ops), set(quantize_outputs), set(exclude)
-    data = data_values(graph)
+    data = data_values(graph, outer_data)
     outputs = set(graph.outputs)
     targets: list[Target] = []
     chosen: dict[ir.Value, None] = {}  # insertion-ordered set
@@ -189,10 +193,31 @@ def _fused_output(value: ir.Value) -> ir.Value:
     return value
 
 
-def data_values(graph: ir.Graph) -> set[ir.Value]:
+def plan_model(model: ir.Model, **options) -> Plan:
+    """``plan`` over the main graph and every If branch (nested too), a branch's data
+    being what is data around it. Loop and Scan bodies are not planned: their values change
+    from one iteration to the next, and calibration observes one value per run."""
+    parts = [plan(model.graph, **options)]
+
+    def visit(graph: ir.Graph, outer: set[ir.Value]) -> None:
+        for node in graph:
+            if node.op_type != "If":
+                continue
+            for body in branches(node):
+                parts.append(plan(body, outer_data=outer, **options))
+                visit(body, data_values(body, outer))
+
+    visit(model.graph, data_values(model.graph))
+    return Plan([t for p in parts for t in p.targets],
+                list(dict.fromkeys(v for p in parts for v in p.activations)),
+                [n for p in parts for n in p.notes])
+
+
+def data_values(graph: ir.Graph, outer: set[ir.Value] | None = None) -> set[ir.Value]:
     """Values that derive from a float graph input, an embedding lookup, or integer data a
-    layer reads (see module doc)."""
+    layer reads (see module doc); ``outer``: the data of the graphs around an If branch."""
     data = {v for v in graph.inputs if v.dtype is not None and v.dtype.is_floating_point()}
+    data |= outer or set()
     for value in graph.inputs:
         if value.dtype is not None and not value.dtype.is_floating_point():
             data.update(_read_as_data(value))
@@ -232,9 +257,10 @@ def _read_as_data(value: ir.Value) -> set[ir.Value]:
     return set()
 
 
-#: ops that move, reshape or convert a tensor read as their first input
+#: ops that move, reshape or convert a tensor read as their first input; Equal and OneHot
+#: one-hot encode it (Magika's bytes -> Equal(range) -> Cast -> MatMul: an embedding)
 _MOVES = ("Cast", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity",
-          "Slice", "Gather", "Expand", "Pad", "Resize")
+          "Slice", "Gather", "Expand", "Pad", "Resize", "Equal", "OneHot")
 #: elementwise ops that normalise data when their other operand is a constant
 _SCALES = ("Sub", "Div", "Mul", "Add")
 

@@ -65,7 +65,8 @@ import onnx_ir as ir
 from onnxpress.backends.opset_upgrade import upgrade
 from onnxpress.errors import BadInputError
 from onnxpress.ir import quant_math
-from onnxpress.ir.analysis import constant_array, opset_version
+from onnxpress.ir.analysis import all_graphs, constant_array, opset_version
+from onnxpress.ir.branches import loop_body_nodes
 from onnxpress.ir.builder import Builder
 from onnxpress.ir.edit import TensorShapeInference, remove_unread
 from onnxpress.ir.layers import LINEAR_OPS
@@ -86,7 +87,7 @@ from onnxpress.passes.quantize.static.migration import (
     fold_into_norm,
     migrations,
 )
-from onnxpress.passes.quantize.static.policy import Plan, Target, plan
+from onnxpress.passes.quantize.static.policy import Plan, Target, plan_model
 from onnxpress.passes.quantize.static.rewrite import (
     QuantizedWeight,
     dequantized_bias,
@@ -110,6 +111,7 @@ MAX_ACTIVATION_RANGE = 1e5
 @dataclasses.dataclass(frozen=True)
 class Quantize(Pass):
     name = "quantize"
+    visits_subgraphs = True  # If branches; Loop/Scan bodies are counted in a note
     renamed = {"calibration": "observer"}  # --calibration is the data; this, how it is read
 
     observer: Literal["minmax", "percentile", "entropy", "mse"] = "minmax"  # activation ranges
@@ -148,12 +150,13 @@ class Quantize(Pass):
         if (opset_version(model) or 0) < 13:  # per-channel DequantizeLinear
             result.notes.append(upgrade(model, 13, self.data))
         graph = model.graph
-        if any(v.dtype is None for node in graph for v in node.outputs):
+        if any(v.dtype is None for node in graph.all_nodes() for v in node.outputs):
             # TorchScript exports carry no intermediate types, and the policy quantizes
             # float32 tensors only: without types it would find nothing
             TensorShapeInference()(model)
-        chosen = plan(graph, ops=list(self.ops), quantize_outputs=list(self.outputs),
-                      activation_matmul=self.activation_matmul, exclude=list(self.exclude))
+        chosen = plan_model(model, ops=list(self.ops), quantize_outputs=list(self.outputs),
+                            activation_matmul=self.activation_matmul,
+                            exclude=list(self.exclude))
         result.notes.extend(chosen.notes)
         data, sample = self._data()
         params, moved, means = self._calibrate(model, chosen, data, result.notes)
@@ -161,7 +164,7 @@ class Quantize(Pass):
         if self.bias_correction:
             result.stats["biases_corrected"] = 0
         if self.budget is None:
-            self._rewrite(graph, chosen, params, moved, set(), result.stats, means)
+            self._rewrite(model, chosen, params, moved, set(), result.stats, means)
         else:
             self._rewrite_within_budget(model, chosen, params, moved, sample, result, means)
         if self.embeddings:
@@ -169,6 +172,10 @@ class Quantize(Pass):
             remove_unread(list(graph.initializers.values()), producers=())
         result.modified = bool(result.stats["nodes"] or result.stats["activations"]
                                or result.stats.get("embeddings"))
+        skipped = sum(1 for _ in loop_body_nodes(model.graph))
+        if skipped:
+            result.notes.append(f"quantize: {skipped} nodes inside Loop/Scan bodies were not "
+                                "visited")
         if not result.modified:
             why = _nothing_quantized(model, chosen, set(self.ops))
             logger.warning("quantize: nothing quantized: %s", why)
@@ -193,11 +200,11 @@ class Quantize(Pass):
         layers = [t for t in chosen.targets if _ready(t, params)]
         fixed = {t.node for t in chosen.targets if not _ready(t, params)}
         if not layers:
-            self._rewrite(model.graph, chosen, params, moved, fixed, result.stats, means)
+            self._rewrite(model, chosen, params, moved, fixed, result.stats, means)
             result.notes.append("budget: no layer can be quantized, nothing to choose")
             return
         choice = choose_float_layers(model, layers, params, sample, self.budget, fixed, moved)
-        self._rewrite(model.graph, chosen, params, moved, choice.float_nodes | fixed,
+        self._rewrite(model, chosen, params, moved, choice.float_nodes | fixed,
                       result.stats, means)
         stats, notes = summarize(choice, self.budget,
                                  output_error(model, sample, choice.reference))
@@ -205,13 +212,13 @@ class Quantize(Pass):
         result.notes.extend(notes)
 
     def _rewrite(
-        self, graph: ir.Graph, chosen: Plan, params: dict[ir.Value, quant_math.QuantParams],
+        self, model: ir.Model, chosen: Plan, params: dict[ir.Value, quant_math.QuantParams],
         moved: dict[ir.Value, Migration], keep_float: Collection[ir.Node],
         stats: dict[str, Any], means: Mapping[ir.Value, ChannelMean],
     ) -> None:
         """Quantize every planned layer but ``keep_float``, and each activation a quantized
         layer wants; the float layers keep reading their float inputs."""
-        weights: dict[tuple[ir.Value, Migration | None], QuantizedWeight] = {}
+        weights: dict[tuple[ir.Value, Migration | None, ir.Graph], QuantizedWeight] = {}
         wanted: set[ir.Value] = set()
         quantized: set[ir.Node] = set()
         outputs: set[ir.Value] = set()  # quantized after a layer, not before one
@@ -221,15 +228,16 @@ class Quantize(Pass):
             wanted.update(target.activations)
             quantized.add(target.node)
             outputs.update(v for v in target.activations if v not in target.node.inputs)
-            if self._quantize_target(graph, target, params, moved, weights, stats, means):
+            if self._quantize_target(target, params, moved, weights, stats, means):
                 stats["nodes"] += 1
         for value, p in params.items():
             if value not in wanted:
                 continue
             readers = None if value in outputs else quantized
-            if _insert_qdq(graph, value, p, moved.get(value), keep_float, readers):
+            if _insert_qdq(value, p, moved.get(value), keep_float, readers):
                 stats["activations"] += 1
-        remove_unread(list(graph.initializers.values()), producers=())
+        for graph in all_graphs(model):
+            remove_unread(list(graph.initializers.values()), producers=())
 
     def _calibrate(
         self, model: ir.Model, chosen: Plan, data: Iterable[Batch], notes: list[str]
@@ -250,7 +258,14 @@ class Quantize(Pass):
                             per_channel={v.name: -1 for v in readers},
                             feed={v.name: mean for v, mean in means.items()})
         params, ranges = {}, {}
+        unseen = [v.name for v in chosen.activations if v.name not in observers]
+        if unseen:
+            notes.append(f"{len(unseen)} activations inside If branches the calibration data "
+                         f"never took (e.g. {unseen[0]!r}) have no range: their layers stay "
+                         "in float; add samples that take those branches")
         for value in chosen.activations:
+            if value.name not in observers:
+                continue
             lo, hi = observers[value.name].range()
             if max(-float(np.min(lo)), float(np.max(hi))) > MAX_ACTIVATION_RANGE:
                 notes.append(f"activation {value.name!r} spans [{np.min(lo):.3g}, "
@@ -271,15 +286,16 @@ class Quantize(Pass):
 
     def _quantize_target(
         self,
-        graph: ir.Graph,
         target: Target,
         params: dict[ir.Value, quant_math.QuantParams],
         moved: dict[ir.Value, Migration],
-        weights: dict[tuple[ir.Value, Migration | None], QuantizedWeight],
+        weights: dict[tuple[ir.Value, Migration | None, ir.Graph], QuantizedWeight],
         stats: dict[str, int],
         means: Mapping[ir.Value, ChannelMean],
     ) -> bool:
         node = target.node
+        graph = node.graph
+        assert graph is not None
         if not _ready(target, params):
             return False  # an input stayed float (e.g. its range looked like a mask)
         activation_inputs = _activation_inputs(target)
@@ -288,11 +304,11 @@ class Quantize(Pass):
         weight = node.inputs[target.weight]
         assert weight is not None and target.axis is not None
         migration = moved.get(node.inputs[0])
-        if (weight, migration) not in weights:
-            weights[weight, migration] = dequantized_weight(graph, node, weight, target.axis,
-                                                            migration)
+        if (weight, migration, graph) not in weights:  # per graph: a branch's DQ stays in it
+            weights[weight, migration, graph] = dequantized_weight(
+                graph, node, weight, target.axis, migration)
             stats["weights"] += 1
-        quantized = weights[weight, migration]
+        quantized = weights[weight, migration, graph]
         mean = means[node.inputs[0]].mean if node.inputs[0] in means else None
         if mean is not None:
             stats["biases_corrected"] += _correct_bias(graph, target, weight, quantized, mean)
@@ -310,13 +326,12 @@ class Quantize(Pass):
 def _nothing_quantized(model: ir.Model, chosen: Plan, ops: set[str]) -> str:
     """Why a quantize changed nothing, for the warning."""
     ops = ops & LINEAR_OPS
-    inside = sum(1 for node in model.graph.all_nodes()
-                 if node.graph is not model.graph and node.op_type in ops)
+    inside = sum(1 for node in loop_body_nodes(model.graph) if node.op_type in ops)
     if chosen.targets:
         return (f"{len(chosen.targets)} layers were planned and every one stayed in float "
                 "(see the notes above)")
     if inside:
-        return (f"the {inside} {'/'.join(sorted(ops))} nodes sit inside If/Loop/Scan bodies, "
+        return (f"the {inside} {'/'.join(sorted(ops))} nodes sit inside Loop/Scan bodies, "
                 "which quantize does not visit")
     return f"the main graph has no {'/'.join(sorted(ops))} with a float input to quantize"
 
@@ -343,7 +358,7 @@ def _ready(target: Target, params: dict[ir.Value, quant_math.QuantParams]) -> bo
 
 
 def _insert_qdq(
-    graph: ir.Graph, value: ir.Value, p: quant_math.QuantParams, migration: Migration | None,
+    value: ir.Value, p: quant_math.QuantParams, migration: Migration | None,
     keep_float: Collection[ir.Node], readers: Collection[ir.Node] | None,
 ) -> bool:
     """``value -> Q -> DQ`` right after its producer. Who reads the DQ output: the quantized
@@ -359,6 +374,10 @@ def _insert_qdq(
     if migration is not None and len(uses) == len(list(value.uses())) and fold_into_norm(
             value, migration):
         migration = None  # the LayerNorm now yields value / factors itself
+    # in the graph that defines the value: an If branch may read it from around it
+    producer = value.producer()
+    graph = producer.graph if producer is not None else value.graph
+    assert graph is not None
     builder = Builder(graph)
     restored = qdq(builder, value, p, migration)
     builder.insert_after(value.producer())

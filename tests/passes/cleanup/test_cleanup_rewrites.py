@@ -403,3 +403,23 @@ def test_folded_transcendentals_agree_with_onnxruntime_within_float_rounding():
             got, want = numpy_helper.to_array(tensor), expected[tensor.name]
             assert np.abs(got - want).max() <= 1e-6 * np.abs(want).max(), tensor.name
 
+
+
+def test_a_wrong_declared_output_shape_does_not_steer_a_reshape():
+    """ddddocr's recogniser declares its output [1, seqlen] while it computes [24, 1, 8210]:
+    a Reshape made constant from the declared shape changed what the model computes
+    (Reshape to [1, 4]: ONNX Runtime then failed). The declared shape is not used to
+    rewrite."""
+    graph = helper.make_graph(
+        [helper.make_node("Shape", ["x"], ["s"]),
+         helper.make_node("Reshape", ["x", "s"], ["r"]),
+         helper.make_node("Reshape", ["r", "t"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "n"])],
+        [numpy_helper.from_array(np.array([6, 4], np.int64), "t")])
+    proto = helper.make_model(graph, ir_version=IR_VERSION,
+                              opset_imports=[helper.make_opsetid("", 12)])
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    out = onnxpress.to_proto(onnxpress.compile(proto, "cleanup"))
+    session = ort.InferenceSession(out.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, {"x": x})[0], x.reshape(6, 4))

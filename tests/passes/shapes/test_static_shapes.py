@@ -8,9 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
-from pass_checks import EXACT, check_pass
+from onnx import TensorProto, helper, numpy_helper
+from pass_checks import EXACT, IR_VERSION, check_pass
 
 import onnxpress
 from onnxpress.errors import BadInputError
@@ -91,3 +93,28 @@ def test_an_unnamed_dynamic_dim_is_not_given_a_name_to_fix() -> None:
     result = StaticShapes()(model)
     (note,) = [n for n in result.notes if "axis 1" in n]
     assert "no name" in note and "--calibration" in note and "None=" not in note
+
+
+def test_an_output_behind_an_if_keeps_a_shape_and_the_file_stays_valid() -> None:
+    """silero-vad: inference cannot tell the shape of an If whose branches differ, so the
+    main graph output lost its shape when static-shapes inferred again, and onnx.checker
+    refused the file ("Field 'shape' of 'type' is required")."""
+    def branch(name: str, nodes: list) -> onnx.GraphProto:
+        return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(
+            f"{name}_y", TensorProto.FLOAT, None)])
+
+    shape = numpy_helper.from_array(np.array([-1], np.int64), "flat")
+    graph = helper.make_graph(
+        [helper.make_node("If", ["flag"], ["y"],
+                          then_branch=branch("then", [helper.make_node("Identity", ["x"],
+                                                                       ["then_y"])]),
+                          else_branch=branch("else", [helper.make_node("Reshape", ["x", "flat"],
+                                                                       ["else_y"])]))],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4]),
+              helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], [shape])
+    proto = helper.make_model(graph, ir_version=IR_VERSION,
+                              opset_imports=[helper.make_opsetid("", 17)])
+    out = onnxpress.to_proto(onnxpress.compile(proto, "static-shapes"))
+    assert out.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+    onnx.checker.check_model(out)
