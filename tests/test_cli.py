@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from onnxpress.cli import main
-from onnxpress.models import default_model_path
+from onnxpress.models import small_cnn_path
 
 
 def _error_line(capsys) -> str:
@@ -21,9 +21,28 @@ def _error_line(capsys) -> str:
     return err[0]
 
 
-def test_compile_default_model_with_check_and_report(tmp_path: Path, capsys) -> None:
+def test_compile_with_no_model_compresses_the_embedded_digits_cnn(tmp_path: Path,
+                                                                   capsys) -> None:
+    """README's main command: the trained digits CNN through the 'compress' preset, then
+    accuracy, size and latency against the original, measured."""
     out, report = tmp_path / "out.onnx", tmp_path / "report.json"
-    assert main(["compile", "-o", str(out), "--check", "--report", str(report)]) == 0
+    assert main(["compile", "-o", str(out), "--report", str(report)]) == 0
+    data = json.loads(report.read_text())
+    assert data["pipeline"] == "cleanup,prune(ratio=0.5),fuse-for-ort"
+    params = data["summary"]["parameters"]
+    assert params[1] < params[0] / 3
+    ops = {n.op_type for n in onnx.load(out).graph.node}
+    assert not ops & {"BatchNormalization", "Dropout", "Identity"}
+    said = capsys.readouterr().out
+    accuracy = said.split("top-1 on its 450 test digits: ")[1].split()
+    assert accuracy[0] == "100.00%" and float(accuracy[2].rstrip("%")) >= 99.0
+    assert "x smaller)" in said and "batch 1 " in said and "batch 64 " in said
+
+
+def test_compile_small_cnn_with_check_and_report(tmp_path: Path, capsys) -> None:
+    out, report = tmp_path / "out.onnx", tmp_path / "report.json"
+    assert main(["compile", str(small_cnn_path()), "-o", str(out), "--check", "--report",
+                 str(report)]) == 0
     data = json.loads(report.read_text())
     assert data["pipeline"] == "cleanup,fuse-for-ort"  # the ort-cpu target's default
     assert data["summary"]["nodes"][1] < data["summary"]["nodes"][0]
@@ -51,16 +70,16 @@ def test_config_file_sets_the_pipeline(tmp_path: Path) -> None:
 
 def test_never_overwrites_the_input(tmp_path: Path, capsys) -> None:
     model = tmp_path / "m.onnx"
-    model.write_bytes(default_model_path().read_bytes())
+    model.write_bytes(small_cnn_path().read_bytes())
     assert main(["compile", str(model), "-o", str(model)]) == 2
     assert "input model" in _error_line(capsys)
-    assert model.read_bytes() == default_model_path().read_bytes()
+    assert model.read_bytes() == small_cnn_path().read_bytes()
 
 
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        (lambda: default_model_path().read_bytes()[:2000], "truncated"),
+        (lambda: small_cnn_path().read_bytes()[:2000], "truncated"),
         (lambda: b"this is a text file, not ONNX\n" * 10, "ONNX"),
     ],
     ids=["truncated", "not-onnx"],
@@ -118,25 +137,27 @@ def test_unknown_domain_compiles_untouched_but_cannot_be_checked(tmp_path: Path,
 def test_check_failure_exits_1(tmp_path: Path, capsys) -> None:
     # Tolerances no float pipeline can meet after folding BatchNorm into Conv; the default
     # atol (1e-6) alone passes its rounding.
-    assert main(["compile", "-o", str(tmp_path / "o.onnx"), "--check",
+    small = str(small_cnn_path())
+    assert main(["compile", small, "-o", str(tmp_path / "o.onnx"), "--check",
                  "--tolerance", "0", "--atol", "0"]) == 1
     assert "numeric check failed" in _error_line(capsys)
-    assert main(["compile", "-o", str(tmp_path / "o.onnx"), "--check", "--tolerance", "0"]) == 0
+    assert main(["compile", small, "-o", str(tmp_path / "o.onnx"), "--check",
+                 "--tolerance", "0"]) == 0
 
 
 def test_inspect_compare_bench(tmp_path: Path, capsys) -> None:
     out = tmp_path / "o.onnx"
-    assert main(["compile", "-o", str(out)]) == 0
+    assert main(["compile", str(small_cnn_path()), "-o", str(out)]) == 0
     capsys.readouterr()
     assert main(["inspect", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["inputs"][0]["name"] == "image" and "Conv" in info["ops"]
-    assert main(["compare", str(default_model_path()), str(out), "--json"]) == 0
+    assert main(["compare", str(small_cnn_path()), str(out), "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["output"] == "logits" and row["max_abs"] < 1e-4 and row["top1_agreement"] == 1.0
-    assert main(["bench", str(default_model_path()), str(out), "--repeats", "3", "--json"]) == 0
+    assert main(["bench", str(small_cnn_path()), str(out), "--repeats", "3", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["model"] for r in rows] == [str(default_model_path()), str(out)]
+    assert [r["model"] for r in rows] == [str(small_cnn_path()), str(out)]
     assert all(r["median_ms"] > 0 for r in rows)
 
 

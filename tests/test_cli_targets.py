@@ -12,7 +12,7 @@ import onnxruntime as ort
 import onnxpress
 from onnxpress.backends.tensorrt_engine import unavailable
 from onnxpress.cli import main
-from onnxpress.models import default_model_path
+from onnxpress.models import small_cnn_path
 
 
 def test_tensorrt_target_pins_shapes_lints_and_explains_a_skipped_engine(
@@ -38,18 +38,19 @@ def test_engine_needs_the_tensorrt_target(tmp_path: Path, capsys) -> None:
 
 def test_ort_optimized_model_is_saved_and_computes_the_same(tmp_path: Path, capsys) -> None:
     out, optimized = tmp_path / "o.onnx", tmp_path / "opt.onnx"
-    assert main(["compile", "-o", str(out), "--ort-optimized", str(optimized)]) == 0
+    assert main(["compile", str(small_cnn_path()), "-o", str(out), "--ort-optimized",
+                 str(optimized)]) == 0
     assert "extended-optimised model" in capsys.readouterr().out
     x = {"image": np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)}
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     got = ort.InferenceSession(optimized, options).run(None, x)[0]
-    want = ort.InferenceSession(default_model_path()).run(None, x)[0]
+    want = ort.InferenceSession(small_cnn_path()).run(None, x)[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_providers_are_checked_with_one_line(tmp_path: Path, capsys) -> None:
-    model = str(default_model_path())
+    model = str(small_cnn_path())
     assert main(["bench", model, "--provider", "cpu", "--repeats", "2"]) == 0
     capsys.readouterr()
     missing = "NoSuchExecutionProvider"

@@ -11,7 +11,7 @@ import pytest
 import onnxpress
 from onnxpress.cli import main
 from onnxpress.errors import BadInputError
-from onnxpress.models import default_model_path
+from onnxpress.models import small_cnn_path
 
 
 def _npz(tmp_path: Path, count: int = 50) -> tuple[Path, np.ndarray, np.ndarray]:
@@ -25,12 +25,12 @@ def _npz(tmp_path: Path, count: int = 50) -> tuple[Path, np.ndarray, np.ndarray]
 
 def test_accuracy_matches_a_direct_computation(tmp_path: Path, capsys) -> None:
     path, images, labels = _npz(tmp_path)
-    session = ort.InferenceSession(str(default_model_path()), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(small_cnn_path()), providers=["CPUExecutionProvider"])
     expected = float(np.mean(session.run(None, {"image": images})[0].argmax(1) == labels))
-    result = onnxpress.evaluate(default_model_path(), path, batch_size=7)
+    result = onnxpress.evaluate(small_cnn_path(), path, batch_size=7)
     assert result.metric == "top1_accuracy" and result.samples == 50
     assert result.value == pytest.approx(expected, abs=1e-12)
-    assert main(["evaluate", str(default_model_path()), "--data", str(path)]) == 0
+    assert main(["evaluate", str(small_cnn_path()), "--data", str(path)]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"top1_accuracy {expected:.4f}"
 
 
@@ -40,11 +40,11 @@ def test_bad_data_is_a_clear_error(tmp_path: Path) -> None:
     wrong_input = tmp_path / "wrong.npz"
     np.savez(wrong_input, pixels=np.zeros((2, 1, 8, 8), np.float32), label=np.zeros(2))
     with pytest.raises(BadInputError, match="no 'label' array"):
-        onnxpress.evaluate(default_model_path(), no_labels)
+        onnxpress.evaluate(small_cnn_path(), no_labels)
     with pytest.raises(BadInputError, match="no array for model input 'image'"):
-        onnxpress.evaluate(default_model_path(), wrong_input)
+        onnxpress.evaluate(small_cnn_path(), wrong_input)
     with pytest.raises(BadInputError, match="no such data set"):
-        onnxpress.evaluate(default_model_path(), tmp_path / "missing.npz")
+        onnxpress.evaluate(small_cnn_path(), tmp_path / "missing.npz")
 
 
 def test_digits_shifted_is_the_split_under_nine_one_pixel_shifts():

@@ -10,11 +10,11 @@ import pytest
 
 import onnxpress
 from onnxpress.errors import BadInputError
-from onnxpress.models import default_model_path
+from onnxpress.models import small_cnn_path
 
 
 def test_sources_agree() -> None:
-    path = default_model_path()
+    path = small_cnn_path()
     data = path.read_bytes()
     models = [onnxpress.load(path), onnxpress.load(data), onnxpress.load(onnx.load(path))]
     protos = [onnxpress.to_proto(m).SerializeToString() for m in models]
@@ -22,7 +22,7 @@ def test_sources_agree() -> None:
 
 
 def test_opset_conversion() -> None:
-    model = onnxpress.load(default_model_path(), opset=18)
+    model = onnxpress.load(small_cnn_path(), opset=18)
     assert model.opset_imports[""] == 18
     assert "opset converted from 17 to 18 by onnx's converter: outputs agree" in " ".join(
         model.meta["onnxpress.load_notes"])
@@ -44,7 +44,7 @@ def test_wrong_source_type() -> None:
 
 
 def test_external_data_threshold(tmp_path: Path) -> None:
-    model = onnxpress.load(default_model_path())
+    model = onnxpress.load(small_cnn_path())
     onnxpress.save(model, tmp_path / "inline.onnx")
     onnxpress.save(model, tmp_path / "split.onnx", external_threshold=1000)
     assert not (tmp_path / "inline.onnx.data").exists()
@@ -63,7 +63,7 @@ def test_saved_elsewhere_the_weights_come_along(tmp_path: Path) -> None:
     own (the input's data file may go), and carries no value_info copies of initializers."""
     source, target = tmp_path / "in", tmp_path / "out"
     source.mkdir(), target.mkdir()
-    onnxpress.save(onnxpress.load(default_model_path()), source / "m.onnx",
+    onnxpress.save(onnxpress.load(small_cnn_path()), source / "m.onnx",
                    external_threshold=1000)
     model = onnxpress.load(source / "m.onnx")
     onnxpress.save(model, target / "m.onnx")
@@ -75,4 +75,4 @@ def test_saved_elsewhere_the_weights_come_along(tmp_path: Path) -> None:
     initializers = {t.name for t in proto.graph.initializer}
     assert not [v.name for v in proto.graph.value_info if v.name in initializers]
     assert onnxpress.to_proto(onnxpress.load(target / "m.onnx")).SerializeToString() == \
-        onnxpress.to_proto(onnxpress.load(default_model_path())).SerializeToString()
+        onnxpress.to_proto(onnxpress.load(small_cnn_path())).SerializeToString()

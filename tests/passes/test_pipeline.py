@@ -9,7 +9,7 @@ import pytest
 
 import onnxpress
 from onnxpress.errors import BadInputError, PassFailedError
-from onnxpress.models import default_model_path
+from onnxpress.models import small_cnn_path
 from onnxpress.passes.base import Pass, PassStats
 from onnxpress.passes.cleanup import Cleanup, Cse, FoldConstants
 from onnxpress.passes.manager import PassManager
@@ -118,13 +118,13 @@ def test_third_party_registry_and_verification_names_the_pass() -> None:
     registry = PassRegistry.default()
     registry.register(_BreaksTheGraph)
     assert "break" in registry.names()
-    model = onnxpress.load(default_model_path())
+    model = onnxpress.load(small_cnn_path())
     with pytest.raises(PassFailedError, match="pass 'break' broke the IR"):
         PassManager(parse_pipeline("break", registry)).run(model)
 
 
 def test_report_records_each_pass() -> None:
-    model = onnxpress.load(default_model_path())
+    model = onnxpress.load(small_cnn_path())
     report = PassManager(parse_pipeline("eliminate-identity,fold-batchnorm,dce"),
                          check=True).run(model)
     names = [p.name for p in report.passes]

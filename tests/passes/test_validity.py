@@ -15,7 +15,7 @@ from pass_checks import IR_VERSION
 import onnxpress
 from onnxpress.cli import main
 from onnxpress.errors import PassFailedError
-from onnxpress.models import default_model_path
+from onnxpress.models import small_cnn_path
 from onnxpress.passes.base import Pass, PassStats
 from onnxpress.passes.manager import PassManager
 from onnxpress.passes.pipeline import parse_pipeline
@@ -44,7 +44,7 @@ def _registry() -> PassRegistry:
 
 
 def test_a_pass_that_writes_an_invalid_model_is_named() -> None:
-    model = onnxpress.load(default_model_path())
+    model = onnxpress.load(small_cnn_path())
     passes = parse_pipeline("eliminate-identity,corrupt,dce", _registry())
     with pytest.raises(PassFailedError, match=r"pass 'corrupt' wrote a model that "
                                               r"onnx.checker rejects \(the input passed\)"):

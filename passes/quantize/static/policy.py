@@ -72,6 +72,7 @@ def plan(
     quantize_outputs: Iterable[str] = ("Conv",),
     activation_matmul: bool = True,
     exclude: Iterable[str] = (),
+    grouped: bool = True,
     outer_data: set[ir.Value] | None = None,
 ) -> Plan:
     """``graph`` may be an If branch: ``outer_data`` is then what counts as data in the
@@ -83,6 +84,7 @@ def plan(
     chosen: dict[ir.Value, None] = {}  # insertion-ordered set
     notes: list[str] = []
     marked = 0  # nodes another pass marked to stay in float
+    costly = 0  # grouped convolutions kept float by the cost rule
 
     def want(value: ir.Value | None, node: ir.Node) -> bool:
         if value is None or value.dtype != FLOAT:
@@ -101,6 +103,10 @@ def plan(
             continue
         if kept_float(node) is not None:
             marked += 1
+            continue
+        layer = linear_layer(node)
+        if not grouped and node.op_type == "Conv" and layer is not None and layer.groups > 1:
+            costly += 1
             continue
         if node.op_type in _JOINING:
             target = _joining(node, chosen, outputs)
@@ -127,6 +133,10 @@ def plan(
         target.activations = wanted
         targets.append(target)
         chosen.update(dict.fromkeys(wanted))
+    if costly:
+        notes.append(f"int8 cost rule: {costly} grouped/depthwise Conv left in float (ONNX "
+                     "Runtime's int8 kernels for them ran 0.4x-0.5x fp32 on a 2-core AVX2 CPU); "
+                     "quantize(grouped=true) quantizes them")
     if marked:
         notes.append(f"{marked} nodes marked by an earlier pass (e.g. tome's similarity "
                      "scores, which choose the tokens to merge) left in float")

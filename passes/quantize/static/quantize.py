@@ -122,6 +122,9 @@ class Quantize(Pass):
     activation_matmul: bool = True  # MatMul of two activations (attention)
     max_batches: int = 64
     exclude: tuple[str, ...] = ()  # node names kept in float
+    # grouped/depthwise Conv too; off by default: on ONNX Runtime CPU their int8 kernels are
+    # slower than fp32 (policy's cost rule); TensorRT's int8 preset turns it on
+    grouped: bool = False
     budget: float | None = None  # allowed 1 - mean output cosine vs fp32 (module docstring)
     embeddings: bool = True  # Gather tables as int8 rows (.embeddings)
     smooth: float = 0.0  # SmoothQuant alpha folded into QuantizeLinear (.migration); 0: off
@@ -156,7 +159,7 @@ class Quantize(Pass):
             TensorShapeInference()(model)
         chosen = plan_model(model, ops=list(self.ops), quantize_outputs=list(self.outputs),
                             activation_matmul=self.activation_matmul,
-                            exclude=list(self.exclude))
+                            exclude=list(self.exclude), grouped=self.grouped)
         result.notes.extend(chosen.notes)
         data, sample = self._data()
         params, moved, means = self._calibrate(model, chosen, data, result.notes)

@@ -84,10 +84,10 @@ def test_quantize_subtracts_the_shift_from_the_bias(case):
     bias = numpy_helper.to_array(proto.graph.initializer[1])
     data = [{"x": rng.standard_normal(x_shape).astype(np.float32) + 2.0} for _ in range(4)]
     corrected = onnxpress.load(proto)
-    result = Quantize(bias_correction=True, data=data)(corrected)
+    result = Quantize(bias_correction=True, grouped=True, data=data)(corrected)
     assert result.stats["biases_corrected"] == 1
     plain = onnxpress.load(proto)
-    Quantize(bias_correction=False, data=data)(plain)
+    Quantize(bias_correction=False, grouped=True, data=data)(plain)
     axis = 1 if op == "Conv" else -1
     mean = np.mean([np.moveaxis(b["x"], axis, -1).reshape(-1, x_shape[axis]) for b in data],
                    axis=(0, 1))
