@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from onnxpress.backends.inputs import DEFAULT_DIM, ModelInputs
 from onnxpress.backends.ort_runner import Runner, first_line
-from onnxpress.errors import BadInputError, PassFailedError
+from onnxpress.errors import BadInputError, OnnxpressError, PassFailedError
 from onnxpress.ir.analysis import count_nodes, count_parameters, parameter_bytes, unknown_ops
 from onnxpress.ir.marks import LOAD_NOTES
 from onnxpress.ir.verify import VerificationError, verify
@@ -27,6 +27,8 @@ from onnxpress.passes.validity import VALIDATORS, checkable, problems
 
 logger = logging.getLogger(__name__)
 
+#: the pass whose pinned shapes can make a branch unrunnable (``_blame``)
+STATIC_SHAPES = "static-shapes"
 #: models with more weight bytes than this are not kept in memory for the numeric check
 CHECK_MAX_BYTES = 1 << 30
 
@@ -105,12 +107,12 @@ class PassManager:
                 # (ONNX Runtime then refuses what this pass runs): that is a bug of ours
                 found = problems(model, validators) if index and validators else {}
                 if found:
-                    raise PassFailedError(self._blame(original, validators, found)) from None
+                    raise self._blame(original, validators, found) from None
                 raise
         if validators:
             found = problems(model, validators)
             if found:
-                raise PassFailedError(self._blame(original, validators, found))
+                raise self._blame(original, validators, found)
         if original is not None and self.check:
             self._check(original, model, report, inputs)
         return report
@@ -127,21 +129,39 @@ class PassManager:
         return tuple(v for v in VALIDATORS if v not in found)
 
     def _blame(self, original: bytes | None, validators: tuple[str, ...],
-               found: dict[str, str]) -> str:
+               found: dict[str, str]) -> OnnxpressError:
         """Which pass broke the model: the pipeline again from the input, validating after
-        each pass (the passes are deterministic; a rerun that stays valid names them all)."""
+        each pass (the passes are deterministic; a rerun that stays valid names them all).
+        Where the same pipeline without ``static-shapes`` stays valid, the shapes it pinned
+        are the cause, not a pass: silero-vad pinned to 512 samples cannot run its 8 kHz
+        branch (the original fails on such inputs too), and once cleanup folds that branch
+        ONNX Runtime refuses the file. That is the user's choice to make, and said so."""
         name, why = next(iter(found.items()))
-        culprit = None
-        if original is not None:
-            replay = ir.serde.deserialize_model(_proto(original))
-            for current in self.passes:
-                with_passes(self._prepared(current), self._build_inner)(replay)
-                if problems(replay, validators):
-                    culprit = current.name
-                    break
+        culprit = self._replay(original, validators, self.passes)
+        pinned = [p for p in self.passes if p.name == STATIC_SHAPES]
+        if culprit is not None and pinned and self._replay(
+                original, validators, [p for p in self.passes if p.name != STATIC_SHAPES]
+        ) is None:
+            return BadInputError(
+                f"the shapes static-shapes pinned make part of the model unrunnable: after "
+                f"{culprit!r}, {name} rejects it ({why}); pin shapes every If branch accepts "
+                "(static-shapes(dims=...), --calibration) or compile without static-shapes")
         who = (f"pass {culprit!r}" if culprit is not None else
                "the pipeline " + format_pipeline(self.passes))
-        return f"{who} wrote a model that {name} rejects (the input passed): {why}"
+        return PassFailedError(f"{who} wrote a model that {name} rejects (the input passed): "
+                               f"{why}")
+
+    def _replay(self, original: bytes | None, validators: tuple[str, ...],
+                passes: Sequence[Pass]) -> str | None:
+        """The first of ``passes``, run from the input, after which a validator fails."""
+        if original is None:
+            return None
+        replay = ir.serde.deserialize_model(_proto(original))
+        for current in passes:
+            with_passes(self._prepared(current), self._build_inner)(replay)
+            if problems(replay, validators):
+                return current.name
+        return None
 
     def _prepared(self, current: Pass) -> Pass:
         return current if self.check_data is None else with_data(current, self.check_data)

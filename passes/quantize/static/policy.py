@@ -135,8 +135,8 @@ def plan(
         chosen.update(dict.fromkeys(wanted))
     if costly:
         notes.append(f"int8 cost rule: {costly} grouped/depthwise Conv left in float (ONNX "
-                     "Runtime's int8 kernels for them ran 0.4x-0.5x fp32 on a 2-core AVX2 CPU); "
-                     "quantize(grouped=true) quantizes them")
+                     "Runtime's int8 kernels for them ran 0.4x-0.5x fp32 on a 2-core Xeon "
+                     "with VNNI); quantize(grouped=true) quantizes them")
     if marked:
         notes.append(f"{marked} nodes marked by an earlier pass (e.g. tome's similarity "
                      "scores, which choose the tokens to merge) left in float")

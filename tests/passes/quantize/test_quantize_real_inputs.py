@@ -159,7 +159,7 @@ def test_a_quantize_that_changes_nothing_says_why(caplog) -> None:
 
 
 def test_grouped_convolutions_stay_float_by_the_cost_rule() -> None:
-    """ONNX Runtime's int8 depthwise kernels ran 0.4x-0.5x fp32 on a 2-core AVX2 CPU: a
+    """ONNX Runtime's int8 depthwise kernels ran 0.4x-0.5x fp32 on a 2-core Xeon (VNNI): a
     depthwise Conv stays float, the report says so, and the pointwise Conv beside it is
     quantized; quantize(grouped=true) (TensorRT's preset) quantizes both."""
     rng = np.random.default_rng(0)
