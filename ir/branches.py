@@ -48,6 +48,16 @@ def loop_body_nodes(graph: ir.Graph) -> Iterator[ir.Node]:
                     yield from body.all_nodes()
 
 
+def layers_in_bodies(model: ir.Model, ops: Collection[str]) -> str:
+    """"4 Conv, 2 Gemm" for the ``ops`` nodes inside If/Loop/Scan bodies; "" when none: what
+    a pass that does not visit bodies says when it finds nothing in the main graph."""
+    counts: dict[str, int] = {}
+    for node in model.graph.all_nodes():
+        if node.graph is not model.graph and node.op_type in ops:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return ", ".join(f"{n} {op}" for op, n in sorted(counts.items()))
+
+
 def branch_values(node: ir.Node) -> set[str]:
     """Names of the values computed inside ``node``'s branches, nested Ifs' included."""
     names = set()

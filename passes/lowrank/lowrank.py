@@ -34,6 +34,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxpress.errors import BadInputError
+from onnxpress.ir.branches import layers_in_bodies
 from onnxpress.ir.edit import remove_unread
 from onnxpress.passes.activations import stream
 from onnxpress.passes.base import Pass, PassStats, data_field, passes_field
@@ -102,9 +103,12 @@ class LowRank(Pass):
         found, notes = sites.find(model.graph, set(self.ops), set(self.exclude),
                                   self.layers == "mlp", self.min_elements)
         if not found:
+            inside = layers_in_bodies(model, set(self.ops))
             raise BadInputError(
-                "lowrank: the model has no MatMul/Gemm/Conv with a constant float weight to "
-                "factor" + (f" ({notes[0]})" if notes else ""))
+                "lowrank: the main graph has no MatMul/Gemm/Conv with a constant float weight "
+                "to factor" + (f" ({notes[0]})" if notes else "") + (
+                    f"; {inside} sit inside If/Loop/Scan bodies, which lowrank does not visit"
+                    if inside else ""))
         if aware:
             self._measure(model, found, notes)
         if self.compensate:

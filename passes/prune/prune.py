@@ -40,8 +40,10 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxpress.errors import BadInputError
+from onnxpress.ir.branches import layers_in_bodies
 from onnxpress.ir.channel_groups import Group, channel_groups
 from onnxpress.ir.edit import remove_unread
+from onnxpress.ir.layers import LINEAR_OPS
 from onnxpress.passes.base import Pass, PassStats, data_field
 from onnxpress.passes.prune import heads as attention
 from onnxpress.passes.prune.channels import lowest, magnitude, remove_channels
@@ -233,10 +235,13 @@ class Prune(Pass):
         plan = [(group, lowest(scores, count))
                 for (group, scores), count in zip(scored, counts)]
         if not candidates:
+            inside = layers_in_bodies(model, LINEAR_OPS)
             raise BadInputError(
-                f"prune(structure={self.structure}): the model has no prunable "
+                f"prune(structure={self.structure}): the main graph has no prunable "
                 f"{'channel' if kind == 'conv' else 'Gemm/MatMul width'} groups"
-                + (f" ({notes[0]})" if notes else ""))
+                + (f" ({notes[0]})" if notes else "") + (
+                    f"; {inside} sit inside If/Loop/Scan bodies, which prune does not visit"
+                    if inside else ""))
         if measured and self.refit:
             self._refit(model, plan, measured)
         constants = remove_channels(model.graph, plan)
