@@ -9,10 +9,13 @@ gives the groups. Every constant a channel touches is recorded as a ``Slice``: p
 output rows, consumers' input columns at the offset Concat gave them, BatchNorm parameters,
 per-channel constants, a depthwise Conv's filters, a Reshape's target shape.
 
+LRN passes channels on too: its window then spans the kept neighbours, which changes what
+it computes the way pruning any channel does (AlexNet, ZFNet), as Torch-Pruning treats it.
+
 Nothing is assumed safe: a group whose channels reach a graph output, an op not modelled
-here (Softmax or LayerNormalization over them, Reshape to heads, Shape, LRN, a grouped
-Conv), or a Concat/Add with a tensor whose channels are not tracked, is *blocked* and keeps
-the reasons. Only the main graph is analysed; a node with subgraphs blocks what it reads.
+here (Softmax or LayerNormalization over them, Reshape to heads, Shape, a grouped Conv),
+or a Concat/Add with a tensor whose channels are not tracked, is *blocked* and keeps the
+reasons. Only the main graph is analysed; a node with subgraphs blocks what it reads.
 Channel axes are kept counted from the end (``-3`` for NCHW), as broadcasting aligns them.
 """
 
@@ -161,7 +164,7 @@ class _Analysis:
         data = inflows[0] if inflows else None
         if op in _UNARY and data is not None and all(f is None for f in inflows[1:]):
             self._pass(node, data)
-        elif op in _POOLS and data is not None:
+        elif (op in _POOLS or op == "LRN") and data is not None:
             self._pass(node, data)
         elif op in _BINARY:
             self._elementwise(node, inflows)

@@ -66,7 +66,7 @@ def test_runner_lists_suites_and_rejects_bad_usage(tmp_path: Path) -> None:
     names = [line.split(":")[0] for line in listed.stdout.splitlines() if line[:1] != " "]
     assert {"baseline", "cleanup", "quant", "quant_headline", "fold_qdq", "weight_only",
             "calibration_memory", "fuse_for_ort", "ort_target", "prune", "prune_sparsity",
-            "lowrank", "tome", "output_hashes"} == set(names)
+            "lowrank", "tome", "output_hashes", "corpus"} == set(names)
     bad = run("--suite", "baseline", "--models", "nope", out=tmp_path, cache=tmp_path)
     assert bad.returncode == 2 and "unknown model 'nope'" in bad.stderr
     bad = run("--suite", "baseline", "--set", "nope=1", out=tmp_path, cache=tmp_path)

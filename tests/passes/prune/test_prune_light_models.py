@@ -1,0 +1,59 @@
+"""prune(structure=channel,ratio=0.3) on the classic CNNs bundled in the onnx wheel
+(onnx/backend/test/data/light, exported by onnx-caffe2 at opset 9): channels come out of
+each one it can model, and the pruned model runs with the same output shapes. ZFNet's LRN
+is modelled (it used to block every group); its weights are ConstantOfShape outputs above
+the default folding cap, so its cleanup folds them all first.
+
+AlexNet and ShuffleNet stay refused, one line each: every group reaches a grouped
+convolution (2 groups in AlexNet's conv2/4/5, ShuffleNet's group convs and channel
+shuffles), which channel_groups does not model yet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from pass_checks import run_ort
+
+import onnxpress
+from onnxpress.errors import BadInputError
+
+LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+PRUNE = "prune(structure=channel,ratio=0.3,refit=false)"
+CASES = {
+    "light_squeezenet": "cleanup",
+    "light_resnet50": "cleanup",
+    "light_vgg19": "cleanup",
+    "light_inception_v1": "cleanup",
+    "light_inception_v2": "cleanup",
+    "light_densenet121": "cleanup",
+    "light_zfnet512": "cleanup(max_output_elements=100000000)",
+}
+
+
+def _feeds(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
+    (value,) = [i for i in proto.graph.input
+                if i.name not in {t.name for t in proto.graph.initializer}]
+    shape = [d.dim_value for d in value.type.tensor_type.shape.dim]
+    return {value.name: np.random.default_rng(0).random(shape).astype(np.float32)}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_channels_come_out_and_the_outputs_keep_their_shapes(name: str) -> None:
+    path = LIGHT / f"{name}.onnx"
+    model, report = onnxpress.compile(path, f"{CASES[name]},{PRUNE}", return_report=True)
+    stats = report.passes[-1].stats
+    assert stats["channels_removed"] > 0 and stats["groups"] > 0, stats
+    feeds = _feeds(onnx.load(path))
+    want, got = run_ort(str(path), feeds), run_ort(onnxpress.to_proto(model), feeds)
+    assert {k: v.shape for k, v in got.items()} == {k: v.shape for k, v in want.items()}
+
+
+@pytest.mark.parametrize("name", ["light_bvlc_alexnet", "light_shufflenet"])
+def test_grouped_convolutions_are_refused_in_one_line(name: str) -> None:
+    with pytest.raises(BadInputError, match=r"no prunable channel groups \(.*is grouped"):
+        onnxpress.compile(LIGHT / f"{name}.onnx",
+                          f"cleanup(max_output_elements=100000000),{PRUNE}")
