@@ -22,6 +22,7 @@ Channel axes are kept counted from the end (``-3`` for NCHW), as broadcasting al
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
@@ -87,6 +88,8 @@ class Group:
     slices: list[Slice]
     values: list[tuple[ir.Value, Flow]]  # every value carrying the group's channels
     blocked: list[str]
+    #: equal parts the channels fall in, each losing as many: a grouped Conv's output groups
+    segments: int = 1
 
     @property
     def producers(self) -> list[Slice]:
@@ -107,12 +110,14 @@ class _Analysis:
         self.owner: list[str] = []
         self.slices: list[list[Slice]] = []
         self.blocked: list[list[str]] = []
+        self.segments: list[int] = []
 
     # -- union-find over spaces
-    def new_space(self, size: int, owner: str) -> int:
+    def new_space(self, size: int, owner: str, segments: int = 1) -> int:
         self.parent.append(len(self.parent))
         self.sizes.append(size)
         self.owner.append(owner)
+        self.segments.append(segments)
         self.slices.append([])
         self.blocked.append([])
         return len(self.parent) - 1
@@ -192,8 +197,8 @@ class _Analysis:
         return True
 
     def _produce(self, node: ir.Node, size: int, axis: int,
-                 rows: Sequence[tuple[int, int]]) -> None:
-        space = self.new_space(size, node.name or node.op_type)
+                 rows: Sequence[tuple[int, int]], segments: int = 1) -> None:
+        space = self.new_space(size, node.name or node.op_type, segments)
         flow = Flow(axis, ((space, size),))
         for index, weight_axis in rows:
             self.record(flow, node, index, weight_axis, "producer")
@@ -222,7 +227,13 @@ class _Analysis:
             self.record(flow, node, -1, 0, "group")  # its group count shrinks with them
             self._pass(node, flow)
             return
+        # a grouped Conv reads each group's channels with its own filters: what it reads
+        # stays (not modelled); what it writes is a space in ``groups`` equal parts, each
+        # losing as many channels, so that ``group`` still splits them evenly (AlexNet)
         self.block(flow, f"Conv {node.name!r} is grouped ({groups} groups)")
+        if out_channels % groups == 0:
+            rows = [(1, 0)] + ([(2, 0)] if has_bias else [])
+            self._produce(node, out_channels, channel_axis, rows, segments=groups)
 
     def _op_Gemm(self, node: ir.Node, inflows: Sequence[Flow | None]) -> None:
         weight, layer = constant_array(node.inputs[1]), linear_layer(node)
@@ -399,6 +410,7 @@ class _Analysis:
             group.spaces.append(space)
             group.slices.extend(self.slices[space])
             group.blocked.extend(self.blocked[space])
+            group.segments = math.lcm(group.segments, self.segments[space])
         for value, flow in self.flows.items():
             for space in {s for s, _ in flow.segments if s is not None}:
                 by_root[self.find(space)].values.append((value, flow))

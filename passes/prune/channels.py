@@ -28,8 +28,14 @@ def magnitude(group: Group) -> np.ndarray:
     return np.sqrt(squares)
 
 
-def lowest(scores: np.ndarray, count: int) -> np.ndarray:
-    """The ``count`` lowest-scoring channels, sorted (ties: the lower index goes first)."""
+def lowest(scores: np.ndarray, count: int, segments: int = 1) -> np.ndarray:
+    """The ``count`` lowest-scoring channels, sorted (ties: the lower index goes first);
+    with ``segments``, as many from each equal part (a grouped Conv's output groups), the
+    count rounded down to a multiple of them."""
+    if segments > 1:
+        width, each = len(scores) // segments, count // segments
+        return np.concatenate([start + lowest(scores[start:start + width], each)
+                               for start in range(0, len(scores), width)]).astype(np.int64)
     order = np.lexsort((np.arange(len(scores)), scores))
     return np.sort(order[:count])
 

@@ -232,7 +232,7 @@ class Prune(Pass):
         counts = [self._count(g.size) for g in candidates]
         if self.allocate == "adaptive" and scored:
             counts = self._adaptive(scored, sum(counts))
-        plan = [(group, lowest(scores, count))
+        plan = [(group, lowest(scores, count, group.segments))
                 for (group, scores), count in zip(scored, counts)]
         if not candidates:
             inside = layers_in_bodies(model, LINEAR_OPS)
