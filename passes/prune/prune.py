@@ -241,7 +241,10 @@ class Prune(Pass):
                 f"{'channel' if kind == 'conv' else 'Gemm/MatMul width'} groups"
                 + (f" ({notes[0]})" if notes else "") + (
                     f"; {inside} sit inside If/Loop/Scan bodies, which prune does not visit"
-                    if inside else ""))
+                    if inside else "") + (
+                    "; shapes are unknown here: run cleanup first (it infers them and folds "
+                    f"BatchNorm), e.g. --passes 'cleanup,{self.spec()}'"
+                    if any("unknown rank" in note for note in notes) else ""))
         if measured and self.refit:
             self._refit(model, plan, measured)
         constants = remove_channels(model.graph, plan)
