@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Sequence
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 from tqdm import tqdm
@@ -223,8 +224,12 @@ class PassManager:
         else:
             batches = [inputs.random(seed=s, dims=self.dims) for s in range(self.check_batches)]
             guessed = inputs.guessed_dims(self.dims)
-            where = "random inputs" + (f" (dynamic dims set to {DEFAULT_DIM}: "
-                                       f"{', '.join(guessed)})" if guessed else "")
+            flags = [s.name for s in inputs.specs if s.int_range == (0, 2)
+                     and np.issubdtype(s.dtype, np.integer)]
+            said = ([f"dynamic dims set to {DEFAULT_DIM}: {', '.join(guessed)}"] if guessed
+                    else []) + ([f"integers drawn from {{0, 1}}: {', '.join(flags)}"]
+                                if flags else [])
+            where = "random inputs" + (f" ({'; '.join(said)})" if said else "")
         try:
             expected = [reference.run(b) for b in batches]
         except BadInputError:

@@ -217,3 +217,24 @@ def test_the_check_adds_an_absolute_tolerance_for_tiny_outputs() -> None:
     large = np.array([1e3, -2e3], np.float32)
     (big,) = compare_outputs({"y": large}, {"y": large + 1.0}, tolerance=1e-4, atol=1e-6)
     assert not big.ok
+
+
+def test_the_one_line_names_integer_inputs_drawn_from_zero_and_one(tmp_path: Path,
+                                                                   capsys) -> None:
+    """silero-vad's sample rate: random integers are 0 or 1, which no branch accepts; the
+    error says which inputs were drawn so, next to the dims it guessed."""
+    graph = helper.make_graph(
+        [helper.make_node("Unsqueeze", ["n", "zero"], ["n1"]),
+         helper.make_node("Concat", ["lead", "n1"], ["shape"], axis=0),
+         helper.make_node("Reshape", ["x", "shape"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6]),
+         helper.make_tensor_value_info("n", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([0], np.int64), "zero"),
+         numpy_helper.from_array(np.array([-1, 4], np.int64), "lead")])
+    model = tmp_path / "n.onnx"
+    onnx.save(helper.make_model(graph, ir_version=IR_VERSION,
+                                opset_imports=[helper.make_opsetid("", 17)]), model)
+    assert main(["compile", str(model), "-o", str(tmp_path / "o.onnx"), "--check"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "random inputs (integers drawn from {0, 1}: n)" in line
