@@ -35,6 +35,9 @@ from onnxpress.ir.analysis import constant_array
 #: a reflect Pad or a stride-32 detector, short enough for a quick check
 DEFAULT_DIM = 64
 
+#: random integers for an input nothing bounds: {0, 1}, a flag or mask
+FLAG_RANGE = (0, 2)
+
 Dim = int | str | None  # fixed length, symbolic name, or unknown
 Batch = dict[str, np.ndarray]
 
@@ -49,7 +52,7 @@ class InputSpec:
     dims: tuple[Dim, ...] | None  # None: unknown rank
     sample_axis: int | None
     #: [low, high) of random integers: a Gather table's length, a byte's range, else {0, 1}
-    int_range: tuple[int, int] = (0, 2)
+    int_range: tuple[int, int] = FLAG_RANGE
 
     @property
     def rank(self) -> int | None:
@@ -140,7 +143,7 @@ def _int_range(value: ir.Value, dtype: np.dtype) -> tuple[int, int]:
     if dtype in (np.uint8, np.int8):
         info = np.iinfo(dtype)
         return int(info.min), int(info.max) + 1
-    return 0, 2
+    return FLAG_RANGE
 
 
 class ModelInputs:
@@ -175,7 +178,8 @@ class ModelInputs:
                 dims = given
             else:
                 axis = _sample_axis(dims, batch_name)
-            int_range = _int_range(value, dtype) if np.issubdtype(dtype, np.integer) else (0, 2)
+            int_range = (_int_range(value, dtype) if np.issubdtype(dtype, np.integer)
+                         else FLAG_RANGE)
             specs.append(InputSpec(value.name, dtype, dims, axis, int_range))
         return cls(specs)
 
@@ -192,6 +196,17 @@ class ModelInputs:
 
     def guessed_dims(self, dims: Mapping[str, int] | None = None) -> list[str]:
         return sorted({g for spec in self.specs for g in spec.guessed(dims or {})})
+
+    def describe_random(self, dims: Mapping[str, int] | None = None) -> str:
+        """What ``random`` had to guess, for a message: "random inputs (dynamic dims set to
+        64: width; integers drawn from {0, 1}: sr)"."""
+        guessed = self.guessed_dims(dims)
+        flags = [spec.name for spec in self.specs
+                 if np.issubdtype(spec.dtype, np.integer) and spec.int_range == FLAG_RANGE]
+        said = ([f"dynamic dims set to {DEFAULT_DIM}: {', '.join(guessed)}"] if guessed
+                else []) + ([f"integers drawn from {{0, 1}}: {', '.join(flags)}"]
+                            if flags else [])
+        return "random inputs" + (f" ({'; '.join(said)})" if said else "")
 
     def check_dims(self, dims: Mapping[str, int]) -> None:
         known = {d for spec in self.specs for d in (spec.dims or ()) if isinstance(d, str)}

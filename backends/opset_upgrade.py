@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 
 from onnxpress.backends.inputs import ModelInputs
 from onnxpress.backends.ort_runner import Runner, first_line
+from onnxpress.backends.validity import CHECKER, problems
 from onnxpress.errors import BadInputError
 from onnxpress.ir.agreement import within
 from onnxpress.ir.analysis import opset_version
@@ -87,11 +87,8 @@ def _disagreement(converted: ir.Model, feeds: list[dict], reference: list[dict] 
     """Why the converted model is not the input model; None when it agrees (or, where the
     input does not load in ONNX Runtime, when onnx.checker accepts it)."""
     if not loads:
-        try:
-            onnx.checker.check_model(ir.serde.serialize_model(converted))
-        except Exception as error:  # the checker raises ValidationError and others
-            return f"wrote a model onnx.checker rejects ({first_line(error)})"
-        return None
+        found = problems(converted, (CHECKER,))
+        return f"wrote a model onnx.checker rejects ({found[CHECKER]})" if found else None
     try:
         runner = Runner(converted)
     except BadInputError as error:

@@ -7,13 +7,13 @@ import logging
 import time
 from collections.abc import Sequence
 
-import numpy as np
 import onnx
 import onnx_ir as ir
 from tqdm import tqdm
 
-from onnxpress.backends.inputs import DEFAULT_DIM, ModelInputs
+from onnxpress.backends.inputs import ModelInputs
 from onnxpress.backends.ort_runner import Runner, first_line
+from onnxpress.backends.validity import VALIDATORS, checkable, problems
 from onnxpress.errors import BadInputError, OnnxpressError, PassFailedError
 from onnxpress.ir.analysis import count_nodes, count_parameters, parameter_bytes, unknown_ops
 from onnxpress.ir.marks import LOAD_NOTES
@@ -24,7 +24,6 @@ from onnxpress.passes.numeric_check import compare_outputs, merge_checks
 from onnxpress.passes.pipeline import format_pipeline, parse_pipeline
 from onnxpress.passes.registry import PassRegistry
 from onnxpress.passes.report import PassRecord, Report
-from onnxpress.passes.validity import VALIDATORS, checkable, problems
 
 logger = logging.getLogger(__name__)
 
@@ -223,13 +222,7 @@ class PassManager:
             where = "the check data"
         else:
             batches = [inputs.random(seed=s, dims=self.dims) for s in range(self.check_batches)]
-            guessed = inputs.guessed_dims(self.dims)
-            flags = [s.name for s in inputs.specs if s.int_range == (0, 2)
-                     and np.issubdtype(s.dtype, np.integer)]
-            said = ([f"dynamic dims set to {DEFAULT_DIM}: {', '.join(guessed)}"] if guessed
-                    else []) + ([f"integers drawn from {{0, 1}}: {', '.join(flags)}"]
-                                if flags else [])
-            where = "random inputs" + (f" ({'; '.join(said)})" if said else "")
+            where = inputs.describe_random(self.dims)
         try:
             expected = [reference.run(b) for b in batches]
         except BadInputError:

@@ -22,7 +22,7 @@ FAMILY_MAY_IMPORT = {
     "onnxpress.errors", "onnxpress.passes.base", "onnxpress.passes.calibration_data",
     "onnxpress.passes.activations", "onnxpress.backends.ort_runner",
     "onnxpress.backends.bench", "onnxpress.backends.ort_optimize", "onnxpress.backends.inputs",
-    "onnxpress.backends.opset_upgrade",
+    "onnxpress.backends.opset_upgrade", "onnxpress.backends.validity",
 }
 #: where importing inside a function is the point: the CLI's lazy loading, the package's
 #: PEP 562 names, and the builders and frontends that pull in torch only when used

@@ -105,3 +105,14 @@ def test_a_conversion_no_converter_can_do_is_refused_in_one_line(tmp_path: Path,
     onnx.save(proto, source)
     assert main(["compile", str(source), "-o", str(tmp_path / "o.onnx"), "--opset", "13"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_one_shot_calibration_stream_serves_the_upgrade_and_the_calibration() -> None:
+    """The upgrade's check reads the first batches of the data: a generator must still give
+    them to the calibration (two batches, both would have been used up)."""
+    rng = np.random.default_rng(3)
+    batches = [{"x": rng.standard_normal((4, 3, 8, 8)).astype(np.float32)} for _ in range(2)]
+    model, report = onnxpress.compile(_opset11_cnn(), "quantize",
+                                      calibration=(b for b in batches), return_report=True)
+    assert report.passes[0].stats["weights"] == 2
+    assert any("converted from 11 to 13" in n for n in report.passes[0].notes)

@@ -104,6 +104,8 @@ __all__ = ["Quantize"]
 
 logger = logging.getLogger(__name__)
 
+#: calibration batches an opset upgrade is checked on
+UPGRADE_BATCHES = 2
 #: a calibrated |range| above this is a mask or sentinel value, not an activation
 MAX_ACTIVATION_RANGE = 1e5
 
@@ -150,8 +152,12 @@ class Quantize(Pass):
         if self.data is None:
             raise BadInputError("quantize needs calibration data: give --calibration FILE.npz "
                                 "(arrays named after the model's inputs)")
-        if (opset_version(model) or 0) < 13:  # per-channel DequantizeLinear
-            result.notes.append(upgrade(model, 13, self.data))
+        upgrading = (opset_version(model) or 0) < 13  # per-channel DequantizeLinear
+        data, head = self._data(max(UPGRADE_BATCHES if upgrading else 0,
+                                    self.sensitivity_batches if self.budget is not None else 0))
+        if upgrading:
+            result.notes.append(upgrade(model, 13, head[:UPGRADE_BATCHES]))
+        sample = head[:self.sensitivity_batches] if self.budget is not None else []
         graph = model.graph
         if any(v.dtype is None for node in graph.all_nodes() for v in node.outputs):
             # TorchScript exports carry no intermediate types, and the policy quantizes
@@ -161,7 +167,6 @@ class Quantize(Pass):
                             activation_matmul=self.activation_matmul,
                             exclude=list(self.exclude), grouped=self.grouped)
         result.notes.extend(chosen.notes)
-        data, sample = self._data()
         params, moved, means = self._calibrate(model, chosen, data, result.notes)
         result.stats["smoothed"] = len(moved)
         if self.bias_correction:
@@ -185,14 +190,15 @@ class Quantize(Pass):
             result.notes.append(f"warning: nothing quantized: {why}")
         return result
 
-    def _data(self) -> tuple[Iterable[Batch], list[Batch]]:
-        """The calibration stream, and the batches the budget is measured on (its first
-        ones, read once, so that a one-shot iterable still serves both)."""
-        if self.budget is None:
+    def _data(self, peek: int) -> tuple[Iterable[Batch], list[Batch]]:
+        """The calibration stream, and its first ``peek`` batches (for the opset upgrade's
+        check and the budget's measurement), read once, so that a one-shot iterable still
+        serves both."""
+        if peek == 0:
             return self.data, []
         stream = iter(self.data)
-        sample = list(itertools.islice(stream, self.sensitivity_batches))
-        return itertools.chain(sample, stream), sample
+        head = list(itertools.islice(stream, peek))
+        return itertools.chain(head, stream), head
 
     def _rewrite_within_budget(
         self, model: ir.Model, chosen: Plan, params: dict[ir.Value, quant_math.QuantParams],

@@ -1,9 +1,9 @@
 """Is a compiled model valid: does onnx.checker accept it, does ONNX Runtime load it.
 
 The manager asks this of the input model first and holds the output only to the validators
-the input passed: an exporter's file that the checker rejects, or that needs ops this
-ONNX Runtime lacks, is not blamed on a pass; anything else the output fails is a bug of
-ours, and the manager names the pass.
+the input passed: an exporter's file that the checker rejects, or that needs ops this ONNX
+Runtime lacks, is not blamed on a pass; anything else the output fails is a bug of ours,
+and the manager names the pass. The opset upgrade asks it of a converted model too.
 """
 
 from __future__ import annotations
