@@ -1,6 +1,8 @@
 """Latency on ONNX Runtime CPU: warm-up, then interleaved repetitions (A B A B ...), so
 that a noisy neighbour slows every model alike; medians and spread. Sessions run without
-thread spinning, else each finished model's spinning threads slow the next one down."""
+thread spinning, else each finished model's spinning threads slow the next one down, and
+as a deployment opens them: without ``ort_runner.PRECISE_INT8``, which the numeric checks
+use."""
 
 from __future__ import annotations
 
@@ -60,7 +62,8 @@ def bench_models(
 
     ``provider``: ONNX Runtime execution providers (``"cuda"``, ...; CPU when None)."""
     chosen = providers(provider)
-    runners = [(label, Runner(model, threads=threads, spinning=False, providers=chosen))
+    runners = [(label, Runner(model, threads=threads, spinning=False, providers=chosen,
+                              precise=False))
                for label, model in models]
     inputs = [
         _random(model, batch, input_shapes, dims) if feeds is None

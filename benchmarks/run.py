@@ -35,6 +35,7 @@ from .suites import (
     fold_qdq,
     fuse_for_ort,
     hashes,
+    int8_cost,
     lowrank,
     ort_target,
     prune,
@@ -62,6 +63,7 @@ SUITES: dict[str, Suite] = {
     "tome": tome.SUITE,
     "output_hashes": hashes.SUITE,
     "corpus": corpus.SUITE,
+    "int8_cost": int8_cost.SUITE,
 }
 
 

@@ -10,7 +10,15 @@ ONNX Runtime's ops (``fuse-for-ort``: Attention, Gelu), activations are migrated
 weights where that lowers the error (``smooth=0.5``, see ``quantize``), and the result is
 lowered to integer operators (``lower-qdq``: QAttention, MatMulIntegerToFloat with its bias,
 QLinearConv...) unless the QDQ form measures faster on the machine that compiles
-(``form=auto``; ORT fuses many QDQ groups itself); ``fold=false`` there because
+(``form=auto``; ORT fuses many QDQ groups itself). Only what pays on ONNX Runtime CPU is
+quantized there (the cost rule, ``quantize``'s ``cost`` and ``min_rows``, measured by
+``benchmarks/suites/int8_cost.py``): a group of Convs stays float when its estimated int8
+saving is smaller than the Q/DQ at its edges (a lone Conv between float ops does not pay, a
+chain does), and so does a MatMul/Gemm with fewer than 16 rows per sample (a vector
+product, such as a classifier head at batch 1); the report counts them. Bias correction
+is off there: with only some Conv groups in int8 it cost PP-OCR's direction classifier
+accuracy (output cosine 0.998 -> 0.984) where it bought little elsewhere (0.9994 ->
+0.9998 on its recogniser). ``fold=false`` because
 ``fold-qdq`` has just run (its second run, with ``int8_moves``, would find nothing to
 move: the preset's activations are uint8). On ``tensorrt`` the input shapes are
 made static, activations are symmetric int8, as its explicit-quantization mode requires,
@@ -46,7 +54,8 @@ DEFAULT_TARGET = next(iter(TARGETS))
 #: preset -> (main pass, {target: pipeline})
 PRESETS: Mapping[str, tuple[str, Mapping[str, str]]] = MappingProxyType({
     "int8": ("quantize", MappingProxyType({
-        "ort-cpu": ("cleanup,fuse-for-ort(attention_bias=false),quantize(smooth=0.5),"
+        "ort-cpu": ("cleanup,fuse-for-ort(attention_bias=false),"
+                    "quantize(smooth=0.5,cost=true,min_rows=16,bias_correction=false),"
                     "fold-qdq,lower-qdq(form=auto,fold=false)"),
         "tensorrt": ("static-shapes,cleanup,quantize(activations=int8,int32_bias=false,"
                      "grouped=true),fold-qdq,lint-tensorrt"),

@@ -5,8 +5,10 @@ written with success) is a failure of ours and the row says so.
 - ``round-trip``: load, save, outputs bit-identical in ONNX Runtime;
 - ``default``: the ort-cpu target's pipeline with ``--check`` on the recipe's inputs;
 - ``int8``: the preset with the recipe as calibration; output cosine against fp32, layers
-  quantized (If branches included), size, and latency against the fp32 compile
-  (interleaved medians);
+  quantized (If branches included) and kept float by its cost rule (``not_paying``), size,
+  and latency against the fp32 compile (interleaved medians); ``int8-all``: the same with
+  the cost rule off (every Conv, MatMul and Gemm quantized), for the accuracy and the speed
+  that rule weighs;
 - ``prune``: ``cleanup,prune(structure=channel,ratio=0.3)``; ``lowrank``:
   ``cleanup,lowrank(ratio=0.5)``; parameters kept, output shapes, cosine;
 - ``tensorrt``: the tensorrt target's pipeline, its lint findings.
@@ -29,11 +31,14 @@ from onnxpress.backends.inputs import ModelInputs
 from onnxpress.backends.ort_runner import Runner
 from onnxpress.errors import InternalError, OnnxpressError
 from onnxpress.ir.agreement import sample_cosines
+from onnxpress.passes.quantize.static.policy import COST_RULE
 from onnxpress.passes.report import Report
 
-STEPS = ("round-trip", "default", "int8", "prune", "lowrank", "tensorrt")
+STEPS = ("round-trip", "default", "int8", "int8-all", "prune", "lowrank", "tensorrt")
+#: the int8 preset without its cost rule: every layer quantized, for the accuracy it costs
+ALL_LAYERS = "int8(cost=false,grouped=true,min_rows=0)"
 QUANTIZED_OPS = ("QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger",
-                 "DequantizeLinear")
+                 "MatMulIntegerToFloat", "QAttention", "DequantizeLinear")
 
 
 @dataclasses.dataclass
@@ -119,9 +124,16 @@ def _default(job: Job) -> Outcome:
                    {"nodes": _nodes(report), "mb": _mb(out)})
 
 
-def _int8(job: Job) -> Outcome:
+def _int8(passes: str) -> Callable[[Job], Outcome]:
+    def step(job: Job) -> Outcome:
+        return _quantized(job, passes.split("(")[0] + ("-all" if "(" in passes else ""),
+                          passes)
+    return step
+
+
+def _quantized(job: Job, label: str, passes: str) -> Outcome:
     fp32, _ = _compile(job, "fp32", None)
-    out, report = _compile(job, "int8", "int8", calibration=job.data)
+    out, report = _compile(job, label, passes, calibration=job.data)
     kinds = collections.Counter(n.op_type for n in onnxpress.load(out).graph.all_nodes())
     quantized = sum(kinds[op] for op in QUANTIZED_OPS)
     feeds = job.feeds()
@@ -129,10 +141,12 @@ def _int8(job: Job) -> Outcome:
     rows = bench_models([("fp32", str(fp32)), ("int8", str(out))], repeats=job.repeats,
                         warmup=2, progress=False, feeds=feeds[0])
     speedup = rows[0].median_ms / rows[1].median_ms
-    stats = next(p.stats for p in report.passes if p.name == "quantize")
+    quantize = next(p for p in report.passes if p.name == "quantize")
     notes = [n for p in report.passes for n in p.notes if n.startswith("warning:")]
+    kept = sum(int(n.split()[3]) for n in quantize.notes if n.startswith(COST_RULE))
     return Outcome("ok", notes[0] if notes else "", {
-        "layers": stats.get("nodes", 0), "quantized_ops": quantized, **agreement,
+        "layers": quantize.stats.get("nodes", 0), "not_paying": kept,
+        "quantized_ops": quantized, **agreement,
         "speedup": round(speedup, 2), "mb": _mb(out), "fp32_mb": _mb(fp32)})
 
 
@@ -168,7 +182,8 @@ def _mb(path: Path) -> float:
 _STEPS: Mapping[str, Callable[[Job], Outcome]] = {
     "round-trip": _round_trip,
     "default": _default,
-    "int8": _int8,
+    "int8": _int8("int8"),
+    "int8-all": _int8(ALL_LAYERS),
     "prune": _structural("cleanup,prune(structure=channel,ratio=0.3)"),
     "lowrank": _structural("cleanup,lowrank(ratio=0.5)"),
     "tensorrt": _tensorrt,

@@ -253,13 +253,27 @@ def test_corpus(tmp_path: Path, cache: Path) -> None:
     """Real exports through every step: Paddle's opset-11 text classifier (upgraded, then
     quantized) and Magika (tf2onnx, int32 bytes one-hot encoded into an embedding MatMul:
     quantized as data, not skipped as an index path). No internal error, no invalid output;
-    a refusal is one line; int8 keeps cosine >= 0.99 and quantizes layers."""
+    a refusal is one line; int8 keeps cosine >= 0.99, and every layer is either quantized
+    or counted as kept float by the cost rule; with the rule off, every one is quantized."""
     rows = smoke("corpus", tmp_path, cache)["rows"]
-    assert {r["model"] for r in rows} == {"ppocr_cls", "magika"} and len(rows) == 12
+    assert {r["model"] for r in rows} == {"ppocr_cls", "magika"} and len(rows) == 14
     for r in rows:
         assert r["outcome"] in ("ok", "refused") and r["passed"], r
         assert "\n" not in r["detail"], r
+    every = {r["model"]: r for r in rows if r["variant"] == "int8-all"}
     for r in (r for r in rows if r["variant"] == "int8"):
-        assert r["layers"] > 0 and r["cosine"] >= 0.99 and r["mb"] < r["fp32_mb"], r
+        assert r["cosine"] >= 0.99 and r["layers"] + r["not_paying"] >= every[r["model"]][
+            "layers"] > 0, r
+    for r in every.values():
+        assert r["not_paying"] == 0 and r["cosine"] >= 0.99 and r["mb"] < r["fp32_mb"], r
     ok = {r["model"]: r for r in rows if r["variant"] == "default"}
     assert all("check ok" in r["detail"] for r in ok.values())
+
+
+def test_int8_cost(tmp_path: Path, cache: Path) -> None:
+    """The cost rule's measurements: one row per layer, both timings and their ratio."""
+    rows = smoke("int8_cost", tmp_path, cache)["rows"]
+    assert {r["model"] for r in rows} == {"conv1x1_128_28_x1", "matmul_1x256x256"}
+    for r in rows:
+        assert r["fp32_ms"] > 0 and r["int8_ms"] > 0 and r["weight"] > 0, r
+        assert r["pays"] == (r["speedup"] > 1.0), r

@@ -25,6 +25,7 @@ Never quantized, each with a note:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable
 
 import onnx_ir as ir
@@ -34,12 +35,15 @@ from onnxpress.ir.branches import branches
 from onnxpress.ir.edit import MS_DOMAIN, describe
 from onnxpress.ir.layers import layer_bias, linear_layer
 from onnxpress.ir.marks import kept_float
+from onnxpress.passes.quantize.static.cost import unprofitable
 
 FLOAT = ir.DataType.FLOAT
 #: compute ops outside the default domain that ``quantize`` knows
 _DOMAINS = {"Attention": MS_DOMAIN}
 #: ops quantized only when every input already is (``_joining``)
 _JOINING = ("Add",)
+#: how the notes of layers the cost rule kept in float begin: "int8 cost rule: N ..."
+COST_RULE = "int8 cost rule: "
 #: ops whose output is quantized after them rather than before their consumer
 _FUSED_ACTIVATIONS = ("Relu", "Clip")
 
@@ -73,6 +77,8 @@ def plan(
     activation_matmul: bool = True,
     exclude: Iterable[str] = (),
     grouped: bool = True,
+    cost: bool = False,
+    min_rows: int = 0,
     outer_data: set[ir.Value] | None = None,
 ) -> Plan:
     """``graph`` may be an If branch: ``outer_data`` is then what counts as data in the
@@ -84,7 +90,8 @@ def plan(
     chosen: dict[ir.Value, None] = {}  # insertion-ordered set
     notes: list[str] = []
     marked = 0  # nodes another pass marked to stay in float
-    costly = 0  # grouped convolutions kept float by the cost rule
+    costly = {"conv": 0, "grouped": 0, "rows": 0}  # layers kept float by the cost rule
+    fused: dict[ir.Node, ir.Node] = {}  # a Conv -> the Relu whose output is quantized
 
     def want(value: ir.Value | None, node: ir.Node) -> bool:
         if value is None or value.dtype != FLOAT:
@@ -106,7 +113,7 @@ def plan(
             continue
         layer = linear_layer(node)
         if not grouped and node.op_type == "Conv" and layer is not None and layer.groups > 1:
-            costly += 1
+            costly["grouped"] += 1
             continue
         if node.op_type in _JOINING:
             target = _joining(node, chosen, outputs)
@@ -119,6 +126,10 @@ def plan(
             notes.append(f"{describe(node)}: no supported weight/input layout; "
                          "left in float")
             continue
+        if target.weight is not None and node.op_type in ("MatMul", "Gemm") \
+                and _rows_per_sample(node) < min_rows:
+            costly["rows"] += 1
+            continue
         activations = [i for i, v in enumerate(node.inputs[:2]) if i != target.weight
                        and v is not None and constant_array(v) is None]
         if target.weight is None and not activation_matmul:
@@ -130,13 +141,15 @@ def plan(
             out = _fused_output(node.outputs[0])
             if out.dtype == FLOAT and out not in outputs:
                 wanted.append(out)
+                if out.producer() is not node:
+                    fused[node] = out.producer()
         target.activations = wanted
         targets.append(target)
         chosen.update(dict.fromkeys(wanted))
-    if costly:
-        notes.append(f"int8 cost rule: {costly} grouped/depthwise Conv left in float (ONNX "
-                     "Runtime's int8 kernels for them ran 0.4x-0.5x fp32 on a 2-core Xeon "
-                     "with VNNI); quantize(grouped=true) quantizes them")
+    if cost:
+        targets, regions = _paying(targets, fused, costly)
+        chosen = dict.fromkeys(v for t in targets for v in t.activations)
+    notes.extend(_cost_notes(costly, min_rows, regions if cost else 0))
     if marked:
         notes.append(f"{marked} nodes marked by an earlier pass (e.g. tome's similarity "
                      "scores, which choose the tokens to merge) left in float")
@@ -185,6 +198,56 @@ def _target(node: ir.Node) -> Target | None:
             return None
         return Target(node, weight=1, axis=1)
     return None
+
+
+def _paying(targets: list[Target], fused: dict[ir.Node, ir.Node], costly: dict[str, int]
+            ) -> tuple[list[Target], int]:
+    """``targets`` without the Conv regions int8 does not pay for (``cost``), and how many
+    regions went; their Convs are counted in ``costly``."""
+    regions = unprofitable(targets, fused)
+    gone = {i for region in regions for i in region}
+    costly["conv"] += sum(1 for i in gone if targets[i].node.op_type == "Conv")
+    return [t for i, t in enumerate(targets) if i not in gone], len(regions)
+
+
+def _rows_per_sample(node: ir.Node) -> float:
+    """How many rows of its input one sample gives a MatMul or Gemm: the static axes between
+    the first (the sample axis) and the last; a symbolic one (a sequence) counts as many."""
+    if node.op_type == "Gemm":
+        return 1
+    shape = node.inputs[0].shape
+    if shape is None:
+        return math.inf
+    rows = 1
+    for dim in list(shape)[1:-1]:
+        if not isinstance(dim, int):
+            return math.inf
+        rows *= dim
+    return rows
+
+
+def _cost_notes(costly: dict[str, int], min_rows: int, regions: int) -> list[str]:
+    """What the cost rule kept in float and why: ONNX Runtime 1.32 on a 2-core Xeon (AVX-512
+    VNNI, AMX), single layers at batch 1, int8 against fp32 (``benchmarks/suites/
+    int8_cost.py`` measures them again)."""
+    notes = []
+    if costly["conv"]:
+        notes.append(f"{COST_RULE}{costly['conv']} Conv in {regions} groups left in float: "
+                     "each group's estimated int8 saving is smaller than the cost of the "
+                     "Q/DQ at its edges (cost.py: a lone int8 Conv ran 0.59x-1.03x fp32 on "
+                     "a 2-core Xeon with AMX, each further Conv of a chain 1.5x-8.7x); "
+                     "quantize(cost=false) quantizes them")
+    if costly["grouped"]:
+        notes.append(f"{COST_RULE}{costly['grouped']} grouped/depthwise Conv left in "
+                     "float (ONNX Runtime's int8 kernels for them ran 0.4x-0.5x fp32 on a "
+                     "2-core Xeon with VNNI); quantize(grouped=true) quantizes them")
+    if costly["rows"]:
+        notes.append(f"{COST_RULE}{costly['rows']} MatMul/Gemm with under {min_rows} "
+                     "rows per sample left in float (at batch 1 ONNX Runtime's int8 "
+                     "MatMul ran 0.8x-0.9x fp32 on one row, 1.1x on 16, 2.2x-3.4x on 128: "
+                     "quantizing the input costs more than a vector product saves); "
+                     "quantize(min_rows=0) quantizes them")
+    return notes
 
 
 def _bias_index(node: ir.Node) -> int | None:

@@ -87,7 +87,7 @@ from onnxpress.passes.quantize.static.migration import (
     fold_into_norm,
     migrations,
 )
-from onnxpress.passes.quantize.static.policy import Plan, Target, plan_model
+from onnxpress.passes.quantize.static.policy import COST_RULE, Plan, Target, plan_model
 from onnxpress.passes.quantize.static.rewrite import (
     QuantizedWeight,
     dequantized_bias,
@@ -127,6 +127,10 @@ class Quantize(Pass):
     # grouped/depthwise Conv too; off by default: on ONNX Runtime CPU their int8 kernels are
     # slower than fp32 (policy's cost rule); TensorRT's int8 preset turns it on
     grouped: bool = False
+    # keep float the Conv groups whose int8 saving is smaller than their Q/DQ edges
+    # (.cost); the int8 preset for ort-cpu turns it on
+    cost: bool = False
+    min_rows: int = 0  # MatMul/Gemm with fewer rows per sample stay float (cost rule)
     budget: float | None = None  # allowed 1 - mean output cosine vs fp32 (module docstring)
     embeddings: bool = True  # Gather tables as int8 rows (.embeddings)
     smooth: float = 0.0  # SmoothQuant alpha folded into QuantizeLinear (.migration); 0: off
@@ -165,7 +169,8 @@ class Quantize(Pass):
             TensorShapeInference()(model)
         chosen = plan_model(model, ops=list(self.ops), quantize_outputs=list(self.outputs),
                             activation_matmul=self.activation_matmul,
-                            exclude=list(self.exclude), grouped=self.grouped)
+                            exclude=list(self.exclude), grouped=self.grouped,
+                            cost=self.cost, min_rows=self.min_rows)
         result.notes.extend(chosen.notes)
         params, moved, means = self._calibrate(model, chosen, data, result.notes)
         result.stats["smoothed"] = len(moved)
@@ -339,6 +344,10 @@ def _nothing_quantized(model: ir.Model, chosen: Plan, ops: set[str]) -> str:
     if chosen.targets:
         return (f"{len(chosen.targets)} layers were planned and every one stayed in float "
                 "(see the notes above)")
+    kept = sum(int(n.split()[3]) for n in chosen.notes if n.startswith(COST_RULE))
+    if kept:
+        return (f"the cost rule kept all {kept} layers in float, as int8 would run them "
+                "slower here (see its notes)")
     if inside:
         return (f"the {inside} {'/'.join(sorted(ops))} nodes sit inside Loop/Scan bodies, "
                 "which quantize does not visit")
