@@ -1,5 +1,9 @@
 """The Hugging Face additive attention mask, traced back to the integer mask it is made of.
 
+Read structurally first (below); other spellings (transformers 5's ``Where`` over
+``Range``/``Gather`` of the flattened mask) are recognised by evaluating the subgraph on
+probe masks (:mod:`.mask_probe`).
+
 ``Mul(Sub(1, Cast<float>(Unsqueeze(Unsqueeze(m)))), c)`` with ``m`` an integer or bool
 ``[B, S]`` tensor is ``c`` where ``m == 0`` and ``0`` where ``m == 1``: what ORT's Attention
 computes from a raw 2-D ``mask_index`` with ``mask_filter_value = c``. Slices that provably
@@ -13,6 +17,7 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
+from onnxpress.ir.attention.mask_probe import probe_mask
 from onnxpress.ir.attention.values import const, dims, same_dim, same_dims, scalar
 
 _INTEGER = {
@@ -29,6 +34,17 @@ class MaskSource:
 
 
 def trace_mask(value: ir.Value, x_dims: tuple | None) -> MaskSource | str:
+    """The mask ``value`` adds to the scores as its integer source and fill, or why not."""
+    found = _structural(value, x_dims)
+    if not isinstance(found, str):
+        return found
+    probed = probe_mask(value, x_dims)
+    if isinstance(probed, str):
+        return f"{found}; probed: {probed}"
+    return MaskSource(*probed)
+
+
+def _structural(value: ir.Value, x_dims: tuple | None) -> MaskSource | str:
     node = value.producer()
     if node is None or node.op_type != "Mul" or node.domain != "":
         return "the attention mask is not (1 - m) * c"

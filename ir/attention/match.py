@@ -155,7 +155,9 @@ def _output(weighted: ir.Node, x: ir.Value, heads) -> list[ir.Node] | str:
     if labels != ["batch", "sequence", "head", "channel"]:
         return "the attention output is not transposed to [B, S, H, d]"
     lead = (node.inputs[0], x, *(h.projection.output for h in heads))
-    entries = _reshape.layout(node, dims(x), lead)
+    # probs @ v is [B, H, S, d] by the heads' tracing, whatever shape inference says
+    trailing = (heads[0].heads, heads[0].head_size)
+    entries = _reshape.layout(node, dims(x), lead, trailing)
     width = heads[0].heads * heads[0].head_size
     if isinstance(entries, str) or list(entries) != ["batch", "sequence", width]:
         return "the attention output's Reshape does not merge the heads into [B, S, H * d]"

@@ -21,10 +21,13 @@ LEAD = ("batch", "sequence")
 Entry = int | str | None
 
 
-def layout(node: ir.Node, ref: tuple, lead: Collection[ir.Value]) -> list[int | str] | str:
+def layout(node: ir.Node, ref: tuple, lead: Collection[ir.Value],
+           trailing: tuple[int, ...] | None = None) -> list[int | str] | str:
     """Axes of ``Reshape`` ``node``'s output. ``ref`` holds the dims [B, S, ...] of the
     attention input; ``lead`` the values whose axes 0 and 1 are known to be [B, S] (the
-    Reshape's own input among them)."""
+    Reshape's own input among them); ``trailing`` the input's axes after [B, S] when the
+    caller has proved them (the heads of ``probs @ v`` that a ``-1`` split leaves
+    unannotated)."""
     if node.op_type != "Reshape" or node.domain != "":
         return f"{node.op_type} is not a Reshape"
     out = dims(node.outputs[0])
@@ -37,7 +40,10 @@ def layout(node: ir.Node, ref: tuple, lead: Collection[ir.Value]) -> list[int | 
         from_out = _from_dim(out[axis], axis, ref) if out is not None else None
         from_target = target[axis] if target is not None and axis < len(target) else None
         entries.append(from_out if from_out not in (None, -1) else from_target)
-    return _resolve_inferred(entries, dims(node.inputs[0]))
+    input_dims = dims(node.inputs[0])
+    if trailing is not None:
+        input_dims = (*(input_dims or (None, None))[:2], *trailing)
+    return _resolve_inferred(entries, input_dims)
 
 
 def _from_dim(dim, axis: int, ref: tuple) -> Entry:

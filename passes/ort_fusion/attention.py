@@ -7,7 +7,9 @@ where ``(.)_h`` splits into H heads by Reshape + Transpose (+ Gather/Slice/Split
 for a packed qkv projection, in whatever layout ``_heads`` can replay), the scale is the
 product of scalar Mul/Div anywhere on the q, k or score path, and the optional mask is the
 Hugging Face additive mask ``(1 - Cast(m[:, None, None, :])) * c`` of an integer
-``[B, S]`` tensor m, passed as ORT's raw 2-D ``mask_index`` with ``mask_filter_value=c``.
+``[B, S]`` tensor m, passed as ORT's raw 2-D ``mask_index`` with ``mask_filter_value=c``
+(other spellings of it, such as transformers 5's ``Where`` over a Gather of the flattened
+mask, are recognised by evaluating them on probe masks: ``ir/attention/mask_probe.py``).
 
 Within float rounding (the scale is applied once to q k^T instead of to q, and QKV runs as
 one GEMM; ~1e-6 relative on ViT-S and MiniLM). The mask is exact for masks of 0s and 1s;
@@ -19,7 +21,9 @@ write float32's minimum, and ORT's softmax then computes exp() into denormals, 1
 ([1, 12, 128, 128]: 1.4 ms against 0.09 ms unmasked, 2 threads). At -50 a masked key's
 weight is at most ``exp(-50 + d)`` of the row's largest, ``d`` the amount by which its score
 exceeds every unmasked one: below float32 resolution unless ``d`` passes ~33 (MiniLM's
-int8 embeddings came out bit-identical over 8 padded sentences).
+int8 embeddings came out bit-identical over 8 padded sentences). A sequence whose mask is
+all zeros then differs: at float32's minimum every score becomes it and the attention is
+uniform (as ORT computes it with that fill), at -50 the scores still rank the keys.
 
 Not a local pattern (the unbinding of q, k, v takes many forms), so it is matched by hand
 from each Softmax; every node it removes must feed only the block, and the weights must be
