@@ -12,11 +12,26 @@ per-channel constants, a depthwise Conv's filters, a Reshape's target shape.
 LRN passes channels on too: its window then spans the kept neighbours, which changes what
 it computes the way pruning any channel does (AlexNet, ZFNet), as Torch-Pruning treats it.
 
+Grouped Convs and channel shuffles (ShuffleNet) are modelled exactly, as constraints on
+which channels may go together rather than as assumptions:
+- a grouped Conv's output is a space in ``group`` equal parts (``Group.segments``), each
+  losing as many channels, so ``group`` still splits them evenly;
+- its input, when one producer's channels fill it, is in ``group`` parts too
+  (``Group.balance``: the part of each channel, through any shuffle); each part loses as
+  many, and each group's filters lose their own columns (``Slice.parts``);
+- a channel shuffle (Reshape ``[N, C, H, W] -> [N, g, C/g, H, W]``, Transpose of those two
+  axes, Reshape back) is a fixed permutation: the flow after it keeps the shuffled order
+  (``Flow.orders``, ``Slice.order``), and since pruned it must still be a shuffle of ``g``,
+  the ``g`` pieces lose the same positions (``Group.ties``), which ``C/g`` shrinks by.
+A shuffle over several producers' channels, or a grouped Conv reading several producers
+(a Concat: equal losses would tie two groups' counts), is blocked.
+
 Nothing is assumed safe: a group whose channels reach a graph output, an op not modelled
-here (Softmax or LayerNormalization over them, Reshape to heads, Shape, a grouped Conv),
-or a Concat/Add with a tensor whose channels are not tracked, is *blocked* and keeps the
-reasons. Only the main graph is analysed; a node with subgraphs blocks what it reads.
-Channel axes are kept counted from the end (``-3`` for NCHW), as broadcasting aligns them.
+here (Softmax or LayerNormalization over them, Reshape to heads, Shape), or a Concat/Add
+with a tensor whose channels are not tracked or are in another order, is *blocked* and
+keeps the reasons. Only the main graph is analysed; a node with subgraphs blocks what it
+reads. Channel axes are kept counted from the end (``-3`` for NCHW), as broadcasting
+aligns them.
 """
 
 from __future__ import annotations
@@ -32,6 +47,7 @@ import onnx_ir as ir
 from onnxpress.ir.analysis import constant_array, static_shape
 from onnxpress.ir.edit import describe
 from onnxpress.ir.layers import linear_layer
+from onnxpress.ir.shuffle import channel_shuffle
 
 Role = Literal["producer", "consumer", "param", "shape", "group"]
 
@@ -50,26 +66,46 @@ _REDUCTIONS = frozenset({"ReduceMean", "ReduceMax", "ReduceSum", "ReduceMin"})
 class Slice:
     """Input ``index`` of ``node`` is a constant whose ``axis`` holds this space's channels
     from ``offset`` on (``role="shape"``: a Reshape target whose entry ``axis`` counts
-    them; ``role="group"``: a depthwise Conv's ``group`` attribute, ``index`` -1)."""
+    them, divided by ``parts``; ``role="group"``: a depthwise Conv's ``group`` attribute,
+    ``index`` -1). ``order``: after a channel shuffle, position ``p`` holds the space's
+    channel ``order[p]`` (None: channel ``p``). A consumer with ``parts`` > 1 is a grouped
+    Conv: its weight's ``axis`` holds the columns of one of ``parts`` equal groups."""
 
     node: ir.Node
     index: int
     axis: int
     offset: int
     role: Role
+    order: tuple[int, ...] | None = None
+    parts: int = 1
+
+
+def local(item: Slice, removed: np.ndarray) -> np.ndarray:
+    """Where the space's ``removed`` channels sit along ``item``'s axis (from its offset),
+    ascending."""
+    if item.order is None:
+        return np.asarray(removed, np.int64)
+    return np.flatnonzero(np.isin(np.asarray(item.order), removed))
 
 
 @dataclasses.dataclass(frozen=True)
 class Flow:
     """A value's tracked channels: the axis (from the end) and its segments in order, each
-    a space id (None: channels no producer here owns) and its length."""
+    a space id (None: channels no producer here owns) and its length; ``orders`` per
+    segment, the shuffled order of its space's channels (None: in order). ``parts`` > 1:
+    inside a channel shuffle, the axis holds one of ``parts`` equal pieces of them."""
 
     axis: int
     segments: tuple[tuple[int | None, int], ...]
+    orders: tuple[tuple[int, ...] | None, ...] | None = None
+    parts: int = 1
 
     @property
     def size(self) -> int:
         return sum(length for _, length in self.segments)
+
+    def order(self, index: int) -> tuple[int, ...] | None:
+        return None if self.orders is None else self.orders[index]
 
     def offsets(self) -> Iterable[tuple[int | None, int, int]]:
         start = 0
@@ -90,6 +126,12 @@ class Group:
     blocked: list[str]
     #: equal parts the channels fall in, each losing as many: a grouped Conv's output groups
     segments: int = 1
+    #: ``[g, n]`` arrays of channels: the ``g`` in one column go together (a shuffle's
+    #: equal pieces lose the same positions)
+    ties: list[np.ndarray] = dataclasses.field(default_factory=list)
+    #: per channel, the part it falls in; every part loses as many (a grouped Conv's
+    #: input groups, after any shuffle)
+    balance: list[np.ndarray] = dataclasses.field(default_factory=list)
 
     @property
     def producers(self) -> list[Slice]:
@@ -111,6 +153,9 @@ class _Analysis:
         self.slices: list[list[Slice]] = []
         self.blocked: list[list[str]] = []
         self.segments: list[int] = []
+        self.ties: list[list[np.ndarray]] = []
+        self.balance: list[list[np.ndarray]] = []
+        self.done: set[ir.Node] = set()  # a shuffle's Transpose and Reshape, read with it
 
     # -- union-find over spaces
     def new_space(self, size: int, owner: str, segments: int = 1) -> int:
@@ -120,6 +165,8 @@ class _Analysis:
         self.segments.append(segments)
         self.slices.append([])
         self.blocked.append([])
+        self.ties.append([])
+        self.balance.append([])
         return len(self.parent) - 1
 
     def find(self, space: int) -> int:
@@ -138,14 +185,18 @@ class _Analysis:
             if space is not None:
                 self.blocked[space].append(reason)
 
-    def record(self, flow: Flow, node: ir.Node, index: int, axis: int, role: Role) -> None:
-        for space, offset, _ in flow.offsets():
+    def record(self, flow: Flow, node: ir.Node, index: int, axis: int, role: Role,
+               parts: int = 1) -> None:
+        for number, (space, offset, _) in enumerate(flow.offsets()):
             if space is not None:
-                self.slices[space].append(Slice(node, index, axis, offset, role))
+                self.slices[space].append(Slice(node, index, axis, offset, role,
+                                                flow.order(number), parts))
 
     # -- the walk
     def run(self) -> list[Group]:
         for node in self.graph:
+            if node in self.done:
+                continue
             inflows = [self.flows.get(v) if v is not None else None for v in node.inputs]
             if node.domain not in ("", "ai.onnx") or any(
                     a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
@@ -179,7 +230,8 @@ class _Analysis:
             self._block_all(node, inflows, "reads them (not modelled)")
 
     def _pass(self, node: ir.Node, flow: Flow, axis: int | None = None) -> None:
-        self.flows[node.outputs[0]] = flow if axis is None else Flow(axis, flow.segments)
+        self.flows[node.outputs[0]] = flow if axis is None else dataclasses.replace(
+            flow, axis=axis)
 
     def _rank(self, value: ir.Value | None) -> int | None:
         return len(value.shape) if value is not None and value.shape is not None else None
@@ -227,13 +279,35 @@ class _Analysis:
             self.record(flow, node, -1, 0, "group")  # its group count shrinks with them
             self._pass(node, flow)
             return
-        # a grouped Conv reads each group's channels with its own filters: what it reads
-        # stays (not modelled); what it writes is a space in ``groups`` equal parts, each
-        # losing as many channels, so that ``group`` still splits them evenly (AlexNet)
-        self.block(flow, f"Conv {node.name!r} is grouped ({groups} groups)")
+        # a grouped Conv: what it writes is a space in ``groups`` equal parts, each losing
+        # as many channels, so that ``group`` still splits them evenly (AlexNet)
+        if flow is not None:
+            self._grouped_input(node, flow, groups, per_group, channel_axis)
         if out_channels % groups == 0:
             rows = [(1, 0)] + ([(2, 0)] if has_bias else [])
             self._produce(node, out_channels, channel_axis, rows, segments=groups)
+
+    def _grouped_input(self, node: ir.Node, flow: Flow, groups: int, per_group: int,
+                       channel_axis: int) -> None:
+        """A grouped Conv reads input positions ``q * per_group`` on with group ``q``'s
+        filters only. Pruned, it stays exact when every group loses as many channels: the
+        cut keeps the order, so each kept channel stays in its group, and each group's
+        filters lose their own columns (positions may differ between groups). One
+        producer's channels only: equal losses across two groups would tie their counts."""
+        reason = f"Conv {node.name!r} is grouped ({groups} groups)"
+        if flow.axis != channel_axis or flow.parts != 1:
+            self.block(flow, f"{reason} and reads them on another axis")
+            return
+        space = flow.segments[0][0]
+        if len(flow.segments) != 1 or space is None or flow.size != groups * per_group:
+            self.block(flow, f"{reason} and reads channels of more than one producer")
+            return
+        positions = np.arange(flow.size)
+        order = flow.order(0)
+        labels = np.empty(flow.size, np.int64)
+        labels[positions if order is None else np.asarray(order)] = positions // per_group
+        self.balance[space].append(labels)
+        self.record(flow, node, 1, 1, "consumer", parts=groups)
 
     def _op_Gemm(self, node: ir.Node, inflows: Sequence[Flow | None]) -> None:
         weight, layer = constant_array(node.inputs[1]), linear_layer(node)
@@ -283,6 +357,9 @@ class _Analysis:
             if other.axis != first.axis or [n for _, n in other.segments] != lengths:
                 self._block_all(node, inflows, "joins channel layouts that differ")
                 return
+            if other.orders != first.orders:  # a shuffled and an unshuffled flow
+                self._block_all(node, inflows, "joins channels in different orders")
+                return
         for index, (value, flow) in enumerate(zip(node.inputs, inflows)):
             if flow is not None or value is None:
                 continue
@@ -320,9 +397,11 @@ class _Analysis:
             self._block_all(node, inflows, "concatenates along another axis")
             return
         segments: list[tuple[int | None, int]] = []
+        orders: list[tuple[int, ...] | None] = []
         for value, flow in zip(node.inputs, inflows):
-            if flow is not None and flow.axis == axis:
+            if flow is not None and flow.axis == axis and flow.parts == 1:
                 segments.extend(flow.segments)
+                orders.extend(flow.order(i) for i in range(len(flow.segments)))
                 continue
             shape = static_shape(value) if value is not None else None
             if flow is not None or shape is None:
@@ -330,7 +409,9 @@ class _Analysis:
                                 "channel count")
                 return
             segments.append((None, shape[axis]))
-        self.flows[node.outputs[0]] = Flow(axis, tuple(segments))
+            orders.append(None)
+        self.flows[node.outputs[0]] = Flow(axis, tuple(segments), tuple(orders) if any(
+            o is not None for o in orders) else None)
 
     def _op_Transpose(self, node: ir.Node, inflows: Sequence[Flow | None]) -> None:
         flow, rank = inflows[0], self._rank(node.inputs[0])
@@ -354,7 +435,11 @@ class _Analysis:
         if flow is None:
             return
         if target is None or not self._squeeze_like(node, flow, record=False):
-            self.block(flow, f"Reshape {node.name!r} reshapes them")
+            reason = f"Reshape {node.name!r} reshapes them"
+            if target is not None:
+                reason = self._shuffle(node, flow, target) or ""
+            if reason:
+                self.block(flow, reason)
             return
         out_axis = self.flows[node.outputs[0]].axis
         if target[out_axis] == flow.size:  # a literal count: it must shrink with them
@@ -362,6 +447,38 @@ class _Analysis:
         elif target[out_axis] not in (-1, 0):
             del self.flows[node.outputs[0]]
             self.block(flow, f"Reshape {node.name!r} reshapes them")
+
+    def _shuffle(self, node: ir.Node, flow: Flow, target: np.ndarray) -> str | None:
+        """A channel shuffle (:mod:`onnxpress.ir.shuffle`) starting at ``node``. Pruned, it
+        stays a shuffle of ``g`` only when each of the ``g`` pieces loses the same
+        positions (``C/g`` shrinks, ``g`` stays): those channels are tied, and the flow
+        after it carries the shuffled order. None when modelled, else why not."""
+        found = channel_shuffle(node, flow.axis, flow.size, target)
+        if isinstance(found, str):
+            return found
+        pieces, back = found
+        space = flow.segments[0][0]
+        if flow.parts != 1 or len(flow.segments) != 1 or space is None:
+            return f"channel shuffle at {node.name!r} mixes channels of more than one producer"
+        width = flow.size // pieces
+        before = np.arange(flow.size) if flow.order(0) is None else np.asarray(flow.order(0))
+        self.ties[space].append(before.reshape(pieces, width))
+        after = tuple(int(c) for c in before.reshape(pieces, width).T.reshape(-1))
+        rank = len(target) - 1
+        if target[rank + flow.axis + 1] == width:
+            self.record(flow, node, 1, rank + flow.axis + 1, "shape", parts=pieces)
+        back_target = constant_array(back.inputs[1])
+        assert back_target is not None
+        if back_target[rank + flow.axis] == flow.size:
+            self.record(flow, back, 1, rank + flow.axis, "shape")
+        transpose = back.inputs[0].producer()
+        assert transpose is not None
+        self.flows[node.outputs[0]] = dataclasses.replace(flow, parts=pieces)
+        self.flows[transpose.outputs[0]] = dataclasses.replace(flow, axis=flow.axis - 1,
+                                                               parts=pieces)
+        self.flows[back.outputs[0]] = Flow(flow.axis, flow.segments, (after,))
+        self.done.update((transpose, back))
+        return None
 
     def _squeeze_like(self, node: ir.Node, flow: Flow | None, record: bool = True) -> bool:
         """``[N, C, 1, 1] -> [N, C]``: only unit axes after the channels disappear (the
@@ -410,6 +527,8 @@ class _Analysis:
             group.spaces.append(space)
             group.slices.extend(self.slices[space])
             group.blocked.extend(self.blocked[space])
+            group.ties.extend(self.ties[space])
+            group.balance.extend(self.balance[space])
             group.segments = math.lcm(group.segments, self.segments[space])
         for value, flow in self.flows.items():
             for space in {s for s, _ in flow.segments if s is not None}:
@@ -424,8 +543,8 @@ def channel_groups(graph: ir.Graph) -> list[Group]:
 
 def keep_mask(length: int, slices: Iterable[tuple[Slice, np.ndarray]]) -> np.ndarray:
     """Along a constant's channel axis of ``length``: False where a slice's removed
-    channels (indices relative to its offset) sit."""
+    channels (the space's indices, placed by the slice's offset and order) sit."""
     mask = np.ones(length, bool)
     for item, removed in slices:
-        mask[item.offset + removed] = False
+        mask[item.offset + local(item, removed)] = False
     return mask

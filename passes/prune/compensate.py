@@ -30,7 +30,7 @@ import onnx_ir as ir
 
 from onnxpress.backends.ort_runner import Runner
 from onnxpress.ir.analysis import constant_array
-from onnxpress.ir.channel_groups import Group
+from onnxpress.ir.channel_groups import Group, local
 from onnxpress.ir.edit import describe
 from onnxpress.ir.layers import (
     as_matrix,
@@ -98,14 +98,21 @@ class Consumer:
 
 
 def consumers(plan: Sequence[tuple[Group, np.ndarray]]) -> tuple[list[Consumer], list[str]]:
-    """One Consumer per node whose input channels a pruned group cuts."""
+    """One Consumer per node whose input channels a pruned group cuts (a grouped Conv is
+    left as pruned, with a note: its groups' filters read different features)."""
     removed: dict[ir.Node, list[np.ndarray]] = {}
+    grouped: set[ir.Node] = set()
     for group, indices in plan:
         for item in group.slices:
             if item.role == "consumer" and len(indices):
-                removed.setdefault(item.node, []).append(item.offset + indices)
+                removed.setdefault(item.node, []).append(item.offset + local(item, indices))
+                if item.parts > 1:
+                    grouped.add(item.node)
     found, notes = [], []
     for node, parts in removed.items():
+        if node in grouped:
+            notes.append(f"{describe(node)} is a grouped Conv; not compensated")
+            continue
         weight = constant_array(node.inputs[1])
         assert weight is not None
         size = weight.size // outputs_of(node, weight)
@@ -133,8 +140,10 @@ def saliency(group: Group, measured: dict[ir.Node, Consumer],
             return None
         inverse, matrix, per = consumer.inverse()
         total += consumer.energy()
+        where = np.arange(group.size) if item.order is None else np.argsort(item.order)
         for channel in range(group.size):
-            span = slice((item.offset + channel) * per, (item.offset + channel + 1) * per)
+            start = (item.offset + where[channel]) * per
+            span = slice(start, start + per)
             w = matrix[:, span]
             scores[channel] += np.trace(w @ np.linalg.solve(inverse[span, span], w.T))
     return scores / max(total, 1e-30) if relative else scores

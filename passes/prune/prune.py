@@ -1,21 +1,22 @@
 """``prune``: structured pruning that physically shrinks tensors, or weight sparsity.
 
 ``structure=channel`` removes a ``ratio`` of the channels of every Conv-produced dependency
-group (:mod:`onnxpress.ir.channel_groups`: a residual stage's Adds, its Convs' output
-rows and the next layers' input columns, BatchNorm parameters, depthwise filters, Concat
-offsets, all cut together); ``structure=mlp`` does the same for the groups a Gemm/MatMul
-produces, which in a transformer are the MLP's hidden width (the residual stream reaches a
-LayerNorm and the attention heads a Reshape, so those groups are blocked). Channels go by
-importance, lowest first: ``importance=magnitude`` is the L2 norm of what writes the
-channel (its filters and biases in every producer of the group). Groups the analysis
-cannot prove safe are left alone and each is named in the notes with its reason. Each
-group keeps a multiple of ``multiple`` channels when it had one (ONNX Runtime's blocked
-convolutions want multiples of 16: ResNet-50 at 30% runs 1.3x faster with 45 of 64
-channels kept, 1.8x with 48). With calibration data, ``refit=true`` refits every
-layer that read pruned channels by least squares (:mod:`.compensate`). ``allocate=adaptive``
-spreads the same total unevenly, cheapest channels first across all groups by relative
-refit error (each group losing at most twice ``ratio``): digits CNN at 30% 99.78% -> 100%,
-MiniLM at 25% MLP Spearman 0.989 -> 0.981; uniform stays the default.
+group (:mod:`onnxpress.ir.channel_groups`: a residual stage's Adds, its Convs' output rows
+and the next layers' input columns, BatchNorm parameters, depthwise filters, Concat
+offsets, all cut together; a grouped Conv's groups each lose as many and a channel
+shuffle's pieces the same positions, :func:`.channels.select`); ``structure=mlp`` does the
+same for the groups a Gemm/MatMul produces, which in a transformer are the MLP's hidden
+width (the residual stream reaches a LayerNorm and the attention heads a Reshape, so those
+groups are blocked). Channels go by importance, lowest first: ``importance=magnitude`` is
+the L2 norm of what writes the channel (its filters and biases in every producer of the
+group). Groups the analysis cannot prove safe are left alone and each is named in the notes
+with its reason. Each group keeps a multiple of ``multiple`` channels when it had one (ONNX
+Runtime's blocked convolutions want multiples of 16: ResNet-50 at 30% runs 1.3x faster with
+45 of 64 channels kept, 1.8x with 48). With calibration data, ``refit=true`` refits every
+layer that read pruned channels by least squares (:mod:`.compensate`).
+``allocate=adaptive`` spreads the same total unevenly, cheapest channels first across all
+groups by relative refit error (each group losing at most twice ``ratio``): digits CNN at
+30% 99.78% -> 100%, MiniLM at 25% MLP Spearman 0.989 -> 0.981; uniform stays the default.
 
 ``structure=head`` removes attention heads from ONNX Runtime's fused Attention (run
 ``fuse-for-ort`` first; :mod:`.heads`): ``heads=N`` of them across the model, lowest
@@ -46,7 +47,7 @@ from onnxpress.ir.edit import remove_unread
 from onnxpress.ir.layers import LINEAR_OPS
 from onnxpress.passes.base import Pass, PassStats, data_field
 from onnxpress.passes.prune import heads as attention
-from onnxpress.passes.prune.channels import lowest, magnitude, remove_channels
+from onnxpress.passes.prune.channels import magnitude, remove_channels, select
 from onnxpress.passes.prune.compensate import consumers, gather, gather_paired, refit, saliency
 from onnxpress.passes.prune.sparsity import sparsify
 
@@ -232,7 +233,7 @@ class Prune(Pass):
         counts = [self._count(g.size) for g in candidates]
         if self.allocate == "adaptive" and scored:
             counts = self._adaptive(scored, sum(counts))
-        plan = [(group, lowest(scores, count, group.segments))
+        plan = [(group, select(group, scores, count))
                 for (group, scores), count in zip(scored, counts)]
         if not candidates:
             inside = layers_in_bodies(model, LINEAR_OPS)

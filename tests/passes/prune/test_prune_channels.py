@@ -153,3 +153,107 @@ def test_groups_through_lrn_are_pruned(sources):
     assert len(lrn) == 2 and all(n.inputs[0].shape is None or n.inputs[0].shape[1] < 192
                                  for n in lrn)
     assert result.stats["groups"] >= 11, result.stats
+
+
+def _shuffle_unit(channels: int, first_groups: int, pieces: int, second_groups: int,
+                  zero_rows: list[int], rng: np.random.Generator):
+    """GConv (``first_groups``) -> Relu -> shuffle of ``pieces`` -> depthwise 3x3 (bias)
+    -> GConv (``second_groups``) -> output, random weights; the first GConv's output
+    channels ``j*C/g + i`` for ``i`` in ``zero_rows`` (the same positions in every piece)
+    are made exact zeros, and the depthwise bias at their shuffled positions ``i*g + j``
+    (worked out here, not by the library) too. Returns the model and the zeroed channels'
+    shuffled positions."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    width = channels // pieces
+    w1 = rng.standard_normal((channels, 8 // first_groups, 1, 1)).astype(np.float32)
+    b1 = rng.standard_normal(channels).astype(np.float32)
+    dw = rng.standard_normal((channels, 1, 3, 3)).astype(np.float32)
+    db = rng.standard_normal(channels).astype(np.float32)
+    w2 = rng.standard_normal((8, channels // second_groups, 1, 1)).astype(np.float32)
+    zeroed = [j * width + i for i in zero_rows for j in range(pieces)]
+    shuffled = [i * pieces + j for i in zero_rows for j in range(pieces)]
+    w1[zeroed], b1[zeroed], db[shuffled] = 0, 0, 0
+    inits = [numpy_helper.from_array(a, n) for a, n in [
+        (w1, "w1"), (b1, "b1"), (dw, "dw"), (db, "db"), (w2, "w2"),
+        (np.array([1, pieces, width, 6, 6]), "split"), (np.array([1, channels, 6, 6]), "back")]]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["a"], group=first_groups, name="g1"),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("Reshape", ["r", "split"], ["s5"], name="split"),
+        helper.make_node("Transpose", ["s5"], ["t5"], perm=[0, 2, 1, 3, 4]),
+        helper.make_node("Reshape", ["t5", "back"], ["s"]),
+        helper.make_node("Conv", ["s", "dw", "db"], ["d"], group=channels, pads=[1] * 4),
+        helper.make_node("Conv", ["d", "w2"], ["y"], group=second_groups, name="g2")]
+    graph = helper.make_graph(
+        nodes, "shuffle_unit", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                              [1, 8, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 6, 6])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    return onnxpress.compile(onnxpress.load(proto), "cleanup"), len(zeroed)
+
+
+# C=16: the pieces lose row i's 4 channels (one in each GConv output group); after the
+# shuffle rows 0-1 are g2's first group and rows 2-3 its second, so one row goes from each
+# (at different columns of each group's filters). C=12, g=2 shuffle, g2=4 groups of 3:
+# rows 1 and 4 straddle two groups, so they stay and rows 0, 2, 3, 5 go.
+@pytest.mark.parametrize("channels,first,pieces,second,rows,ratio", [
+    (16, 2, 4, 2, [1, 2], 0.5), (12, 2, 2, 4, [0, 2, 3, 5], 0.7)])
+def test_grouped_convs_and_a_shuffle_are_cut_exactly(channels, first, pieces, second, rows,
+                                                     ratio):
+    """The pruned unit computes what the unit with those channels zeroed does: a channel
+    mis-mapped through the shuffle or across a group boundary would change it."""
+    model, count = _shuffle_unit(channels, first, pieces, second, rows,
+                                 np.random.default_rng(channels))
+    source = onnxpress.to_proto(model)
+    result = Prune(ratio=ratio, multiple=1, refit=False)(model)
+    assert result.stats["channels_removed"] == count, (result.stats, result.notes)
+    proto = onnxpress.to_proto(model)
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    convs = {n.name: n for n in proto.graph.node if n.op_type == "Conv"}
+    weights = {i.name: i.dims for i in proto.graph.initializer}
+    assert weights[convs["g1"].input[1]][0] == channels - count
+    assert weights[convs["g2"].input[1]][1] == (channels - count) // second
+    x = np.random.default_rng(1).standard_normal((1, 8, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(_run(proto, x), _run(source, x), atol=1e-5)
+
+
+def test_a_shuffle_over_two_producers_is_blocked():
+    """A shuffle of a Concat of two Convs' channels would tie positions across two groups:
+    it is refused with its reason."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.ones((4, 8, 1, 1), np.float32), "w"),
+             numpy_helper.from_array(np.ones((8, 8, 1, 1), np.float32), "w2"),
+             numpy_helper.from_array(np.array([1, 2, 4, 6, 6]), "split"),
+             numpy_helper.from_array(np.array([1, 8, 6, 6]), "back")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], name="a"),
+             helper.make_node("Conv", ["x", "w"], ["b"], name="b"),
+             helper.make_node("Concat", ["a", "b"], ["c"], axis=1),
+             helper.make_node("Reshape", ["c", "split"], ["s5"], name="split"),
+             helper.make_node("Transpose", ["s5"], ["t5"], perm=[0, 2, 1, 3, 4]),
+             helper.make_node("Reshape", ["t5", "back"], ["s"]),
+             helper.make_node("Conv", ["s", "w2"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = onnxpress.compile(onnxpress.load(helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13)])), "cleanup")
+    with pytest.raises(BadInputError, match="shuffle at 'split' mixes channels of more than"):
+        Prune(refit=False)(model)
+
+
+def test_a_grouped_conv_reading_pruned_channels_is_left_unrefitted():
+    """With calibration data, a grouped Conv's filters read different features per group,
+    which the refit's one ``[outputs, features]`` matrix does not model: it is cut as is,
+    with a note, and the result stays exact."""
+    model, count = _shuffle_unit(16, 2, 4, 2, [1, 2], np.random.default_rng(16))
+    source = onnxpress.to_proto(model)
+    rng = np.random.default_rng(3)
+    data = [{"x": rng.standard_normal((1, 8, 6, 6)).astype(np.float32)} for _ in range(2)]
+    result = Prune(ratio=0.5, multiple=1, data=data)(model)
+    assert result.stats["channels_removed"] == count
+    assert "Conv 'g2' is a grouped Conv; not compensated" in result.notes
+    x = data[0]["x"]
+    np.testing.assert_allclose(_run(onnxpress.to_proto(model), x), _run(source, x), atol=1e-5)
