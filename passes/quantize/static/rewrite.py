@@ -99,12 +99,16 @@ def dequantized_bias(
     assert bias is not None and array is not None
     q, scale = quant_math.int32_bias(array, input_scale, weight_scale)
     builder = Builder(graph)
-    q_value = builder.initializer(q, f"{bias.name}_quantized")
-    scale_value = builder.initializer(np.asarray(scale, np.float32), f"{bias.name}_scale")
-    zero = builder.initializer(np.zeros(np.shape(scale), np.int32), f"{bias.name}_zero_point")
+    # a bias two layers share (Caffe2's SqueezeNet) gets one int32 copy per layer, at each
+    # layer's scale, each under its own names
+    own = node.name or node.outputs[0].name
+    base = bias.name if len(bias.uses()) <= 1 else f"{bias.name}_{own}"
+    q_value = builder.initializer(q, f"{base}_quantized")
+    scale_value = builder.initializer(np.asarray(scale, np.float32), f"{base}_scale")
+    zero = builder.initializer(np.zeros(np.shape(scale), np.int32), f"{base}_zero_point")
     out = builder.op("DequantizeLinear", [q_value, scale_value, zero], {"axis": 0},
-                     name=f"{bias.name}_DequantizeLinear")
-    out.name = f"{bias.name}_dequantized"
+                     name=f"{base}_DequantizeLinear")
+    out.name = f"{base}_dequantized"
     builder.insert_before(node)
     return out
 
