@@ -52,8 +52,8 @@ def layer_model(spec: tuple) -> tuple[onnx.ModelProto, list[dict[str, np.ndarray
         nodes, x = [], "x"
         for i in range(depth):
             scale = 1.5 / np.sqrt(c // groups * k * k)  # activations keep their size
-            inits.append(numpy_helper.from_array(
-                rng.standard_normal((c, c // groups, k, k)).astype(np.float32) * scale, f"w{i}"))
+            weight = rng.standard_normal((c, c // groups, k, k)) * scale
+            inits.append(numpy_helper.from_array(weight.astype(np.float32), f"w{i}"))
             nodes += [helper.make_node("Conv", [x, f"w{i}"], [f"c{i}"], pads=[k // 2] * 4,
                                        group=groups),
                       helper.make_node("Relu", [f"c{i}"], ["y" if i == depth - 1 else f"r{i}"])]

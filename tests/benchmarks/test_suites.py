@@ -66,7 +66,7 @@ def test_runner_lists_suites_and_rejects_bad_usage(tmp_path: Path) -> None:
     names = [line.split(":")[0] for line in listed.stdout.splitlines() if line[:1] != " "]
     assert {"baseline", "cleanup", "quant", "quant_headline", "fold_qdq", "weight_only",
             "calibration_memory", "fuse_for_ort", "ort_target", "prune", "prune_sparsity",
-            "lowrank", "tome", "output_hashes", "corpus"} == set(names)
+            "lowrank", "tome", "output_hashes", "corpus", "int8_cost"} == set(names)
     bad = run("--suite", "baseline", "--models", "nope", out=tmp_path, cache=tmp_path)
     assert bad.returncode == 2 and "unknown model 'nope'" in bad.stderr
     bad = run("--suite", "baseline", "--set", "nope=1", out=tmp_path, cache=tmp_path)
@@ -111,7 +111,9 @@ def test_quant(tmp_path: Path, cache: Path) -> None:
     assert {"fp32", "qop-u8s8", "modelopt-int8", "inc-int8", "onnxpress-int8"} <= set(rows)
     ours = rows["onnxpress-int8"]
     assert ours["status"] == "ok" and not ours["cached"]  # onnxpress is rebuilt every run
-    assert ours["ratios"]["size"] < 0.5 and ours["ratios"]["latency"] > 0
+    # the digits CNN's four small layers cannot pay for int8 on ORT CPU: the preset's cost
+    # rule keeps them float, so the file stays the fp32 size (a 2% smaller graph)
+    assert ours["ratios"]["size"] <= 1.0 and ours["ratios"]["latency"] > 0
     assert ours["metric"]["value"] >= 0.95 and ours["vs_fp32"]["cosine"] > 0.98
 
 
@@ -122,7 +124,10 @@ def test_quant_headline(tmp_path: Path, cache: Path) -> None:
         assert rows["fp32"]["b1_speedup"] == 1.0 and rows["fp32"]["size_pct"] == 100.0
         for variant in ("dynamic", "qdq-u8s8", "qop-u8s8", "onnxpress-int8"):
             r = rows[variant]
-            assert r["b1_speedup"] > 0 and r["b8_speedup"] > 0 and r["size_pct"] < 50
+            # except our int8 of the digits CNN, whose layers the cost rule keeps float
+            kept = variant == "onnxpress-int8" and model == "digits_cnn"
+            assert r["b1_speedup"] > 0 and r["b8_speedup"] > 0
+            assert r["size_pct"] <= 100 if kept else r["size_pct"] < 50
             assert r["quality"]["cosine"] > 0.85 and r["quality"]["top1_agreement"] > 0.85
 
 
