@@ -3,18 +3,23 @@ estimate from shapes alone (same model, same decision), used by the ``int8`` pre
 
 An int8 convolution is faster than its fp32 one, but entering and leaving the integer
 domain is not free: each activation quantized where a float op produced it costs a
-QuantizeLinear, and each one a float op reads costs a DequantizeLinear. A chain of
-convolutions pays those once; a lone convolution between float ops pays them for itself.
-Measured on a 2-core Xeon (AVX-512 VNNI, AMX), ONNX Runtime 1.32, batch 1, between 1 and 4
-chained Convs + Relu (``benchmarks/suites/int8_cost.py``): a lone Conv ran 0.59x-1.03x fp32
-in int8, each further Conv of a chain 1.5x-8.7x, a depthwise one 0.63x (so those stay out
-altogether, ``grouped=false``).
+QuantizeLinear, and each one a float op reads costs a DequantizeLinear, both passes over the
+tensor (with ORT's layout changes). A chain of convolutions pays those once; a lone
+convolution between float ops pays them for itself.
 
 So the targets are split into *regions*, the layers joined by the activations they share
 (a Conv's output read by the next Conv, both inputs of a residual Add), and a region of
-Convs and Adds stays float when its estimated saving (MACs at the two rates) is smaller
-than the estimated cost of the Q/DQ at its edges. A region holding any other layer (MatMul,
-Gemm, Attention) is kept: ``min_rows`` decides those.
+Convs and Adds stays float when its estimated saving is smaller than the estimated cost of
+its edges. A region holding any other layer (MatMul, Gemm, Attention) is kept:
+``min_rows`` decides those.
+
+The rates were fitted on a 2-core Xeon (AVX-512 VNNI, AMX), ONNX Runtime 1.32, batch 1
+(``benchmarks/suites/int8_cost.py`` and seven lone Convs between HardSwish ops, 16-512
+channels): int8 saves about 4 ps per multiply-accumulate (6 on 3x3 256-channel Convs), an
+edge inside the network costs about 0.6 ns per element it converts, one at the graph's
+input about 2.5 ns (ORT changes the layout there too). They predict the sign of all seven
+lone-Conv results (from 16 channels 3x3 at 56 px, 0.88x, to 256 channels at 14 px, 1.82x)
+and of the single-layer models (0.59x-1.03x).
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ import onnx_ir as ir
 
 from onnxpress.ir.analysis import constant_array
 
-#: multiply-accumulates per second, fp32 and int8 (the chained-Conv measurements' middle)
-FP32_RATE, INT8_RATE = 80e9, 250e9
-#: seconds per QuantizeLinear/DequantizeLinear at a region's edge, and per element it converts
-EDGE_FIXED, EDGE_PER_ELEMENT = 50e-6, 1.5e-9
+#: seconds int8 saves per multiply-accumulate of a Conv whose output stays int8
+SAVING_PER_MAC = 4e-12
+#: seconds per element a region's edge converts, inside the graph and at its inputs, and
+#: per edge (the op's own overhead)
+EDGE_PER_ELEMENT, INPUT_EDGE_PER_ELEMENT, EDGE_FIXED = 0.6e-9, 2.5e-9, 2e-6
 #: what a symbolic axis other than the first (the sample axis, 1) is taken to hold
 NOMINAL_DIM = 64
 _CONV_REGION = frozenset({"Conv", "Add"})
@@ -46,7 +52,7 @@ def unprofitable(targets: list, fused: dict[ir.Node, ir.Node]) -> list[list[int]
         if any(t.node.op_type not in _CONV_REGION for t in chosen):
             continue
         nodes = {t.node for t in chosen} | {fused[t.node] for t in chosen if t.node in fused}
-        saving = sum(_saving(t.node) for t in chosen)
+        saving = sum(_saving(t) for t in chosen)
         edges = _edge_cost(dict.fromkeys(v for t in chosen for v in t.activations), nodes)
         if saving < edges:
             dropped.append(region)
@@ -75,17 +81,18 @@ def _regions(targets: list) -> list[list[int]]:
     return list(groups.values())
 
 
-def _saving(node: ir.Node) -> float:
-    """Seconds int8 saves on a Conv (0 for an Add: QLinearAdd is no faster than Add);
-    infinite when its size is unknown, so that the region is kept."""
-    if node.op_type != "Conv":
+def _saving(target) -> float:
+    """Seconds int8 saves on a Conv whose output is quantized too (without it, ORT runs the
+    Conv in float on dequantized weights: nothing saved), 0 for an Add (QLinearAdd is no
+    faster than Add); infinite when its size is unknown, so that the region is kept."""
+    node = target.node
+    if node.op_type != "Conv" or len(target.activations) < 2:
         return 0.0
     weight = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
     out = _elements(node.outputs[0])
     if weight is None or out is None:
         return math.inf
-    macs = out * math.prod(weight.shape[1:])  # per output element: C_in/groups x kernel
-    return macs * (1 / FP32_RATE - 1 / INT8_RATE)
+    return out * math.prod(weight.shape[1:]) * SAVING_PER_MAC  # C_in/groups x kernel each
 
 
 def _edge_cost(values: Iterable[ir.Value], nodes: set[ir.Node]) -> float:
@@ -96,9 +103,12 @@ def _edge_cost(values: Iterable[ir.Value], nodes: set[ir.Node]) -> float:
         elements = _elements(value)
         if elements is None:
             return 0.0  # unknown sizes: keep the region
-        edges = int(value.producer() not in nodes)
-        edges += any(use.node not in nodes for use in value.uses())
-        cost += edges * (EDGE_FIXED + elements * EDGE_PER_ELEMENT)
+        if value.producer() is None:  # a graph input
+            cost += EDGE_FIXED + elements * INPUT_EDGE_PER_ELEMENT
+        elif value.producer() not in nodes:
+            cost += EDGE_FIXED + elements * EDGE_PER_ELEMENT
+        if any(use.node not in nodes for use in value.uses()):
+            cost += EDGE_FIXED + elements * EDGE_PER_ELEMENT
     return cost
 
 
@@ -108,5 +118,6 @@ def _elements(value: ir.Value) -> int | None:
         return None
     total = 1
     for axis, dim in enumerate(shape):
-        total *= dim if isinstance(dim, int) else (1 if axis == 0 else NOMINAL_DIM)
+        known = isinstance(dim, int) and dim > 0  # exporters write -1 for "any" too
+        total *= dim if known else (1 if axis == 0 else NOMINAL_DIM)
     return total

@@ -220,7 +220,7 @@ def _rows_per_sample(node: ir.Node) -> float:
         return math.inf
     rows = 1
     for dim in list(shape)[1:-1]:
-        if not isinstance(dim, int):
+        if not isinstance(dim, int) or dim <= 0:  # symbolic, or an exporter's -1
             return math.inf
         rows *= dim
     return rows
@@ -234,9 +234,10 @@ def _cost_notes(costly: dict[str, int], min_rows: int, regions: int) -> list[str
     if costly["conv"]:
         notes.append(f"{COST_RULE}{costly['conv']} Conv in {regions} groups left in float: "
                      "each group's estimated int8 saving is smaller than the cost of the "
-                     "Q/DQ at its edges (cost.py: a lone int8 Conv ran 0.59x-1.03x fp32 on "
-                     "a 2-core Xeon with AMX, each further Conv of a chain 1.5x-8.7x); "
-                     "quantize(cost=false) quantizes them")
+                     "Q/DQ at its edges (cost.py: on a 2-core Xeon with AMX a lone int8 "
+                     "Conv between float ops ran 0.73x-1.82x fp32, small ones slowest, "
+                     "each further Conv of a chain 1.5x-8.7x); quantize(cost=false) "
+                     "quantizes them")
     if costly["grouped"]:
         notes.append(f"{COST_RULE}{costly['grouped']} grouped/depthwise Conv left in "
                      "float (ONNX Runtime's int8 kernels for them ran 0.4x-0.5x fp32 on a "
