@@ -2,7 +2,9 @@
 of 1 or 4 Convs (each with its Relu) or one MatMul with a constant weight, at batch 1; its
 fp32 compile (``cleanup``) and its int8 compile with the cost rule off (every layer
 quantized, then ``fold-qdq`` and ``lower-qdq(form=auto)`` as the ``int8`` preset does) are
-timed interleaved, and a row says whether int8 paid (speed-up > 1). A Conv chain's rows
+timed interleaved, and a row says whether int8 paid (speed-up > 1) and how many layers the
+``int8`` preset, its cost rule on, quantizes (the last Conv of a chain, whose output is the
+graph's, cannot run in int8 and never pays). A Conv chain's rows
 give the saving of each further Conv (its marginal speed-up) apart from the cost of
 entering and leaving int8 (``passes/quantize/static/cost.py`` takes its rates from them);
 MatMuls with fewer than ``quantize(min_rows=...)`` rows per sample (a vector product) do
@@ -81,6 +83,8 @@ def measure(ctx: Context) -> list[Row]:
         model, data = layer_model(spec)
         fp32 = onnxpress.compile(model, "cleanup")
         int8 = onnxpress.compile(model, INT8, calibration=data)
+        _, report = onnxpress.compile(model, "int8", calibration=data, return_report=True)
+        chosen = next(p for p in report.passes if p.name == "quantize").stats["nodes"]
         timed = bench_models([("fp32", fp32), ("int8", int8)], repeats=ctx.repeats,
                              warmup=3, threads=ctx.threads, progress=False)
         speedup = timed[0].median_ms / timed[1].median_ms
@@ -92,16 +96,19 @@ def measure(ctx: Context) -> list[Row]:
         rows.append(row(name, "int8", kind=kind, weight=weight,
                         fp32_ms=round(timed[0].median_ms, 4),
                         int8_ms=round(timed[1].median_ms, 4),
-                        speedup=round(speedup, 3), pays=speedup > 1.0))
+                        speedup=round(speedup, 3), pays=speedup > 1.0,
+                        preset_layers=chosen, layers=len(model.graph.initializer)))
     return rows
 
 
 def tables(rows: list[Row]) -> dict[str, str]:
     def cells(r: Row) -> tuple[str, ...]:
         return (r["kind"], str(r["weight"]), f"{r['fp32_ms']:.3f}", f"{r['int8_ms']:.3f}",
-                f"{r['speedup']:.2f}x", "yes" if r["pays"] else "no")
+                f"{r['speedup']:.2f}x", "yes" if r["pays"] else "no",
+                f"{r['preset_layers']} of {r['layers']}")
 
-    header = ("layer", "kind", "weight elements", "fp32 ms", "int8 ms", "speed-up", "pays")
+    header = ("layer", "kind", "weight elements", "fp32 ms", "int8 ms", "speed-up", "pays",
+              "int8 preset quantizes")
     return {"int8 against fp32, one layer at batch 1": table(header, rows, cells,
                                                              names=("model",))}
 

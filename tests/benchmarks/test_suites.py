@@ -282,3 +282,4 @@ def test_int8_cost(tmp_path: Path, cache: Path) -> None:
     for r in rows:
         assert r["fp32_ms"] > 0 and r["int8_ms"] > 0 and r["weight"] > 0, r
         assert r["pays"] == (r["speedup"] > 1.0), r
+        assert r["preset_layers"] == 0 and r["layers"] == 1, r  # alone, neither pays
