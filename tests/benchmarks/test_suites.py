@@ -267,8 +267,9 @@ def test_corpus(tmp_path: Path, cache: Path) -> None:
         assert "\n" not in r["detail"], r
     every = {r["model"]: r for r in rows if r["variant"] == "int8-all"}
     for r in (r for r in rows if r["variant"] == "int8"):
-        assert r["cosine"] >= 0.99 and r["layers"] + r["not_paying"] >= every[r["model"]][
-            "layers"] > 0, r
+        # (a dropped group's residual Adds go with its Convs but are not counted)
+        assert r["cosine"] >= 0.99 and r["layers"] + r["not_paying"] > 0, r
+        assert every[r["model"]]["layers"] >= r["layers"], r
     for r in every.values():
         assert r["not_paying"] == 0 and r["cosine"] >= 0.99 and r["mb"] < r["fp32_mb"], r
     ok = {r["model"]: r for r in rows if r["variant"] == "default"}

@@ -17,7 +17,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from pass_checks import Within, check_pass
+from pass_checks import IR_VERSION, Within, check_pass
 
 import onnxpress
 from onnxpress.errors import BadInputError
@@ -138,7 +138,8 @@ def test_a_model_with_no_prunable_groups_is_refused(sources):
         [helper.make_node("Conv", ["x", "w"], ["y"])], "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight])
-    model = onnxpress.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    model = onnxpress.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                                             ir_version=IR_VERSION))
     with pytest.raises(BadInputError, match="no prunable channel groups.*graph output 'y'"):
         Prune()(model)
 
@@ -189,7 +190,8 @@ def _shuffle_unit(channels: int, first_groups: int, pieces: int, second_groups: 
         nodes, "shuffle_unit", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
                                                               [1, 8, 6, 6])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 6, 6])], inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
+                              ir_version=IR_VERSION)
     return onnxpress.compile(onnxpress.load(proto), "cleanup"), len(zeroed)
 
 
@@ -239,7 +241,7 @@ def test_a_shuffle_over_two_producers_is_blocked():
         nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 6, 6])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     model = onnxpress.compile(onnxpress.load(helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 13)])), "cleanup")
+        graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=IR_VERSION)), "cleanup")
     with pytest.raises(BadInputError, match="shuffle at 'split' mixes channels of more than"):
         Prune(refit=False)(model)
 
