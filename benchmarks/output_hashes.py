@@ -7,7 +7,7 @@
 Models: the digits CNN and ViT (shipped), MiniLM (real weights), the zoo's ``vit_32`` and
 ``resnet18``, exported once into ``--models-dir`` so that the runs before and after a change
 compile the very same files. Pipelines: the ``int8`` preset with ``lower-qdq(form=qoperator)``
-pinned (``form=auto`` times both forms and so is not repeatable), the ort-cpu and tensorrt
+pinned (as it was when ``form=auto`` timed both forms; it is a rule now), the ort-cpu and tensorrt
 targets' default and int8 pipelines, and after ``cleanup`` (which the structural passes need:
 BatchNorm folded, shape chains constant) ``weight-only``, ``prune(ratio=0.3)`` (channels, and
 ``structure=mlp``), ``lowrank(ratio=0.5)`` and ``tome(r=4)``; each with the model's

@@ -9,19 +9,19 @@ Presets: one name for the recommended pipeline of a goal on a target.
 ONNX Runtime's ops (``fuse-for-ort``: Attention, Gelu), activations are migrated into the
 weights where that lowers the error (``smooth=0.5``, see ``quantize``), and the result is
 lowered to integer operators (``lower-qdq``: QAttention, MatMulIntegerToFloat with its bias,
-QLinearConv...) unless the QDQ form measures faster on the machine that compiles
-(``form=auto``; ORT fuses many QDQ groups itself). Only what pays on ONNX Runtime CPU is
-quantized there (the cost rule, ``quantize``'s ``cost`` and ``min_rows``, measured by
-``benchmarks/suites/int8_cost.py``): a group of Convs stays float when its estimated int8
-saving is smaller than the Q/DQ at its edges (a lone small Conv between float ops does not
-pay; a large one or a chain does), and so does a MatMul/Gemm with fewer than 16 rows per
-sample (a vector product, such as a classifier head at batch 1); the report counts them.
-Bias correction is off there: on real exports it helped little and hurt more (PP-OCR's
-recogniser 0.9990 -> 0.9998 output cosine, but silero-vad 0.998 -> 0.947 and, with other
-Conv groups in int8, PP-OCR's direction classifier 0.998 -> 0.984). ``fold=false`` because
-``fold-qdq`` has just run (its second run, with ``int8_moves``, would find nothing to
-move: the preset's activations are uint8). On ``tensorrt`` the input shapes are
-made static, activations are symmetric int8, as its explicit-quantization mode requires,
+QLinearConv...; ``form=auto``, a rule: they ran as fast as the QDQ form, or faster, on every
+model measured, and a rule keeps the output the same on every machine). Only what pays on
+ONNX Runtime CPU is quantized there (the cost rule, ``quantize``'s ``cost`` and
+``min_rows``, measured by ``benchmarks/suites/int8_cost.py``): a group of Convs stays float
+when its estimated int8 saving is smaller than the Q/DQ at its edges (a lone small Conv
+between float ops does not pay; a large one or a chain does), and so does a MatMul/Gemm with
+fewer than 16 rows per sample (a vector product, such as a classifier head at batch 1); the
+report counts them. Bias correction is off there: on real exports it helped little and hurt
+more (PP-OCR's recogniser 0.9990 -> 0.9998 output cosine, but silero-vad 0.998 -> 0.947 and,
+with other Conv groups in int8, PP-OCR's direction classifier 0.998 -> 0.984).
+``fold=false`` because ``fold-qdq`` has just run (its second run, with ``int8_moves``, would
+find nothing to move: the preset's activations are uint8). On ``tensorrt`` the input shapes
+are made static, activations are symmetric int8, as its explicit-quantization mode requires,
 the graph stays in standard QDQ form, and ``lint-tensorrt`` names what TensorRT would
 refuse.
 

@@ -198,8 +198,9 @@ def pipeline(passes: str, target: str | None = None) -> Builder:
                                           calibration=subject.calibration, progress=False,
                                           return_report=True)
         onnxpress.save(model, path)
-        notes = [f"lower-qdq chose {r.stats['form']} (qdq {r.stats.get('qdq_ms')} ms, "
-                 f"qoperator {r.stats.get('qoperator_ms')} ms)"
+        notes = [f"lower-qdq chose {r.stats['form']}" + (
+                     f" (qdq {r.stats['qdq_ms']} ms, qoperator {r.stats['qoperator_ms']} ms)"
+                     if "qdq_ms" in r.stats else " (form=auto's rule)")
                  for r in report.passes if r.name == "lower-qdq" and "form" in r.stats]
         return {"notes": notes}
 

@@ -4,8 +4,8 @@ side: fp32, ``dynamic`` (``quantize_dynamic``), ``qdq-u8s8`` and ``qop-u8s8``
 onnxpress built from the same fp32 file and calibration batches:
 
 - ``onnxpress-qdq``: the int8 pipeline left in QDQ form;
-- ``onnxpress-ort-cpu``: ``--target ort-cpu --passes int8`` (lowered to the form measured
-  faster; the notes say which ``lower-qdq`` chose and its two timings);
+- ``onnxpress-ort-cpu``: ``--target ort-cpu --passes int8`` (lowered to integer operators
+  by ``form=auto``'s rule; the notes say so);
 - ``onnxpress-ort-cpu+ortx``: the same with ORT's transformer optimizer (``ort-transformers``)
   first.
 

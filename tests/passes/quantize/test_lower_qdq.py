@@ -364,7 +364,7 @@ def test_unknown_op_option_is_a_one_line_error() -> None:
 
 
 @pytest.mark.parametrize("qdq_ms, kept", [(9.0, "qdq"), (9.9, "qoperator"), (12.0, "qoperator")])
-def test_form_auto_keeps_the_faster_form_with_a_margin_for_qdq(
+def test_form_measure_keeps_the_faster_form_with_a_margin_for_qdq(
         qdq_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch, qdq_ms: float,
         kept: str) -> None:
     """The choice, with the timings faked: QDQ is kept only when 3% faster than 10 ms."""
@@ -377,7 +377,7 @@ def test_form_auto_keeps_the_faster_form_with_a_margin_for_qdq(
     monkeypatch.setattr(bench, "bench_models", timed)
     qdq = onnxpress.load(qdq_models["cnn"])
     before = sorted(n.op_type for n in qdq.graph)
-    result = LowerQdq(form="auto")(qdq)
+    result = LowerQdq(form="measure")(qdq)
     after = sorted(n.op_type for n in qdq.graph)
     assert result.stats["form"] == kept
     assert ("QLinearConv" in after) == (kept == "qoperator")
@@ -385,11 +385,11 @@ def test_form_auto_keeps_the_faster_form_with_a_margin_for_qdq(
     assert result.stats["qdq_ms"] == qdq_ms
 
 
-def test_form_auto_measures_both_and_matches_the_form_it_keeps(
+def test_form_measure_times_both_and_matches_the_form_it_keeps(
         qdq_models: dict[str, Path], tmp_path: Path) -> None:
     """Measured for real: the kept model computes what that form computes (bit-identical to
     the QDQ input under ORT's fusion, or to ``form=qoperator``)."""
-    chosen = onnxpress.compile(qdq_models["vit"], "lower-qdq(form=auto)",
+    chosen = onnxpress.compile(qdq_models["vit"], "lower-qdq(form=measure)",
                                calibration=CALIBRATION_NPZ)
     forced = onnxpress.compile(qdq_models["vit"], "lower-qdq")
     paths = {}
@@ -407,3 +407,24 @@ def test_form_auto_measures_both_and_matches_the_form_it_keeps(
 def test_form_must_be_known() -> None:
     with pytest.raises(BadInputError, match="form=fast"):
         LowerQdq(form="fast")
+
+
+def test_form_auto_is_a_rule_the_integer_operators(qdq_models: dict[str, Path]) -> None:
+    """Same input, same config, same bytes: form=auto times nothing (bench is never called)
+    and writes what form=qoperator writes, saying so in its note."""
+    from onnxpress.backends import bench
+
+    def refuse(*_, **__):
+        raise AssertionError("form=auto must not time anything")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bench, "bench_models", refuse)
+        auto = onnxpress.compile(qdq_models["vit"], "lower-qdq(form=auto)",
+                                 return_report=True)
+    forced = onnxpress.compile(qdq_models["vit"], "lower-qdq(form=qoperator)")
+    model, report = auto
+    assert onnxpress.to_proto(model).SerializeToString() == \
+        onnxpress.to_proto(forced).SerializeToString()
+    (lowered,) = report.passes
+    assert lowered.stats["form"] == "qoperator"
+    assert any(n.startswith("lower-qdq(form=auto): integer operators") for n in lowered.notes)
