@@ -18,6 +18,7 @@ from onnx_ir.passes.common import RemoveInitializersFromInputsPass
 
 from onnxpress.backends.opset_upgrade import upgrade
 from onnxpress.errors import BadInputError
+from onnxpress.frontends.external_data import checked, confine
 from onnxpress.ir.analysis import graph_protos
 from onnxpress.ir.marks import LOAD_NOTES
 
@@ -66,10 +67,14 @@ def _deserialize(source: str | os.PathLike | bytes | onnx.ModelProto) -> ir.Mode
             copy = onnx.ModelProto()
             copy.CopyFrom(source)  # the caller's proto stays as it was
             source = _densify(copy, "the given model")
-        return ir.serde.deserialize_model(source)
+        model = ir.serde.deserialize_model(source)
+        confine(model, None, "the given model")
+        return model
     if isinstance(source, bytes):
-        return ir.serde.deserialize_model(_densify(_parse(source, "the given bytes"),
-                                                   "the given bytes"))
+        model = ir.serde.deserialize_model(_densify(_parse(source, "the given bytes"),
+                                                    "the given bytes"))
+        confine(model, None, "the given bytes")
+        return model
     if not isinstance(source, (str, os.PathLike)):
         raise BadInputError(
             f"cannot load a model from {type(source).__name__}: give a path, bytes, "
@@ -81,7 +86,7 @@ def _deserialize(source: str | os.PathLike | bytes | onnx.ModelProto) -> ir.Mode
     with open(path, "rb") as stream:
         proto = _parse(stream.read(), str(path))
     model = ir.serde.deserialize_model(_densify(proto, str(path), str(path.parent)))
-    ir.external_data.set_base_dir(model.graph, str(path.parent))
+    confine(model, path.parent, str(path))
     return model
 
 
@@ -108,6 +113,11 @@ def _densify(proto: onnx.ModelProto, where: str, base_dir: str = "") -> onnx.Mod
     Runtime makes them dense at load too, so nothing is lost."""
     for graph in graph_protos(proto.graph):
         for sparse in graph.sparse_initializer:
+            for part in (sparse.values, sparse.indices):
+                if part.data_location == onnx.TensorProto.EXTERNAL:
+                    location = {e.key: e.value for e in part.external_data}.get("location", "")
+                    checked(location, Path(base_dir) if base_dir else None, where,
+                            f"sparse initializer {sparse.values.name!r}")
             try:
                 values = numpy_helper.to_array(sparse.values, base_dir).reshape(-1)
                 indices = numpy_helper.to_array(sparse.indices, base_dir).astype(np.int64)

@@ -1,0 +1,80 @@
+"""External data stays inside the model's folder: every tensor a model keeps in another
+file (initializers and tensor attributes such as a Constant's value, in the main graph,
+in every If/Loop/Scan body and in every model-local function) must name a regular file
+inside the folder the model was loaded from, and reads it from there, not from the working
+directory. A model file is untrusted input: a location like ``../../etc/passwd`` or an
+absolute path would otherwise copy that file into the compiled output.
+
+onnx_ir checks containment only for the tensors it is given a base directory for, and the
+loader used to give it the main graph's alone (functions were never visited, and resolved
+against the working directory); this walks everything and refuses before anything is read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx_ir as ir
+
+from onnxpress.errors import BadInputError
+
+
+def confine(model: ir.Model, folder: Path | None, where: str) -> None:
+    """Point every external tensor of ``model`` at ``folder`` (the loaded file's folder;
+    None for a model given as bytes or a proto, which then may hold no external data), or
+    refuse in one line naming the tensor and what is wrong with its location."""
+    for tensor, owner in external_tensors(model):
+        name = f"tensor {tensor.name!r} ({owner})"
+        tensor.base_dir = str(checked(os.fspath(tensor.location), folder, where, name))
+
+
+def checked(location: str, folder: Path | None, where: str, name: str) -> Path:
+    """The folder ``location`` (an external-data location of tensor ``name``) may be read
+    from, resolved, after checking that it names a regular file inside ``folder``."""
+    if folder is None:
+        raise BadInputError(f"{where}: {name} keeps its data in the file {location!r}; "
+                            "load the model from its path so that the file is found "
+                            "beside it")
+    base = folder.resolve()
+    target = Path(os.path.normpath(base / location))
+    if os.path.isabs(location) or not _within(target, base) or \
+            not _within(target.resolve(), base):
+        raise BadInputError(f"{where}: {name} points at {location!r}, outside the "
+                            "model's folder; refused")
+    if not target.is_file():
+        raise BadInputError(f"{where}: {name} reads {location!r}, which is "
+                            f"{'not a regular file' if target.exists() else 'missing'} "
+                            "in the model's folder")
+    return base
+
+
+def external_tensors(model: ir.Model) -> Iterator[tuple[ir.ExternalTensor, str]]:
+    """Every external tensor of ``model``, with where it sits (for messages)."""
+    graphs = [(model.graph, "main graph")]
+    graphs += [(function.graph, f"function {function.name!r}")
+               for function in model.functions.values()]
+    for graph, owner in graphs:
+        for body in [graph, *graph.subgraphs()]:
+            for value in body.initializers.values():
+                if isinstance(value.const_value, ir.ExternalTensor):
+                    yield value.const_value, f"initializer of the {owner}"
+        for node in graph.all_nodes():
+            for attribute in node.attributes.values():
+                for tensor in _tensors(attribute):
+                    if isinstance(tensor, ir.ExternalTensor):
+                        yield tensor, f"attribute {attribute.name!r} of node " \
+                                      f"{node.name!r} in the {owner}"
+
+
+def _tensors(attribute: ir.Attr) -> list:
+    if attribute.type == ir.AttributeType.TENSOR:
+        return [attribute.value]
+    if attribute.type == ir.AttributeType.TENSORS:
+        return list(attribute.value)
+    return []
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
