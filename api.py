@@ -12,11 +12,13 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxpress.backends.bench import bench_models
+from onnxpress.backends.files import writable
 from onnxpress.backends.inputs import ModelInputs
 from onnxpress.backends.opset_upgrade import upgrade
 from onnxpress.backends.ort_optimize import providers
 from onnxpress.backends.ort_runner import Runner
 from onnxpress.errors import BadInputError, CheckFailedError
+from onnxpress.frontends.external_data import model_files
 from onnxpress.frontends.onnx_loader import ModelSource, load
 from onnxpress.ir.agreement import sample_cosines
 from onnxpress.ir.analysis import count_nodes, count_parameters, parameter_bytes
@@ -72,6 +74,9 @@ def compile(  # noqa: A001 - the public name DESIGN.md promises
     if settings is not None:
         check = check or settings.check
         calibration = calibration if calibration is not None else settings.calibration
+    reading = job_inputs(model, calibration, config)
+    if report is not None:  # before any work: never over a file this job reads
+        writable(report, reading=reading, what="report")
     data = _calibration(calibration)
     ir_model = load(model, keep_initializer_inputs=keep_initializer_inputs)
     if opset is not None:  # verified on the calibration data where there is some
@@ -82,7 +87,7 @@ def compile(  # noqa: A001 - the public name DESIGN.md promises
                           dims=dims, progress=progress, registry=registry, target=target)
     result = manager.run(ir_model)
     if report is not None:
-        result.write(report)
+        result.write(report, reading=reading)
     if result.check_failed:
         worst = max((c for c in result.check or [] if not c.ok), key=lambda c: c.max_rel)
         raise CheckFailedError(
@@ -106,6 +111,22 @@ def _calibration(source) -> CalibrationData | None:
     if is_dataset(source):
         return CalibrationData(list(load_dataset(os.fspath(source)).batches(DATASET_BATCH)))
     return CalibrationData(source)
+
+
+
+def job_inputs(model: Any, calibration: Any = None, config: Any = None) -> list[Path]:
+    """The files a compile of ``model`` reads, which none of its outputs may overwrite: the
+    model file and its external data, the calibration file (or a folder's files) and the
+    config file, where they are given as paths."""
+    files: list[Path] = []
+    if isinstance(model, (str, os.PathLike)) and Path(model).is_file():
+        files += model_files(Path(model))
+    for given in (calibration, config):
+        if isinstance(given, (str, os.PathLike)) and Path(given).exists():
+            path = Path(given)
+            files += sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() \
+                else [path]
+    return files
 
 
 def inspect(model: ModelSource) -> dict[str, Any]:

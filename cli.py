@@ -147,6 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _compile(args: argparse.Namespace) -> int:
     import onnxpress
+    from onnxpress.api import job_inputs
+    from onnxpress.backends.files import writable
+    from onnxpress.backends.onnx_writer import save
     from onnxpress.models import default_model_path
     from onnxpress.models.digits_data import CALIBRATION_NPZ
 
@@ -156,11 +159,17 @@ def _compile(args: argparse.Namespace) -> int:
         calibration = calibration or str(CALIBRATION_NPZ)
         if passes is None and args.config is None and args.target is None:
             passes = DEFAULT_PRESET
-    output = Path(args.output)
-    if output.exists() and source.exists() and output.resolve() == source.resolve():
-        raise BadInputError(f"{output} is the input model; choose another output path")
-    if not output.parent.is_dir():
-        raise BadInputError(f"{output}: the folder {output.parent} does not exist; create it")
+    # every output checked before any work: none over a file the job reads, none through a
+    # link or onto a FIFO or device (backends/files.py)
+    reading = job_inputs(source, calibration, args.config)
+    output = writable(args.output, reading=reading)
+    sidecar = output.with_name(output.name + ".data")
+    if sidecar.exists() or sidecar.is_symlink():
+        writable(sidecar, reading=reading, what="external data")
+    for extra, what in ((args.report, "report"), (args.ort_optimized, "optimised model"),
+                        (args.engine, "engine")):
+        if extra:
+            writable(extra, reading=[*reading, output], what=what)
     model, report = onnxpress.compile(
         source, passes, opset=args.opset, config=args.config, target=args.target,
         keep_initializer_inputs=args.keep_initializer_inputs,
@@ -168,14 +177,15 @@ def _compile(args: argparse.Namespace) -> int:
         tolerance=args.tolerance, atol=args.atol, verify=not args.no_verify,
         input_shapes=_shapes(args.input_shape), dims=_dim_values(args.dim), return_report=True,
     )
-    onnxpress.save(model, output)
+    save(model, output, reading=reading)
     print(f"{source} -> {output}")
     for line in report.lines():
         print(line)
     if args.ort_optimized:
         from onnxpress.backends.ort_optimize import save_optimized
 
-        saved = save_optimized(output, args.ort_optimized, level=args.ort_level)
+        saved = save_optimized(output, args.ort_optimized, level=args.ort_level,
+                               reading=[*reading, output])
         print(f"ONNX Runtime's {args.ort_level}-optimised model -> {saved}")
     if args.engine:
         _engine(output, Path(args.engine), args)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import onnx
 import onnx_ir as ir
 
+from onnxpress.backends.files import replace_atomically, writable
 from onnxpress.backends.sparse_initializers import to_sparse
 from onnxpress.errors import BadInputError
 from onnxpress.ir.analysis import graph_protos, parameter_bytes
@@ -78,8 +78,11 @@ def save(
     external_data: bool | None = None,
     external_threshold: int = EXTERNAL_DATA_THRESHOLD,
     sparse: bool = False,
+    reading: Iterable[str | os.PathLike] = (),
 ) -> Path:
-    """Write ``model`` to ``path`` atomically and return the path.
+    """Write ``model`` to ``path`` atomically and return the path (``backends.files``:
+    never through a link, onto a FIFO or device, or over a file the job reads: ``reading``,
+    and the external data the model itself reads).
 
     Args:
         external_data: True forces, False forbids (error above 2 GB), None chooses by size.
@@ -88,11 +91,7 @@ def save(
         sparse: store float weights that are mostly zeros as sparse initializers where
             that is smaller (``sparse_initializers.to_sparse``; inline tensors only).
     """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise BadInputError(f"{path}: the folder {path.parent} does not exist; create it first")
-    if path.is_dir():
-        raise BadInputError(f"{path} is a folder; give a file name such as model.onnx")
+    path = writable(path, reading=reading)
     weights = parameter_bytes(model)
     if external_data is None:
         external_data = weights > external_threshold
@@ -104,20 +103,17 @@ def save(
     data_name = path.name + ".data" if external_data else None
     if data_name is not None:
         _refuse_overwriting_sources(model, path.parent / data_name)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+        writable(path.parent / data_name, reading=reading, what="external data")
+
+    def write(tmp: Path) -> None:
         # onnx_ir writes the external data file itself atomically; the model file, which
         # points at it, is renamed into place last so a reader never sees a half model.
         proto = _file_proto(model, path.parent, data_name)
         if sparse:
             to_sparse(proto)
         onnx.save(proto, tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it private; give it a normal file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    replace_atomically(path, write, reading=reading)
     logger.info("saved %s (%d bytes of weights%s)", path, weights,
                 ", external" if data_name else "")
     return path
@@ -149,12 +145,6 @@ def _file_proto(model: ir.Model, folder: Path, data_name: str | None) -> onnx.Mo
             del graph.value_info[:]
             graph.value_info.extend(kept)
     return proto
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _refuse_overwriting_sources(model: ir.Model, data_path: Path) -> None:

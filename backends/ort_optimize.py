@@ -8,11 +8,14 @@ import contextlib
 import io
 import logging
 import os
+import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import onnx_ir as ir
 
+from onnxpress.backends.files import replace_atomically
 from onnxpress.backends.onnx_writer import save
 from onnxpress.backends.ort_runner import inference_session
 from onnxpress.errors import BadInputError
@@ -43,7 +46,8 @@ def providers(names: str | list[str] | None) -> list[str]:
 
 
 def save_optimized(model: ir.Model | str | os.PathLike, out: str | os.PathLike, *,
-                   level: str = "extended", provider: str | list[str] | None = None) -> Path:
+                   level: str = "extended", provider: str | list[str] | None = None,
+                   reading: Iterable[str | os.PathLike] = ()) -> Path:
     """Write the model ONNX Runtime runs after its graph optimisation at ``level``, so a
     deployment can load it with optimisation off and start faster. ``all`` adds layout
     changes (NCHWc) that only the machine and provider that wrote them can run."""
@@ -68,16 +72,14 @@ def save_optimized(model: ir.Model | str | os.PathLike, out: str | os.PathLike, 
         except Exception as error:  # ORT raises its own classes for every load failure
             raise BadInputError(f"ONNX Runtime cannot load the model: "
                                 f"{str(error).strip().splitlines()[0]}") from None
-        _copy(written, out)
+        _copy(written, out, [*reading, *([model] if not isinstance(model, ir.Model) else [])])
     return out
 
 
-def _copy(source: Path, out: Path) -> None:
-    """Atomic write across folders: a temporary file beside ``out``, then a rename."""
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(source.read_bytes())
-    os.replace(tmp, out)
+def _copy(source: Path, out: Path, reading: Iterable[str | os.PathLike] = ()) -> None:
+    """Atomic write across folders (``backends.files``)."""
+    replace_atomically(out, lambda tmp: shutil.copyfile(source, tmp), reading=reading,
+                       what="optimised model")
 
 
 def transformer_fusions(model: ir.Model, *, model_type: str, num_heads: int = 0,

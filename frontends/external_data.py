@@ -16,9 +16,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import onnx
 import onnx_ir as ir
 
 from onnxpress.errors import BadInputError
+from onnxpress.ir.analysis import graph_protos
 
 
 def confine(model: ir.Model, folder: Path | None, where: str) -> None:
@@ -78,3 +80,30 @@ def _tensors(attribute: ir.Attr) -> list:
 
 def _within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
+
+
+def model_files(path: Path) -> list[Path]:
+    """The model file and the external-data files it names (resolved against its folder,
+    unchecked: ``confine`` checks them when the model is loaded), for a job that must not
+    write over what it reads; just the file when it does not parse."""
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not a model: loading it will say so, in one line
+        return [path]
+    graphs = graph_protos(proto.graph)
+    nodes = [n for g in graphs for n in g.node] + [n for f in proto.functions for n in f.node]
+    for node in list(nodes):  # subgraphs inside functions' nodes
+        for attribute in node.attribute:
+            for sub in [*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs]:
+                nodes.extend(n for g in graph_protos(sub) for n in g.node)
+    tensors = [t for g in graphs for t in g.initializer]
+    tensors += [t for g in graphs for s in g.sparse_initializer for t in (s.values, s.indices)]
+    tensors += [t for n in nodes for a in n.attribute
+                for t in [*([a.t] if a.HasField("t") else []), *a.tensors]]
+    found = dict.fromkeys([path])
+    for tensor in tensors:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = {e.key: e.value for e in tensor.external_data}.get("location")
+            if location:
+                found[path.parent / location] = None
+    return list(found)

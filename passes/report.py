@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
+
+from onnxpress.backends.files import replace_atomically
 
 
 @dataclasses.dataclass
@@ -59,14 +60,12 @@ class Report:
             }
         return data
 
-    def write(self, path: str | os.PathLike) -> None:
-        """Write the JSON atomically."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as stream:
-            json.dump(self.to_dict(), stream, indent=2, default=str)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+    def write(self, path: str | os.PathLike, *,
+              reading: Iterable[str | os.PathLike] = ()) -> None:
+        """Write the JSON atomically, never over a file the job reads (``backends.files``)."""
+        text = json.dumps(self.to_dict(), indent=2, default=str)
+        replace_atomically(path, lambda tmp: tmp.write_text(text), reading=reading,
+                           what="report")
 
     def lines(self) -> list[str]:
         """A readable table, one pass a line, then the notes."""

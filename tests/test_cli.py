@@ -72,7 +72,7 @@ def test_never_overwrites_the_input(tmp_path: Path, capsys) -> None:
     model = tmp_path / "m.onnx"
     model.write_bytes(small_cnn_path().read_bytes())
     assert main(["compile", str(model), "-o", str(model)]) == 2
-    assert "input model" in _error_line(capsys)
+    assert "which this job reads" in _error_line(capsys)
     assert model.read_bytes() == small_cnn_path().read_bytes()
 
 
