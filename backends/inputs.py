@@ -296,8 +296,8 @@ def _numpy_dtype(value: ir.Value) -> np.dtype:
 def _random(rng: np.random.Generator, spec: InputSpec, shape: tuple[int, ...]) -> np.ndarray:
     if spec.dtype == np.dtype(object):
         return np.full(shape, "a", dtype=object)
-    if spec.dtype == np.bool_:
-        return rng.random(shape) < 0.5
+    if spec.dtype == np.bool_:  # an array even at rank 0 (a scalar If condition)
+        return np.asarray(rng.random(shape) < 0.5)
     if np.issubdtype(spec.dtype, np.integer):
         low, high = spec.int_range
         return rng.integers(low, high, size=shape).astype(spec.dtype)

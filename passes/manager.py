@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Sequence
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 from tqdm import tqdm
@@ -208,9 +209,13 @@ class PassManager:
         )
 
     def _snapshot(self, model: ir.Model, report: Report) -> bytes | None:
-        if parameter_bytes(model) > CHECK_MAX_BYTES:
-            if self.check:
-                report.notes.append("numeric check skipped: the model's weights exceed 1 GiB")
+        weights = parameter_bytes(model)
+        if weights > CHECK_MAX_BYTES:
+            if self.check:  # refused before any work rather than skipped with success
+                raise BadInputError(
+                    f"--check: the model's {weights / 2**30:.1f} GiB of weights exceed the "
+                    f"{CHECK_MAX_BYTES / 2**30:.0f} GiB the check keeps in memory; compile "
+                    "without --check and compare the two files with `onnxpress compare`")
             return None
         return ir.serde.serialize_model(model).SerializeToString()
 
@@ -220,6 +225,10 @@ class PassManager:
         if self.check_data is not None:
             batches = self.check_data.take(self.check_batches)
             where = "the check data"
+            if not batches:
+                raise BadInputError("--check: the calibration data holds no samples, so "
+                                    "nothing would be compared; give at least one sample, "
+                                    "or no --calibration to check on random inputs")
         else:
             batches = [inputs.random(seed=s, dims=self.dims) for s in range(self.check_batches)]
             where = inputs.describe_random(self.dims)
@@ -231,6 +240,12 @@ class PassManager:
             raise BadInputError(
                 f"the input model does not run on {where}: {first_line(error)}; give "
                 "--calibration data, --input-shape NAME=D,D,... or --dim NAME=N") from None
+        for name, values in ((n, v) for want in expected for n, v in want.items()):
+            if np.issubdtype(values.dtype, np.floating) and np.isnan(values).any():
+                raise BadInputError(
+                    f"--check: the input model itself gives NaN for output {name!r} on "
+                    f"{where}, and NaN cannot be compared; give --calibration data on which "
+                    "it computes numbers")
         report.check = merge_checks(
             compare_outputs(want, candidate.run(b), tolerance=self.tolerance, atol=self.atol)
             for want, b in zip(expected, batches)

@@ -238,3 +238,27 @@ def test_the_one_line_names_integer_inputs_drawn_from_zero_and_one(tmp_path: Pat
     assert main(["compile", str(model), "-o", str(tmp_path / "o.onnx"), "--check"]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "random inputs (integers drawn from {0, 1}: n)" in line
+
+
+def test_a_scalar_bool_input_gets_an_array_and_every_command_runs(tmp_path: Path) -> None:
+    """A rank-0 bool input (an If condition) is drawn as a 0-d array, not a numpy scalar
+    ONNX Runtime cannot take: --check, bench and compare used to end in "internal error"
+    (issue 22, T2)."""
+    then = helper.make_graph([helper.make_node("Identity", ["x"], ["a"])], "then", [],
+                             [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2])])
+    other = helper.make_graph([helper.make_node("Neg", ["x"], ["b"])], "else", [],
+                              [helper.make_tensor_value_info("b", TensorProto.FLOAT, [2])])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)], "g",
+        [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = tmp_path / "if.onnx"
+    onnx.save(helper.make_model(graph, ir_version=IR_VERSION,
+                                opset_imports=[helper.make_opsetid("", 17)]), model)
+    feeds = ModelInputs.of(onnxpress.load(model)).random(seed=0)
+    assert isinstance(feeds["c"], np.ndarray) and feeds["c"].shape == ()
+    out = tmp_path / "out.onnx"
+    assert main(["compile", str(model), "-o", str(out), "--check"]) == 0
+    assert main(["bench", str(model), "--repeats", "2"]) == 0
+    assert main(["compare", str(model), str(out)]) == 0
