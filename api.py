@@ -62,10 +62,13 @@ def compile(  # noqa: A001 - the public name DESIGN.md promises
     ``opset`` and ``keep_initializer_inputs`` are ``load``'s, applied once, here.
     """
     registry = registry or PassRegistry.default()
-    default_pipeline = registry.target_pipeline(target)  # an unknown target: one line, exit 2
     settings = load_config(config) if config is not None else None
+    if settings is not None:  # explicit arguments win over the config's
+        target = target if target is not None else settings.target
+        verify = verify and settings.verify
+    default_pipeline = registry.target_pipeline(target)  # an unknown target: one line, exit 2
     if passes is None and settings is not None:
-        pass_list = build(settings.passes, registry)
+        pass_list = build(expand_presets(settings.passes, registry, target), registry)
     elif passes is None or isinstance(passes, str):
         text = passes or default_pipeline
         pass_list = build(expand_presets(split_pipeline(text), registry, target), registry)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -56,7 +58,9 @@ class Pass(ir.passes.InPlacePass):
             if _is_list(hint) and isinstance(value, (str, list)):
                 value = split_list(value) if isinstance(value, str) else tuple(value)
                 object.__setattr__(self, field.name, value)
-            _check_choice(f"{self.name}({field.name}={_format(value)})", value, hint)
+            where = f"{self.name}({field.name}={_format(value)})"
+            _check_choice(where, value, hint)
+            _check_number(where, field.name, value)
 
     def spec(self) -> str:
         """The pipeline string for this pass: the name, then options that differ from
@@ -134,6 +138,22 @@ def split_list(text: str) -> tuple[str, ...]:
 
 def _is_list(hint: Any) -> bool:
     return typing.get_origin(hint) is tuple
+
+
+#: option names that count or bound something, so are never negative
+_COUNTS = re.compile(r"^(max|min)_|_(batches|rounds|elements|samples)$")
+
+
+def _check_number(where: str, name: str, value: Any) -> None:
+    """Numbers an option can mean: a true/false is not a count (``max_rounds=true``), NaN
+    and infinity are no setting (``mask_value=nan``), and counts and limits are >= 0
+    (``max_rounds=-1``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadInputError(f"{where}: give a finite number")
+    if _COUNTS.search(name) and value < 0:
+        raise BadInputError(f"{where}: give a number >= 0")
 
 
 def _check_choice(where: str, value: Any, hint: Any) -> None:

@@ -51,6 +51,8 @@ def split_pipeline(text: str) -> list[PassSpec]:
                 key, eq, value = pair.partition("=")
                 if not eq:
                     raise BadInputError(f"option {pair.strip()!r} of {name!r} needs key=value")
+                if key.strip() in params:
+                    raise BadInputError(f"option {key.strip()!r} of {name!r} is given twice")
                 params[key.strip()] = value.strip().strip("'\"")
         specs.append(PassSpec(name, params))
     if not specs:
@@ -162,8 +164,8 @@ def _convert(raw: Any, hint: Any, where: str) -> Any:
     if not isinstance(raw, str):
         if hint is float and isinstance(raw, int) and not isinstance(raw, bool):
             return float(raw)
-        if isinstance(raw, hint):
-            return raw
+        if isinstance(raw, hint) and not (isinstance(raw, bool) and hint is not bool):
+            return raw  # (a TOML true is an int to Python, not a count)
         raise BadInputError(f"{where}: expected {hint.__name__}, got {raw!r}")
     try:
         if hint is bool:
@@ -219,10 +221,15 @@ def load_config(path: str | Path) -> CompileConfig:
             specs.append(PassSpec(str(table["name"]), params))
     else:
         raise BadInputError(f"{path}: 'passes' must be a string, strings, or [[passes]] tables")
+    for key, kind, name in (("check", bool, "true or false"), ("verify", bool, "true or false"),
+                            ("target", str, "a target name"),
+                            ("calibration", str, "a path")):
+        if key in data and not isinstance(data[key], kind):
+            raise BadInputError(f"{path}: {key!r} must be {name}, not {data[key]!r}")
     return CompileConfig(
         passes=specs,
-        check=bool(data.get("check", False)),
-        verify=bool(data.get("verify", True)),
+        check=data.get("check", False),
+        verify=data.get("verify", True),
         target=data.get("target"),
         calibration=data.get("calibration"),
     )

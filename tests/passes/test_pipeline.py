@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import onnxpress
@@ -134,3 +135,59 @@ def test_report_records_each_pass() -> None:
     assert report.passes[-1].parameters_after < report.passes[0].parameters_before
     assert report.check and all(c.ok for c in report.check)
     assert "fold-batchnorm" in "\n".join(report.lines())
+
+
+@pytest.mark.parametrize("text, match", [
+    ('check = "false"', "'check' must be true or false"),
+    ('verify = "no"', "'verify' must be true or false"),
+    ("target = 5", "'target' must be a target name"),
+    ("calibration = 5", "'calibration' must be a path"),
+])
+def test_config_values_of_the_wrong_type_are_refused(text: str, match: str,
+                                                     tmp_path: Path) -> None:
+    """A string "false" used to turn the check on; a number as target was ignored
+    (issue 22, C3)."""
+    config = tmp_path / "c.toml"
+    config.write_text(f'passes = "cleanup"\n{text}\n')
+    with pytest.raises(BadInputError, match=match):
+        load_config(config)
+
+
+def test_a_configs_target_and_verify_are_honoured(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('passes = "int8"\ntarget = "bogus"\n')
+    with pytest.raises(BadInputError, match="unknown target 'bogus'"):
+        onnxpress.compile(small_cnn_path(), config=config)
+    config.write_text('passes = "int8"\ntarget = "tensorrt"\nverify = false\n')
+    calibration = [{"image": np.random.default_rng(0).random((1, 1, 8, 8), np.float32)}]
+    seen: dict = {}
+    original = PassManager.__init__
+
+    def spy(self, *args, **kwargs) -> None:
+        seen.update(kwargs)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PassManager, "__init__", spy)
+    _, report = onnxpress.compile(small_cnn_path(), config=config, calibration=calibration,
+                                  return_report=True)
+    assert report.passes[-1].name == "lint-tensorrt"  # the preset, for the config's target
+    assert seen["verify"] is False
+
+
+@pytest.mark.parametrize("option, match", [
+    ("max_rounds=true", "cannot read 'true' as int"), ("max_rounds=-1", "give a number >= 0"),
+    ("max_rounds=2,max_rounds=3", "given twice"),
+])
+def test_options_that_are_no_setting_are_refused(option: str, match: str) -> None:
+    with pytest.raises(BadInputError, match=match):
+        build(parse_pipeline(f"cleanup({option})"), PassRegistry.default())
+
+
+def test_nan_and_booleans_from_a_config_are_no_setting(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    for table, match in (('name = "cleanup"\nmax_rounds = true', "expected int"),
+                         ('name = "fuse-for-ort"\nmask_value = nan', "finite number")):
+        config.write_text(f"[[passes]]\n{table}\n")
+        with pytest.raises(BadInputError, match=match):
+            build(load_config(config).passes, PassRegistry.default())
