@@ -49,13 +49,20 @@ def replace_atomically(path: str | os.PathLike, write: Callable[[Path], None], *
     rename that into place with the permission bits the file had (or a new file's)."""
     path = writable(path, reading=reading, what=what)
     mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_umask()
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:  # a read-only or full folder: the user's to fix
+        raise BadInputError(f"{path}: cannot write in {path.parent} "
+                            f"({error.strerror})") from None
     os.close(fd)
     tmp = Path(name)
     try:
         write(tmp)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
+    except OSError as error:  # a full disk, a folder gone read-only
+        tmp.unlink(missing_ok=True)
+        raise BadInputError(f"{path}: cannot write it ({error.strerror or error})") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

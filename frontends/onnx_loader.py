@@ -83,8 +83,11 @@ def _deserialize(source: str | os.PathLike | bytes | onnx.ModelProto) -> ir.Mode
     path = Path(source)
     if not path.is_file():
         raise BadInputError(f"{path}: no such file; check the model path")
-    with open(path, "rb") as stream:
-        proto = _parse(stream.read(), str(path))
+    try:
+        with open(path, "rb") as stream:
+            proto = _parse(stream.read(), str(path))
+    except OSError as error:  # unreadable: permissions, a vanished file
+        raise BadInputError(f"{path}: cannot read the model ({error.strerror})") from None
     model = ir.serde.deserialize_model(_densify(proto, str(path), str(path.parent)))
     confine(model, path.parent, str(path))
     return model

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def is_dataset(source: object) -> bool:
     try:
         with np.load(path, allow_pickle=False) as arrays:
             return any(key in arrays.files for key in EXTRA_KEYS)
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         return False  # let the caller's own reader report it
 
 

@@ -10,6 +10,7 @@ axis 0.
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -50,11 +51,11 @@ class CalibrationData:
 
     def _batches(self, file: Path) -> Iterator[Batch]:
         try:
-            arrays = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as error:
+            with np.load(file, allow_pickle=False) as arrays:  # arrays are read here
+                data = {name: arrays[name] for name in arrays.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            # a truncated or corrupt archive fails on the first array it reads, not on open
             raise BadInputError(f"{file}: not a readable .npz file ({error})") from None
-        with arrays:
-            data = {name: arrays[name] for name in arrays.files}
         yield from self.inputs.batches(data, self.batch_size, origin=str(file))
 
     def take(self, count: int) -> list[Batch]:

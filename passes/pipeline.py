@@ -199,11 +199,19 @@ def load_config(path: str | Path) -> CompileConfig:
     array of tables ``[[passes]] name = "tome" r = 13``."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadInputError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise BadInputError(f"{path}: is a folder, not a config file") from None
+    except UnicodeDecodeError:
+        raise BadInputError(f"{path}: not UTF-8 text, so not a TOML config") from None
+    except OSError as error:
+        raise BadInputError(f"{path}: cannot read the config ({error.strerror})") from None
     except tomllib.TOMLDecodeError as error:
         raise BadInputError(f"{path}: not valid TOML ({error})") from None
+    except RecursionError:
+        raise BadInputError(f"{path}: nested too deeply to be a config") from None
     unknown = set(data) - {"passes", "check", "verify", "target", "calibration"}
     if unknown:
         raise BadInputError(f"{path}: unknown key {sorted(unknown)[0]!r} in config")
