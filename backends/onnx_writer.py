@@ -45,13 +45,18 @@ def to_proto(model: ir.Model, *, inline_external: bool = True) -> onnx.ModelProt
 
 
 def _inline_external(proto: onnx.ModelProto, model: ir.Model) -> None:
-    for tensor_proto in proto.graph.initializer:
-        if tensor_proto.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        tensor = model.graph.initializers[tensor_proto.name].const_value
-        tensor_proto.raw_data = tensor.tobytes()
-        tensor_proto.ClearField("data_location")
-        del tensor_proto.external_data[:]
+    """Read external initializers into ``proto``, in every graph: a proto that kept a
+    relative location would resolve it against whatever folder reads it (the working
+    directory, for a session made from bytes), not the model's."""
+    tensors = {name: value.const_value for graph in model.graphs()
+               for name, value in graph.initializers.items()}
+    for graph in graph_protos(proto.graph):
+        for tensor_proto in graph.initializer:
+            if tensor_proto.data_location != onnx.TensorProto.EXTERNAL:
+                continue
+            tensor_proto.raw_data = tensors[tensor_proto.name].tobytes()
+            tensor_proto.ClearField("data_location")
+            del tensor_proto.external_data[:]
 
 
 @contextlib.contextmanager

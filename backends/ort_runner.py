@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from onnxpress.backends.onnx_writer import PROTOBUF_LIMIT, save
+from onnxpress.backends.onnx_writer import PROTOBUF_LIMIT, save, to_proto
 from onnxpress.errors import BadInputError
 from onnxpress.ir.analysis import parameter_bytes
 
@@ -117,7 +117,7 @@ class Runner:
         if isinstance(model, os.PathLike):
             return os.fspath(model)
         if parameter_bytes(model) < PROTOBUF_LIMIT // 2:
-            return ir.serde.serialize_model(model).SerializeToString()
+            return to_proto(model).SerializeToString()  # external weights read in
         self._tmp = tempfile.TemporaryDirectory(prefix="onnxpress-run-")
         return os.fspath(save(model, Path(self._tmp.name) / "model.onnx", external_data=True))
 

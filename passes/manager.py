@@ -13,6 +13,7 @@ import onnx_ir as ir
 from tqdm import tqdm
 
 from onnxpress.backends.inputs import ModelInputs
+from onnxpress.backends.onnx_writer import to_proto
 from onnxpress.backends.ort_runner import Runner, first_line
 from onnxpress.backends.validity import VALIDATORS, checkable, problems
 from onnxpress.errors import BadInputError, OnnxpressError, PassFailedError
@@ -217,7 +218,9 @@ class PassManager:
                     f"{CHECK_MAX_BYTES / 2**30:.0f} GiB the check keeps in memory; compile "
                     "without --check and compare the two files with `onnxpress compare`")
             return None
-        return ir.serde.serialize_model(model).SerializeToString()
+        # external weights read in: the check's session is made from bytes, and would
+        # resolve their locations against the working directory (issue 22, C2)
+        return to_proto(model).SerializeToString()
 
     def _check(self, original: bytes, model: ir.Model, report: Report,
                inputs: ModelInputs) -> None:

@@ -114,3 +114,20 @@ def test_an_overwritten_output_keeps_its_mode_and_a_new_one_follows_the_umask(
         os.umask(old)
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o644
     assert stat.S_IMODE(optimized.stat().st_mode) == 0o644
+
+
+def test_the_check_reads_external_weights_from_the_models_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--check from another working directory (issue 22, C2): its sessions are made from
+    bytes, which used to keep the weights' relative location and so resolve it against the
+    working directory: without a file there the check failed, with a decoy it compared the
+    decoy. A decoy of another size, there, must not matter."""
+    model = _job(tmp_path)
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    (elsewhere / "weights.bin").write_bytes(b"\0" * 64)
+    monkeypatch.chdir(elsewhere)
+    report = tmp_path / "r.json"
+    assert main(["compile", str(model), "-o", str(tmp_path / "o.onnx"), "--check",
+                 "--report", str(report)]) == 0
+    assert '"ok": true' in report.read_text()
