@@ -140,19 +140,19 @@ def _is_list(hint: Any) -> bool:
     return typing.get_origin(hint) is tuple
 
 
-#: option names that count or bound something, so are never negative
+#: names of whole-number options that count or bound something, so are never negative
 _COUNTS = re.compile(r"^(max|min)_|_(batches|rounds|elements|samples)$")
 
 
 def _check_number(where: str, name: str, value: Any) -> None:
     """Numbers an option can mean: a true/false is not a count (``max_rounds=true``), NaN
-    and infinity are no setting (``mask_value=nan``), and counts and limits are >= 0
-    (``max_rounds=-1``)."""
+    and infinity are no setting (``mask_value=nan``), and whole-number counts and limits are
+    >= 0 (``max_rounds=-1``; a float such as ``lowrank(min_saving=-1)`` may mean "any")."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
     if isinstance(value, float) and not math.isfinite(value):
         raise BadInputError(f"{where}: give a finite number")
-    if _COUNTS.search(name) and value < 0:
+    if isinstance(value, int) and _COUNTS.search(name) and value < 0:
         raise BadInputError(f"{where}: give a number >= 0")
 
 
