@@ -116,7 +116,6 @@ def _calibration(source) -> CalibrationData | None:
     return CalibrationData(source)
 
 
-
 def job_inputs(model: Any, calibration: Any = None, config: Any = None) -> list[Path]:
     """The files a compile of ``model`` reads, which none of its outputs may overwrite: the
     model file and its external data, the calibration file (or a folder's files) and the

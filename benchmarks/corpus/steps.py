@@ -31,7 +31,6 @@ from onnxpress.backends.inputs import ModelInputs
 from onnxpress.backends.ort_runner import Runner
 from onnxpress.errors import InternalError, OnnxpressError
 from onnxpress.ir.agreement import sample_cosines
-from onnxpress.passes.quantize.static.policy import COST_RULE
 from onnxpress.passes.report import Report
 
 STEPS = ("round-trip", "default", "int8", "int8-all", "prune", "lowrank", "tensorrt")
@@ -144,9 +143,9 @@ def _quantized(job: Job, label: str, passes: str) -> Outcome:
     speedup = rows[0].median_ms / rows[1].median_ms
     quantize = next(p for p in report.passes if p.name == "quantize")
     notes = [n for p in report.passes for n in p.notes if n.startswith("warning:")]
-    kept = sum(int(n.split()[3]) for n in quantize.notes if n.startswith(COST_RULE))
     return Outcome("ok", notes[0] if notes else "", {
-        "layers": quantize.stats.get("nodes", 0), "not_paying": kept,
+        "layers": quantize.stats.get("nodes", 0),
+        "not_paying": quantize.stats.get("kept_float", 0),
         "quantized_ops": quantized, **agreement,
         "speedup": round(speedup, 2), "mb": _mb(out), "fp32_mb": _mb(fp32)})
 

@@ -42,8 +42,8 @@ FLOAT = ir.DataType.FLOAT
 _DOMAINS = {"Attention": MS_DOMAIN}
 #: ops quantized only when every input already is (``_joining``)
 _JOINING = ("Add",)
-#: how the notes of layers the cost rule kept in float begin: "int8 cost rule: N ..."
-COST_RULE = "int8 cost rule: "
+#: how the notes of layers the cost rule kept in float begin
+_COST_RULE = "int8 cost rule: "
 #: ops whose output is quantized after them rather than before their consumer
 _FUSED_ACTIVATIONS = ("Relu", "Clip")
 
@@ -67,6 +67,7 @@ class Plan:
     targets: list[Target]
     activations: list[ir.Value]  # each gets one Q -> DQ pair shared by all its consumers
     notes: list[str]
+    kept_float: int = 0  # layers the cost rule kept in float (each rule's note says why)
 
 
 def plan(
@@ -153,7 +154,7 @@ def plan(
     if marked:
         notes.append(f"{marked} nodes marked by an earlier pass (e.g. tome's similarity "
                      "scores, which choose the tokens to merge) left in float")
-    return Plan(targets, list(chosen), notes)
+    return Plan(targets, list(chosen), notes, sum(costly.values()))
 
 
 def _joining(node: ir.Node, chosen: dict[ir.Value, None], outputs: set[ir.Value],
@@ -232,18 +233,18 @@ def _cost_notes(costly: dict[str, int], min_rows: int, regions: int) -> list[str
     int8_cost.py`` measures them again)."""
     notes = []
     if costly["conv"]:
-        notes.append(f"{COST_RULE}{costly['conv']} Conv in {regions} groups left in float: "
+        notes.append(f"{_COST_RULE}{costly['conv']} Conv in {regions} groups left in float: "
                      "each group's estimated int8 saving is smaller than the cost of the "
                      "Q/DQ at its edges (cost.py: on a 2-core Xeon with AMX a lone int8 "
                      "Conv between float ops ran 0.73x-1.82x fp32, small ones slowest, "
                      "each further Conv of a chain 1.5x-8.7x); quantize(cost=false) "
                      "quantizes them")
     if costly["grouped"]:
-        notes.append(f"{COST_RULE}{costly['grouped']} grouped/depthwise Conv left in "
+        notes.append(f"{_COST_RULE}{costly['grouped']} grouped/depthwise Conv left in "
                      "float (ONNX Runtime's int8 kernels for them ran 0.4x-0.5x fp32 on a "
                      "2-core Xeon with VNNI); quantize(grouped=true) quantizes them")
     if costly["rows"]:
-        notes.append(f"{COST_RULE}{costly['rows']} MatMul/Gemm with under {min_rows} "
+        notes.append(f"{_COST_RULE}{costly['rows']} MatMul/Gemm with under {min_rows} "
                      "rows per sample left in float (at batch 1 ONNX Runtime's int8 "
                      "MatMul ran 0.8x-0.9x fp32 on one row, 1.1x on 16, 2.2x-3.4x on 128: "
                      "quantizing the input costs more than a vector product saves); "
@@ -284,7 +285,7 @@ def plan_model(model: ir.Model, **options) -> Plan:
     visit(model.graph, data_values(model.graph))
     return Plan([t for p in parts for t in p.targets],
                 list(dict.fromkeys(v for p in parts for v in p.activations)),
-                [n for p in parts for n in p.notes])
+                [n for p in parts for n in p.notes], sum(p.kept_float for p in parts))
 
 
 def data_values(graph: ir.Graph, outer: set[ir.Value] | None = None) -> set[ir.Value]:

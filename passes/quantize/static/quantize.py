@@ -87,7 +87,7 @@ from onnxpress.passes.quantize.static.migration import (
     fold_into_norm,
     migrations,
 )
-from onnxpress.passes.quantize.static.policy import COST_RULE, Plan, Target, plan_model
+from onnxpress.passes.quantize.static.policy import Plan, Target, plan_model
 from onnxpress.passes.quantize.static.rewrite import (
     QuantizedWeight,
     dequantized_bias,
@@ -172,6 +172,7 @@ class Quantize(Pass):
                             exclude=list(self.exclude), grouped=self.grouped,
                             cost=self.cost, min_rows=self.min_rows)
         result.notes.extend(chosen.notes)
+        result.stats["kept_float"] = chosen.kept_float
         params, moved, means = self._calibrate(model, chosen, data, result.notes)
         result.stats["smoothed"] = len(moved)
         if self.bias_correction:
@@ -344,10 +345,9 @@ def _nothing_quantized(model: ir.Model, chosen: Plan, ops: set[str]) -> str:
     if chosen.targets:
         return (f"{len(chosen.targets)} layers were planned and every one stayed in float "
                 "(see the notes above)")
-    kept = sum(int(n.split()[3]) for n in chosen.notes if n.startswith(COST_RULE))
-    if kept:
-        return (f"the cost rule kept all {kept} layers in float, as int8 would run them "
-                "slower here (see its notes)")
+    if chosen.kept_float:
+        return (f"the cost rule kept all {chosen.kept_float} layers in float, as int8 would "
+                "run them slower here (see its notes)")
     if inside:
         return (f"the {inside} {'/'.join(sorted(ops))} nodes sit inside Loop/Scan bodies, "
                 "which quantize does not visit")

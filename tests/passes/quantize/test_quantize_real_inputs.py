@@ -210,6 +210,7 @@ def test_the_int8_preset_keeps_what_does_not_pay_in_float() -> None:
     stats = report.passes[2].stats
     notes = report.passes[2].notes
     assert report.passes[2].name == "quantize" and stats["nodes"] == 1, stats
+    assert stats["kept_float"] == 2, stats  # the Conv and the head
     assert any(n.startswith("int8 cost rule: 1 Conv in 1 groups left in float")
                for n in notes), notes
     assert any(n.startswith("int8 cost rule: 1 MatMul/Gemm with under 4 rows per sample")
