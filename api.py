@@ -17,7 +17,7 @@ from onnxpress.backends.inputs import ModelInputs
 from onnxpress.backends.opset_upgrade import upgrade
 from onnxpress.backends.ort_optimize import providers
 from onnxpress.backends.ort_runner import Runner
-from onnxpress.errors import BadInputError, CheckFailedError
+from onnxpress.errors import BadInputError, CheckFailedError, RuntimeRefusedError
 from onnxpress.frontends.external_data import model_files
 from onnxpress.frontends.onnx_loader import ModelSource, load
 from onnxpress.ir.agreement import sample_cosines
@@ -183,7 +183,8 @@ def compare(
              else [inputs.random(seed=s, dims=dims) for s in range(batches)])
     totals: dict[str, dict[str, list[float]]] = {}
     for feed in feeds:
-        out_a, out_b = runner_a.run(feed), runner_b.run(feed)
+        out_a, out_b = (_run(runner, feed, label, source)
+                        for runner, label, source in ((runner_a, "A", a), (runner_b, "B", b)))
         for name, x in out_a.items():
             if name not in out_b:
                 raise BadInputError(f"model B has no output named {name!r}")
@@ -197,6 +198,14 @@ def compare(
         }
         for name, t in totals.items()
     ]
+
+
+def _run(runner: Runner, feed: Batch, label: str, source: ModelSource) -> dict:
+    try:
+        return runner.run(feed)
+    except RuntimeRefusedError as error:
+        shown = source if isinstance(source, (str, os.PathLike)) else "given"
+        raise BadInputError(f"model {label} ({shown}): {error}") from None
 
 
 def _accumulate(total: dict[str, list[float]], x: np.ndarray, y: np.ndarray) -> None:

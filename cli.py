@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from onnxpress.console import (
+    Stopped,
+    configure_logging,
+    one_line,
+    quiet_libraries,
+    signals_as_exceptions,
+)
 from onnxpress.errors import BadInputError, InternalError, OnnxpressError
 
 PROG = "onnxpress"
@@ -123,26 +130,31 @@ def _dim_values(given: Sequence[str]) -> dict[str, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(verbose=args.verbose)
     try:
-        return _COMMANDS[args.command](args)
+        with signals_as_exceptions(), quiet_libraries(args.debug):
+            return _COMMANDS[args.command](args)
     except OnnxpressError as error:
         if args.debug:
             raise
         kind = "internal error" if isinstance(error, InternalError) else "error"
-        print(f"{PROG}: {kind}: {error}", file=sys.stderr)
+        _fail(f"{kind}: {error}")
         return error.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 2
+    except (KeyboardInterrupt, Stopped) as stop:
+        signum = stop.signum if isinstance(stop, Stopped) else signal.SIGINT
+        _fail(f"stopped by {signal.Signals(signum).name}; temporary files removed, no "
+              "output left half-written")
+        return 128 + signum
     except Exception as error:  # the last line of defence: a bug of ours, one line, exit 3
         if args.debug:
             raise
-        first = str(error).splitlines()[0] if str(error) else ""
-        print(f"{PROG}: internal error: {type(error).__name__}: {first} "
-              "(rerun with --debug for the traceback)", file=sys.stderr)
+        _fail(f"internal error: {type(error).__name__}: {error} "
+              "(rerun with --debug for the traceback)")
         return InternalError.exit_code
+
+
+def _fail(message: str) -> None:
+    print(f"{PROG}: {one_line(message)}", file=sys.stderr)
 
 
 def _compile(args: argparse.Namespace) -> int:

@@ -34,3 +34,14 @@ class InternalError(OnnxpressError):
 class PassFailedError(InternalError):
     """A pass raised, left the IR broken or wrote a model that does not pass onnx.checker or
     load in ONNX Runtime where its input did; the message names the pass (exit code 3)."""
+
+
+class RuntimeRefusedError(BadInputError):
+    """ONNX Runtime would not load (``loading``) or run a model (exit code 2). Inside a pass
+    on a model that loaded before it, a refused load is the pass's doing: the manager
+    turns it into a ``PassFailedError`` naming the pass."""
+
+    def __init__(self, message: str, *, loading: bool, reason: str = "") -> None:
+        super().__init__(message)
+        self.loading = loading
+        self.reason = reason or message  # ONNX Runtime's own words

@@ -42,31 +42,57 @@ def writable(path: str | os.PathLike, *, reading: Iterable[str | os.PathLike] = 
     return path
 
 
-def replace_atomically(path: str | os.PathLike, write: Callable[[Path], None], *,
-                       reading: Iterable[str | os.PathLike] = (), what: str = "output"
-                       ) -> Path:
+def replace_atomically(path: str | os.PathLike, write: Callable[..., None], *,
+                       reading: Iterable[str | os.PathLike] = (), what: str = "output",
+                       sidecar: str | os.PathLike | None = None) -> Path:
     """Check ``path`` (``writable``), have ``write`` fill a temporary file beside it, then
-    rename that into place with the permission bits the file had (or a new file's)."""
+    rename that into place with the permission bits the file had (or a new file's).
+
+    With ``sidecar`` (the external-data file ``path`` will name), ``write(tmp, sidecar_tmp)``
+    fills both, and they are renamed as a pair: the old model first removed, then the
+    sidecar, then the model. A kill at any point leaves the old pair, no model, or the new
+    pair, never a model beside a sidecar that is not its own."""
     path = writable(path, reading=reading, what=what)
-    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_umask()
+    targets = [path]
+    if sidecar is not None:
+        targets.append(writable(sidecar, reading=reading, what="external data"))
+    temps: list[Path] = []
     try:
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:  # a read-only or full folder: the user's to fix
-        raise BadInputError(f"{path}: cannot write in {path.parent} "
-                            f"({error.strerror})") from None
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        for target in targets:
+            temps.append(_temporary(target))
+        write(*temps)
+        for tmp, target in zip(temps, targets, strict=True):
+            os.chmod(tmp, _mode(target))
+        if sidecar is not None:
+            path.unlink(missing_ok=True)
+            os.replace(temps[1], targets[1])
+        os.replace(temps[0], path)
     except OSError as error:  # a full disk, a folder gone read-only
-        tmp.unlink(missing_ok=True)
+        _remove(temps)
         raise BadInputError(f"{path}: cannot write it ({error.strerror or error})") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException:  # including a signal the CLI turned into an exception
+        _remove(temps)
         raise
     return path
+
+
+def _temporary(target: Path) -> Path:
+    try:
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as error:  # a read-only or full folder: the user's to fix
+        raise BadInputError(f"{target}: cannot write in {target.parent} "
+                            f"({error.strerror})") from None
+    os.close(fd)
+    return Path(name)
+
+
+def _mode(target: Path) -> int:
+    return stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o666 & ~_umask()
+
+
+def _remove(temps: list[Path]) -> None:
+    for tmp in temps:
+        tmp.unlink(missing_ok=True)
 
 
 def _same(a: Path, b: Path) -> bool:

@@ -247,21 +247,41 @@ class ModelInputs:
         if spec is None or spec.rank is None:  # not a model input: samples on axis 0
             return ("slice", len(array)) if array.ndim else ("same", None)
         if array.ndim == spec.rank + 1:
+            if len(array):
+                self._check_array(spec, array[0], origin)
             return "stack", len(array)
         if array.ndim != spec.rank:
             raise BadInputError(f"{origin}: array {name!r} has shape {list(array.shape)}, "
                                 f"the input has {spec.rank} dims {_shown(spec.dims)}")
+        self._check_array(spec, array, origin)
         axis = spec.sample_axis
         fixed = spec.fixed_samples()
         if axis is None or (fixed is not None and array.shape[axis] == fixed):
             return "same", None
         return "slice", array.shape[axis]
 
+    @staticmethod
+    def _check_array(spec: InputSpec, array: np.ndarray, origin: str) -> None:
+        """One sample's array against the input: ONNX Runtime would refuse it with an
+        error that names neither the file nor the fix."""
+        if _kind(array.dtype) != _kind(spec.dtype) or not _fits(array, spec.dtype):
+            raise BadInputError(f"{origin}: array {spec.name!r} holds {array.dtype}, the "
+                                f"input takes {spec.dtype}; convert it")
+        for axis, (want, got) in enumerate(zip(spec.dims or (), array.shape)):
+            if isinstance(want, int) and axis != spec.sample_axis and want != got:
+                raise BadInputError(f"{origin}: array {spec.name!r} has shape "
+                                    f"{list(array.shape)}, the input takes "
+                                    f"{_shown(spec.dims)}")
+
     def _take(self, name: str, array: np.ndarray, mode: str, start: int, step: int
               ) -> np.ndarray:
+        """The batch's part of ``array``, in the input's element type (numpy saves float64
+        and int64 by default; ``_check_array`` allowed only casts within a kind)."""
+        spec = self.by_name.get(name)
+        if spec is not None and array.dtype != spec.dtype and spec.dtype != np.dtype(object):
+            return self._take(name, array.astype(spec.dtype), mode, start, step)
         if mode == "same":
             return array
-        spec = self.by_name.get(name)
         axis = 0 if spec is None or spec.sample_axis is None else spec.sample_axis
         if mode == "stack":
             part = array[start:start + step]
@@ -274,6 +294,20 @@ class ModelInputs:
     def first(self, feeds: Mapping[str, np.ndarray]) -> Batch:
         """The first sample of a batch, per input along its own sample axis."""
         return next(self.batches(feeds, 1, origin="the first batch"))
+
+
+def _kind(dtype: np.dtype) -> str:
+    """float, integer, bool or text: within one, a cast keeps what the data says."""
+    return {"f": "float", "i": "integer", "u": "integer", "b": "bool"}.get(dtype.kind, "text"
+                                                                         if dtype.kind in "OUS"
+                                                                         else dtype.kind)
+
+
+def _fits(array: np.ndarray, dtype: np.dtype) -> bool:
+    if _kind(dtype) != "integer" or array.size == 0:
+        return True
+    limits = np.iinfo(dtype)
+    return limits.min <= array.min() and array.max() <= limits.max
 
 
 def _shown(dims: tuple[Dim, ...] | None) -> str:

@@ -81,7 +81,7 @@ def save(
     path: str | os.PathLike,
     *,
     external_data: bool | None = None,
-    external_threshold: int = EXTERNAL_DATA_THRESHOLD,
+    external_threshold: int | None = None,
     sparse: bool = False,
     reading: Iterable[str | os.PathLike] = (),
 ) -> Path:
@@ -92,35 +92,37 @@ def save(
     Args:
         external_data: True forces, False forbids (error above 2 GB), None chooses by size.
         external_threshold: with ``external_data=None``, the total weight size in bytes
-            above which weights go to ``<file name>.data``.
+            above which weights go to ``<file name>.data`` (None: ``EXTERNAL_DATA_THRESHOLD``).
         sparse: store float weights that are mostly zeros as sparse initializers where
             that is smaller (``sparse_initializers.to_sparse``; inline tensors only).
     """
     path = writable(path, reading=reading)
     weights = parameter_bytes(model)
     if external_data is None:
-        external_data = weights > external_threshold
+        limit = EXTERNAL_DATA_THRESHOLD if external_threshold is None else external_threshold
+        external_data = weights > limit
     if not external_data and weights >= PROTOBUF_LIMIT:
         raise BadInputError(
             f"{path}: {weights / 2**30:.1f} GiB of weights exceed protobuf's 2 GB limit; "
             "save with external data"
         )
-    data_name = path.name + ".data" if external_data else None
-    if data_name is not None:
-        _refuse_overwriting_sources(model, path.parent / data_name)
-        writable(path.parent / data_name, reading=reading, what="external data")
+    data_path = path.with_name(path.name + ".data") if external_data else None
+    if data_path is not None:
+        _refuse_overwriting_sources(model, data_path)
 
-    def write(tmp: Path) -> None:
-        # onnx_ir writes the external data file itself atomically; the model file, which
-        # points at it, is renamed into place last so a reader never sees a half model.
-        proto = _file_proto(model, path.parent, data_name)
+    def write(tmp: Path, data_tmp: Path | None = None) -> None:
+        # the weights go to the sidecar's temporary name, which the model then names by
+        # its final one: files.replace_atomically renames the two as a pair
+        proto = _file_proto(model, path.parent, data_tmp.name if data_tmp else None)
+        if data_tmp is not None:
+            _rename_location(proto, data_tmp.name, data_path.name)
         if sparse:
             to_sparse(proto)
         onnx.save(proto, tmp)
 
-    replace_atomically(path, write, reading=reading)
+    replace_atomically(path, write, reading=reading, sidecar=data_path)
     logger.info("saved %s (%d bytes of weights%s)", path, weights,
-                ", external" if data_name else "")
+                ", external" if external_data else "")
     return path
 
 
@@ -150,6 +152,14 @@ def _file_proto(model: ir.Model, folder: Path, data_name: str | None) -> onnx.Mo
             del graph.value_info[:]
             graph.value_info.extend(kept)
     return proto
+
+
+def _rename_location(proto: onnx.ModelProto, old: str, new: str) -> None:
+    for graph in graph_protos(proto.graph):
+        for tensor in graph.initializer:
+            for entry in tensor.external_data:
+                if entry.key == "location" and entry.value == old:
+                    entry.value = new
 
 
 def _refuse_overwriting_sources(model: ir.Model, data_path: Path) -> None:

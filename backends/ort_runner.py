@@ -16,7 +16,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxpress.backends.onnx_writer import PROTOBUF_LIMIT, save, to_proto
-from onnxpress.errors import BadInputError
+from onnxpress.errors import BadInputError, RuntimeRefusedError
 from onnxpress.ir.analysis import parameter_bytes
 
 #: ONNX Runtime's u8s8 integer kernels on x86 CPUs without VNNI (AVX2, AVX-512 without VNNI)
@@ -104,8 +104,9 @@ class Runner:
         try:
             return inference_session(source, configure, providers, precise=precise)
         except Exception as error:  # ORT raises its own classes for every load failure
-            raise BadInputError(f"ONNX Runtime cannot load the model: {first_line(error)}"
-                                ) from None
+            reason = first_line(error)
+            raise RuntimeRefusedError(f"ONNX Runtime cannot load the model: {reason}",
+                                      loading=True, reason=reason) from None
         finally:
             if self._tmp is not None:
                 self._tmp.cleanup()
@@ -135,13 +136,27 @@ class Runner:
             raise BadInputError(f"no data for model input {missing[0]!r}; add it to the data")
         wanted = {name: feeds[name] for name in self.input_names}
         try:
-            outputs = self.session.run(None, wanted)
+            outputs = self._run(wanted)
+        except Exception as error:  # ORT raises its own classes; numpy's for bad feeds
+            reason = first_line(error)
+            raise RuntimeRefusedError(f"ONNX Runtime cannot run the model on "
+                                      f"{_described(wanted)}: {reason}", loading=False,
+                                      reason=reason) from None
+        return dict(zip(self.output_names, outputs))
+
+    def _run(self, wanted: dict[str, np.ndarray]) -> list:
+        try:
+            return self.session.run(None, wanted)
         except Exception:  # ORT's int8 weight conversion broke the model (inference_session)
             if not self._precise:
                 raise
             self.session, self._precise = self._open(False), False
-            outputs = self.session.run(None, wanted)
-        return dict(zip(self.output_names, outputs))
+            return self.session.run(None, wanted)
+
+
+def _described(feeds: Mapping[str, np.ndarray]) -> str:
+    return ", ".join(f"{name} {np.asarray(a).dtype}{list(np.shape(a))}"
+                     for name, a in feeds.items()) or "no inputs"
 
 
 def first_line(error: BaseException) -> str:

@@ -48,3 +48,14 @@ def _load_only(options) -> None:
     import onnxruntime as ort
 
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+
+
+def inference_error(model: ir.Model) -> str | None:
+    """ONNX's strict type and shape inference's complaint about ``model``, if any: a Relu
+    on strings, a MatMul of incompatible shapes. Ops without a schema (custom domains) pass;
+    no values are propagated, so nothing is materialised."""
+    try:
+        onnx.shape_inference.infer_shapes(to_proto(model), check_type=True, strict_mode=True)
+    except onnx.shape_inference.InferenceError as error:
+        return " ".join(str(error).split())
+    return None

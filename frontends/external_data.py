@@ -30,6 +30,29 @@ def confine(model: ir.Model, folder: Path | None, where: str) -> None:
     for tensor, owner in external_tensors(model):
         name = f"tensor {tensor.name!r} ({owner})"
         tensor.base_dir = str(checked(os.fspath(tensor.location), folder, where, name))
+    _read_attributes(model)
+
+
+def _read_attributes(model: ir.Model) -> None:
+    """Read external attribute tensors (a Constant's value) into memory: onnx_ir writes an
+    attribute back with the location it was loaded with, relative to the *input's* folder,
+    so an output written anywhere else would not load (initializers are re-homed by the
+    writer; attributes are small and few)."""
+    for graph in _graphs(model):
+        for node in graph.all_nodes():
+            for attribute in list(node.attributes.values()):
+                tensors = _tensors(attribute)
+                if not any(isinstance(t, ir.ExternalTensor) for t in tensors):
+                    continue
+                read = [ir.Tensor(t.numpy(), dtype=t.dtype, name=t.name) for t in tensors]
+                node.attributes[attribute.name] = (
+                    ir.AttrTensor(attribute.name, read[0])
+                    if attribute.type == ir.AttributeType.TENSOR
+                    else ir.AttrTensors(attribute.name, read))
+
+
+def _graphs(model: ir.Model) -> list[ir.Graph]:
+    return [model.graph, *(function.graph for function in model.functions.values())]
 
 
 def checked(location: str, folder: Path | None, where: str, name: str) -> Path:
@@ -54,10 +77,8 @@ def checked(location: str, folder: Path | None, where: str, name: str) -> Path:
 
 def external_tensors(model: ir.Model) -> Iterator[tuple[ir.ExternalTensor, str]]:
     """Every external tensor of ``model``, with where it sits (for messages)."""
-    graphs = [(model.graph, "main graph")]
-    graphs += [(function.graph, f"function {function.name!r}")
-               for function in model.functions.values()]
-    for graph, owner in graphs:
+    owners = ["main graph", *(f"function {f.name!r}" for f in model.functions.values())]
+    for graph, owner in zip(_graphs(model), owners, strict=True):
         for body in [graph, *graph.subgraphs()]:
             for value in body.initializers.values():
                 if isinstance(value.const_value, ir.ExternalTensor):

@@ -67,12 +67,12 @@ def _deserialize(source: str | os.PathLike | bytes | onnx.ModelProto) -> ir.Mode
             copy = onnx.ModelProto()
             copy.CopyFrom(source)  # the caller's proto stays as it was
             source = _densify(copy, "the given model")
-        model = ir.serde.deserialize_model(source)
+        model = _to_ir(source, "the given model")
         confine(model, None, "the given model")
         return model
     if isinstance(source, bytes):
-        model = ir.serde.deserialize_model(_densify(_parse(source, "the given bytes"),
-                                                    "the given bytes"))
+        model = _to_ir(_densify(_parse(source, "the given bytes"), "the given bytes"),
+                       "the given bytes")
         confine(model, None, "the given bytes")
         return model
     if not isinstance(source, (str, os.PathLike)):
@@ -88,9 +88,21 @@ def _deserialize(source: str | os.PathLike | bytes | onnx.ModelProto) -> ir.Mode
             proto = _parse(stream.read(), str(path))
     except OSError as error:  # unreadable: permissions, a vanished file
         raise BadInputError(f"{path}: cannot read the model ({error.strerror})") from None
-    model = ir.serde.deserialize_model(_densify(proto, str(path), str(path.parent)))
+    model = _to_ir(_densify(proto, str(path), str(path.parent)), str(path))
     confine(model, path.parent, str(path))
     return model
+
+
+def _to_ir(proto: onnx.ModelProto, where: str) -> ir.Model:
+    """The IR of ``proto``, or a one-line refusal naming what makes it no valid graph (a
+    name two nodes define, ...), which onnx_ir reports below a generic wrapper."""
+    try:
+        return ir.serde.deserialize_model(proto)
+    except Exception as error:  # noqa: BLE001 - SerdeError wrapping ValueError and others
+        cause = error
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        raise BadInputError(f"{where}: not a valid ONNX graph: {cause}") from None
 
 
 def _parse(data: bytes, where: str) -> onnx.ModelProto:

@@ -80,7 +80,9 @@ class _Checker:
             if value is None:
                 continue
             if value not in visible:
-                self.fail(where, f"input {index} {value.name!r} is used before it is defined")
+                how = ("is used before it is defined (nodes out of order, or a cycle)"
+                       if value.producer() is not None else "is defined nowhere")
+                self.fail(where, f"input {index} {value.name!r} {how}")
             if not any(u.node is node and u.idx == index for u in value.uses()):
                 self.fail(where, f"input {index} {value.name!r} lacks the use in its use list")
 

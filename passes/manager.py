@@ -14,9 +14,21 @@ from tqdm import tqdm
 
 from onnxpress.backends.inputs import ModelInputs
 from onnxpress.backends.onnx_writer import to_proto
-from onnxpress.backends.ort_runner import Runner, first_line
-from onnxpress.backends.validity import VALIDATORS, checkable, problems
-from onnxpress.errors import BadInputError, OnnxpressError, PassFailedError
+from onnxpress.backends.ort_runner import Runner
+from onnxpress.backends.validity import (
+    RUNTIME,
+    VALIDATORS,
+    checkable,
+    inference_error,
+    problems,
+)
+from onnxpress.errors import (
+    BadInputError,
+    CheckFailedError,
+    OnnxpressError,
+    PassFailedError,
+    RuntimeRefusedError,
+)
 from onnxpress.ir.analysis import count_nodes, count_parameters, parameter_bytes, unknown_ops
 from onnxpress.ir.marks import LOAD_NOTES
 from onnxpress.ir.verify import VerificationError, verify
@@ -86,6 +98,11 @@ class PassManager:
     def run(self, model: ir.Model) -> Report:
         """Run the passes on ``model`` in place and return the report."""
         report = Report(pipeline=format_pipeline(self.passes))
+        if self.verify:
+            try:
+                verify(model)
+            except VerificationError as error:  # named as the input's, not the first pass's
+                raise BadInputError(f"the input model is invalid: {error}") from None
         inputs = ModelInputs.of(model, self.input_shapes)
         inputs.check_dims(self.dims)
         if self.check_data is not None:
@@ -104,13 +121,17 @@ class PassManager:
             current = with_passes(self._prepared(current), self._build_inner)
             try:
                 report.passes.append(self._run_one(current, model))
-            except BadInputError:
+            except BadInputError as error:
                 # the user's input, unless an earlier pass left a model the input was not
                 # (ONNX Runtime then refuses what this pass runs): that is a bug of ours
                 found = problems(model, validators) if index and validators else {}
                 if found:
                     raise self._blame(original, validators, found) from None
-                raise
+                if not isinstance(error, RuntimeRefusedError):
+                    raise
+                if error.loading and RUNTIME in validators:  # a model the pass built
+                    raise PassFailedError(f"pass {current.name!r}: {error}") from None
+                raise BadInputError(f"pass {current.name!r}: {error}") from None
         if validators:
             found = problems(model, validators)
             if found:
@@ -125,6 +146,11 @@ class PassManager:
             report.notes.append("output validation skipped: the model's weights exceed 1 GiB")
             return ()
         found = problems(model)
+        if RUNTIME in found:  # a custom op ORT lacks, or a model no runtime could load
+            invalid = inference_error(model)
+            if invalid:
+                raise BadInputError(f"the input model is invalid: {invalid} (ONNX Runtime "
+                                    "refuses it too)")
         for name, why in found.items():
             report.notes.append(f"the input model fails {name} ({why}): the output is not "
                                 f"held to it")
@@ -177,8 +203,8 @@ class PassManager:
         start = time.perf_counter()
         try:
             result = current(model)
-        except BadInputError:
-            raise  # the user's to fix (missing data, unsupported model): one line, exit 2
+        except (BadInputError, CheckFailedError):
+            raise  # the user's to fix (missing data, a lint's finding): one line, exit 2 or 1
         except Exception as error:
             raise PassFailedError(f"pass {current.name!r} failed: {error}") from error
         seconds = time.perf_counter() - start
@@ -237,11 +263,9 @@ class PassManager:
             where = inputs.describe_random(self.dims)
         try:
             expected = [reference.run(b) for b in batches]
-        except BadInputError:
-            raise
-        except Exception as error:  # ORT raises its own classes
+        except RuntimeRefusedError as error:
             raise BadInputError(
-                f"the input model does not run on {where}: {first_line(error)}; give "
+                f"the input model does not run on {where}: {error.reason}; give "
                 "--calibration data, --input-shape NAME=D,D,... or --dim NAME=N") from None
         for name, values in ((n, v) for want in expected for n, v in want.items()):
             if np.issubdtype(values.dtype, np.floating) and np.isnan(values).any():
@@ -249,9 +273,15 @@ class PassManager:
                     f"--check: the input model itself gives NaN for output {name!r} on "
                     f"{where}, and NaN cannot be compared; give --calibration data on which "
                     "it computes numbers")
+        try:
+            got = [candidate.run(b) for b in batches]
+        except RuntimeRefusedError as error:  # the input ran on these: the pipeline's doing
+            raise PassFailedError(f"the pipeline {format_pipeline(self.passes)} wrote a model "
+                                  f"that does not run on {where}, where the input did: "
+                                  f"{error.reason}") from None
         report.check = merge_checks(
-            compare_outputs(want, candidate.run(b), tolerance=self.tolerance, atol=self.atol)
-            for want, b in zip(expected, batches)
+            compare_outputs(want, out, tolerance=self.tolerance, atol=self.atol)
+            for want, out in zip(expected, got)
         )
         report.check_tolerance = self.tolerance
         report.check_atol = self.atol

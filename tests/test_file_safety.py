@@ -1,16 +1,23 @@
 """No file outside the job is written, and no file the job reads is overwritten (issue 22:
-D1, D2, D5, S2). Each refused command exits 2 with one line on stderr, leaves the input
+D1-D5, S2). Each refused command exits 2 with one line on stderr, leaves the input
 files byte-identical and writes nothing else in the folder."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import stat
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnx_ir
+import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper
+from onnx.external_data_helper import convert_model_to_external_data
+from pass_checks import IR_VERSION
 
 import onnxpress
 from onnxpress.cli import main
@@ -131,3 +138,126 @@ def test_the_check_reads_external_weights_from_the_models_folder(
     assert main(["compile", str(model), "-o", str(tmp_path / "o.onnx"), "--check",
                  "--report", str(report)]) == 0
     assert '"ok": true' in report.read_text()
+
+
+def _weights(path: Path) -> dict[str, np.ndarray]:
+    """The model's initializers as it loads, with its sidecar (fails on a mismatched pair:
+    offsets past the end, or a length that disagrees)."""
+    proto = onnx.load(str(path))
+    return {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+
+
+def test_the_model_and_its_sidecar_are_replaced_as_a_pair(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D3: at every rename, a kill would leave the old pair, no model, or the new pair;
+    never the old model beside the new sidecar. And no temporary file is left after."""
+    model = onnxpress.load(small_cnn_path())
+    out = tmp_path / "o.onnx"
+    onnxpress.save(model, out, external_data=True)
+    old = _weights(out)
+    for value in model.graph.initializers.values():
+        if value.const_value.dtype == onnx_ir.DataType.FLOAT:
+            value.const_value = onnx_ir.tensor(value.const_value.numpy() * 2 + 1)
+    new = {name: v.const_value.numpy() for name, v in model.graph.initializers.items()}
+    states = []
+    real_replace = os.replace
+
+    def replace(source, target):  # every rename, onnx_ir's of the sidecar's temporary too
+        if not out.exists():
+            states.append("no model")
+        else:
+            try:
+                now = _weights(out)
+            except Exception:  # noqa: BLE001 - a pair that does not load is what we look for
+                now = {}
+            states.append("old" if _equal(now, old) else "new" if _equal(now, new)
+                          else "mismatch")
+        real_replace(source, target)
+
+    monkeypatch.setattr("onnxpress.backends.files.os.replace", replace)
+    onnxpress.save(model, out, external_data=True)
+    monkeypatch.undo()
+    assert "mismatch" not in states and states[-2:] == ["no model", "no model"], states
+    assert _equal(_weights(out), new)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.onnx", "o.onnx.data"]
+
+
+def _equal(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_removes_the_temporary_files_and_keeps_the_old_output(
+        signum: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture) -> None:
+    """D3: SIGTERM/SIGHUP while the pair is being written (both temporary files full):
+    exit 128 + the signal, one line, the previous output intact, nothing else left."""
+    model = _job(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "o.onnx"
+    monkeypatch.setattr("onnxpress.backends.onnx_writer.EXTERNAL_DATA_THRESHOLD", 0)
+    assert main(["compile", str(model), "-o", str(out)]) == 0
+    capfd.readouterr()
+    before, inputs = _snapshot(out_dir), _snapshot(model.parent)
+    real_chmod = os.chmod
+
+    def chmod(path, mode):  # after the writes, before the renames
+        real_chmod(path, mode)
+        os.kill(os.getpid(), signum)
+
+    monkeypatch.setattr("onnxpress.backends.files.os.chmod", chmod)
+    assert main(["compile", str(model), "-o", str(out)]) == 128 + signum
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"stopped by {signal.Signals(signum).name}" in err[0], err
+    assert _snapshot(out_dir) == before and _snapshot(model.parent) == inputs
+    assert signal.getsignal(signum) is signal.SIG_DFL or callable(signal.getsignal(signum))
+
+
+def _external_attribute_model(folder: Path) -> Path:
+    """A Constant's value and an If body's initializer, both in ``w.bin``."""
+    constant = onnx.numpy_helper.from_array(np.full((8, 8), 2, np.float32), "cval")
+    bias = onnx.numpy_helper.from_array(np.full((8,), 3, np.float32), "bias")
+    then = helper.make_graph(
+        [helper.make_node("Constant", [], ["k"], value=constant),
+         helper.make_node("MatMul", ["x", "k"], ["t0"]),
+         helper.make_node("Add", ["t0", "bias"], ["t"])], "then", [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2, 8])], [bias])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2, 8])])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["cond"], ["y"], then_branch=then, else_branch=other)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8]),
+         helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])])
+    model = helper.make_model(graph, ir_version=IR_VERSION,
+                              opset_imports=[helper.make_opsetid("", 17)])
+    convert_model_to_external_data(model, location="w.bin", size_threshold=0,
+                                   convert_attribute=True)
+    path = folder / "m.onnx"
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_outputs_in_another_folder_carry_every_external_tensor(
+        external: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D4: a Constant's external value and an If body's external initializer used to keep
+    their location relative to the input's folder, so the output did not load."""
+    source = tmp_path / "in"
+    source.mkdir()
+    model = _external_attribute_model(source)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    if external:
+        monkeypatch.setattr("onnxpress.backends.onnx_writer.EXTERNAL_DATA_THRESHOLD", 0)
+    feeds = {"x": np.arange(16, dtype=np.float32).reshape(2, 8), "cond": np.array(True)}
+    want = ort.InferenceSession(str(model)).run(None, feeds)[0]
+    inputs = _snapshot(source)
+    for passes in ("dce", "cleanup"):
+        out = out_dir / f"{passes}.onnx"
+        assert main(["compile", str(model), "-o", str(out), "--passes", passes]) == 0
+        got = ort.InferenceSession(str(out)).run(None, feeds)[0]
+        np.testing.assert_array_equal(got, want)
+    assert _snapshot(source) == inputs
+    assert not (out_dir / "w.bin").exists()
