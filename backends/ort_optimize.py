@@ -15,7 +15,7 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from onnxpress.backends.files import replace_atomically
+from onnxpress.backends.files import replace_atomically, writable
 from onnxpress.backends.onnx_writer import save
 from onnxpress.backends.ort_runner import inference_session
 from onnxpress.errors import BadInputError
@@ -55,8 +55,10 @@ def save_optimized(model: ir.Model | str | os.PathLike, out: str | os.PathLike, 
 
     if level not in LEVELS:
         raise BadInputError(f"ORT optimisation level {level!r}; choose one of {', '.join(LEVELS)}")
-    out = Path(out)
-    with tempfile.TemporaryDirectory(prefix="onnxpress-ort-") as folder:
+    out = writable(out, reading=reading, what="optimised model")
+    # a hidden folder beside the output, not the system's: the job writes only there
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".tmp",
+                                     dir=out.parent) as folder:
         source = model if not isinstance(model, ir.Model) else save(model, Path(folder) / "in.onnx")
         written = Path(folder) / "optimized.onnx"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import tempfile
 import stat
 from pathlib import Path
 
@@ -261,3 +262,33 @@ def test_outputs_in_another_folder_carry_every_external_tensor(
         np.testing.assert_array_equal(got, want)
     assert _snapshot(source) == inputs
     assert not (out_dir / "w.bin").exists()
+
+
+def test_temporary_files_live_beside_the_outputs(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """"The job" is its inputs, its outputs and temporary files in the output folder:
+    nothing goes to the system's temporary folder, and nothing is left anywhere."""
+    model = _job(tmp_path)
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    made = []
+    for name in ("mkdtemp", "mkstemp"):
+        real = getattr(tempfile, name)
+
+        def record(*args, _real=real, **kwargs):
+            found = _real(*args, **kwargs)
+            made.append(Path(found if isinstance(found, str) else found[1]).parent)
+            return found
+
+        monkeypatch.setattr(tempfile, name, record)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    inputs = _snapshot(model.parent)
+    assert main(["compile", str(model), "-o", str(out_dir / "o.onnx"), "--check",
+                 "--report", str(out_dir / "r.json"), "--ort-optimized",
+                 str(out_dir / "o.ort.onnx")]) == 0
+    assert made and all(folder.resolve() != system_tmp.resolve() for folder in made), made
+    assert not any(system_tmp.iterdir())
+    assert sorted(_snapshot(out_dir)) == ["o.onnx", "o.ort.onnx", "r.json"]
+    assert _snapshot(model.parent) == inputs
