@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 # the digits CNN with its Convs quantized too (the preset's cost rule keeps them float): the
 # case whose two forms timed within noise of each other
 @pytest.mark.parametrize("name, passes", [("digits_cnn", "int8"), ("digits_vit", "int8"),
+                                          ("default_cnn", "int8"),
                                           ("digits_cnn", "int8(cost=false)")])
 def test_ten_int8_compiles_write_the_same_bytes(name: str, passes: str, tmp_path: Path
                                                 ) -> None:
