@@ -130,7 +130,14 @@ def _dim_values(given: Sequence[str]) -> dict[str, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_logging(verbose=args.verbose)
+    held = configure_logging(verbose=args.verbose, debug=args.debug)
+    code = _run(args)
+    if held is not None and code == 0:
+        held.show()
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         with signals_as_exceptions(), quiet_libraries(args.debug):
             return _COMMANDS[args.command](args)

@@ -37,11 +37,34 @@ class _OneLineFormatter(logging.Formatter):
         return one_line(super().format(record))
 
 
-def configure_logging(*, verbose: bool) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(_OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
+class HeldLog(logging.Handler):
+    """Log records kept until the run ends: shown after a success, dropped after a failure,
+    whose one line says what matters (a warning that nothing was quantized, printed before
+    "no data for model input 'x'", only misleads)."""
+
+    def __init__(self, target: logging.Handler) -> None:
+        super().__init__()
+        self.target = target
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def show(self) -> None:
+        for record in self.records:
+            self.target.handle(record)
+        self.records.clear()
+
+
+def configure_logging(*, verbose: bool, debug: bool) -> HeldLog | None:
+    """Log lines on stderr, one line each; held until the end (``HeldLog``) unless
+    ``verbose`` or ``debug`` asks to see them as they come."""
+    stream = logging.StreamHandler()
+    stream.setFormatter(_OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
+    held = None if verbose or debug else HeldLog(stream)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        handlers=[handler], force=True)
+                        handlers=[held or stream], force=True)
+    return held
 
 
 @contextlib.contextmanager

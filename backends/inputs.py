@@ -285,8 +285,9 @@ class ModelInputs:
         axis = 0 if spec is None or spec.sample_axis is None else spec.sample_axis
         if mode == "stack":
             part = array[start:start + step]
-            return part[0] if spec is None or spec.sample_axis is None else np.concatenate(
-                list(part), axis=axis)
+            if spec is None or spec.sample_axis is None:
+                return np.asarray(part[0])  # a 0-d array, not a numpy scalar ORT refuses
+            return np.concatenate(list(part), axis=axis)
         index = [slice(None)] * array.ndim
         index[axis] = slice(start, start + step)
         return array[tuple(index)]

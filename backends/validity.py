@@ -56,6 +56,6 @@ def inference_error(model: ir.Model) -> str | None:
     no values are propagated, so nothing is materialised."""
     try:
         onnx.shape_inference.infer_shapes(to_proto(model), check_type=True, strict_mode=True)
-    except onnx.shape_inference.InferenceError as error:
-        return " ".join(str(error).split())
+    except Exception as error:  # noqa: BLE001 - InferenceError, or C++ errors on malformed nodes
+        return " ".join(str(error).split()) or type(error).__name__
     return None

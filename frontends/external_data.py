@@ -30,14 +30,14 @@ def confine(model: ir.Model, folder: Path | None, where: str) -> None:
     for tensor, owner in external_tensors(model):
         name = f"tensor {tensor.name!r} ({owner})"
         tensor.base_dir = str(checked(os.fspath(tensor.location), folder, where, name))
-    _read_attributes(model)
 
 
-def _read_attributes(model: ir.Model) -> None:
+def read_attributes(model: ir.Model) -> None:
     """Read external attribute tensors (a Constant's value) into memory: onnx_ir writes an
     attribute back with the location it was loaded with, relative to the *input's* folder,
     so an output written anywhere else would not load (initializers are re-homed by the
-    writer; attributes are small and few)."""
+    writer; attributes are small and few). After ``tensor_checks``: their sizes are known
+    to fit their files."""
     for graph in _graphs(model):
         for node in graph.all_nodes():
             for attribute in list(node.attributes.values()):
@@ -77,18 +77,25 @@ def checked(location: str, folder: Path | None, where: str, name: str) -> Path:
 
 def external_tensors(model: ir.Model) -> Iterator[tuple[ir.ExternalTensor, str]]:
     """Every external tensor of ``model``, with where it sits (for messages)."""
+    for tensor, owner in model_tensors(model):
+        if isinstance(tensor, ir.ExternalTensor):
+            yield tensor, owner
+
+
+def model_tensors(model: ir.Model) -> Iterator[tuple[ir.TensorProtocol, str]]:
+    """Every tensor ``model`` stores: initializers and tensor attributes (a Constant's
+    value) of every graph, body and model-local function, with where it sits."""
     owners = ["main graph", *(f"function {f.name!r}" for f in model.functions.values())]
     for graph, owner in zip(_graphs(model), owners, strict=True):
         for body in [graph, *graph.subgraphs()]:
             for value in body.initializers.values():
-                if isinstance(value.const_value, ir.ExternalTensor):
+                if value.const_value is not None:
                     yield value.const_value, f"initializer of the {owner}"
         for node in graph.all_nodes():
             for attribute in node.attributes.values():
                 for tensor in _tensors(attribute):
-                    if isinstance(tensor, ir.ExternalTensor):
-                        yield tensor, f"attribute {attribute.name!r} of node " \
-                                      f"{node.name!r} in the {owner}"
+                    yield tensor, f"attribute {attribute.name!r} of node {node.name!r} " \
+                                  f"in the {owner}"
 
 
 def _tensors(attribute: ir.Attr) -> list:

@@ -18,7 +18,8 @@ from onnx_ir.passes.common import RemoveInitializersFromInputsPass
 
 from onnxpress.backends.opset_upgrade import upgrade
 from onnxpress.errors import BadInputError
-from onnxpress.frontends.external_data import checked, confine
+from onnxpress.frontends.external_data import checked, confine, read_attributes
+from onnxpress.frontends.tensor_checks import check_tensors
 from onnxpress.ir.analysis import graph_protos
 from onnxpress.ir.marks import LOAD_NOTES
 
@@ -69,11 +70,13 @@ def _deserialize(source: str | os.PathLike | bytes | onnx.ModelProto) -> ir.Mode
             source = _densify(copy, "the given model")
         model = _to_ir(source, "the given model")
         confine(model, None, "the given model")
+        check_tensors(model, "the given model")
         return model
     if isinstance(source, bytes):
         model = _to_ir(_densify(_parse(source, "the given bytes"), "the given bytes"),
                        "the given bytes")
         confine(model, None, "the given bytes")
+        check_tensors(model, "the given bytes")
         return model
     if not isinstance(source, (str, os.PathLike)):
         raise BadInputError(
@@ -90,6 +93,8 @@ def _deserialize(source: str | os.PathLike | bytes | onnx.ModelProto) -> ir.Mode
         raise BadInputError(f"{path}: cannot read the model ({error.strerror})") from None
     model = _to_ir(_densify(proto, str(path), str(path.parent)), str(path))
     confine(model, path.parent, str(path))
+    check_tensors(model, str(path))
+    read_attributes(model)
     return model
 
 
@@ -114,12 +119,44 @@ def _parse(data: bytes, where: str) -> onnx.ModelProto:
             f"{where}: not a readable ONNX model ({error}); the file may be truncated or "
             "not ONNX"
         ) from None
+    field = _undecodable_text(proto)
+    if field:
+        raise BadInputError(f"{where}: the text field {field} is not UTF-8; the file is "
+                            "damaged")
     if not proto.HasField("graph") or proto.ir_version == 0:
         raise BadInputError(
             f"{where}: parsed, but holds no ONNX graph (ir_version "
             f"{proto.ir_version}); is it an ONNX model file?"
         )
     return proto
+
+
+def _undecodable_text(message, path: str = "model") -> str | None:
+    """The first string field protobuf could not decode (it hands those over as bytes, and
+    every consumer after it expects text), or None. Bytes fields (tensor data) are skipped
+    unread."""
+    for field in message.DESCRIPTOR.fields:
+        if field.type == field.TYPE_BYTES:
+            continue
+        repeated = (field.is_repeated if hasattr(field, "is_repeated")  # protobuf >= 6
+                    else field.label == field.LABEL_REPEATED)
+        if field.type == field.TYPE_STRING:
+            values = getattr(message, field.name) if repeated else [getattr(message, field.name)]
+            if any(not isinstance(v, str) for v in values):
+                return f"{path}.{field.name}"
+        elif field.type == field.TYPE_MESSAGE:
+            if repeated:
+                children = getattr(message, field.name)
+            elif message.HasField(field.name):
+                children = [getattr(message, field.name)]
+            else:
+                continue
+            for index, child in enumerate(children):
+                found = _undecodable_text(child, f"{path}.{field.name}"
+                                                 + (f"[{index}]" if repeated else ""))
+                if found:
+                    return found
+    return None
 
 
 def _densify(proto: onnx.ModelProto, where: str, base_dir: str = "") -> onnx.ModelProto:

@@ -16,6 +16,7 @@ from onnxpress.backends.inputs import ModelInputs
 from onnxpress.backends.onnx_writer import to_proto
 from onnxpress.backends.ort_runner import Runner
 from onnxpress.backends.validity import (
+    CHECKER,
     RUNTIME,
     VALIDATORS,
     checkable,
@@ -151,6 +152,10 @@ class PassManager:
             if invalid:
                 raise BadInputError(f"the input model is invalid: {invalid} (ONNX Runtime "
                                     "refuses it too)")
+            if CHECKER in found:  # nothing left to hold the output to
+                raise BadInputError(
+                    f"the input model fails onnx.checker ({found[CHECKER]}) and does not load "
+                    f"in ONNX Runtime ({found[RUNTIME]}); fix the model")
         for name, why in found.items():
             report.notes.append(f"the input model fails {name} ({why}): the output is not "
                                 f"held to it")
@@ -265,14 +270,16 @@ class PassManager:
             expected = [reference.run(b) for b in batches]
         except RuntimeRefusedError as error:
             raise BadInputError(
-                f"the input model does not run on {where}: {error.reason}; give "
-                "--calibration data, --input-shape NAME=D,D,... or --dim NAME=N") from None
+                f"the input model does not run on {where}: {error.reason}; "
+                + ("check that the data fits the model's inputs" if self.check_data is not None
+                   else "give --calibration data, --input-shape NAME=D,D,... or --dim NAME=N")
+            ) from None
         for name, values in ((n, v) for want in expected for n, v in want.items()):
-            if np.issubdtype(values.dtype, np.floating) and np.isnan(values).any():
+            if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
                 raise BadInputError(
-                    f"--check: the input model itself gives NaN for output {name!r} on "
-                    f"{where}, and NaN cannot be compared; give --calibration data on which "
-                    "it computes numbers")
+                    f"--check: the input model itself gives NaN or infinity for output "
+                    f"{name!r} on {where}, which cannot be compared; give --calibration data "
+                    "on which it computes finite numbers")
         try:
             got = [candidate.run(b) for b in batches]
         except RuntimeRefusedError as error:  # the input ran on these: the pipeline's doing
