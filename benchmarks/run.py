@@ -42,6 +42,7 @@ from .suites import (
     prune_sparsity,
     quant,
     quant_headline,
+    resource_cases,
     tome,
     weight_only,
 )
@@ -64,6 +65,7 @@ SUITES: dict[str, Suite] = {
     "output_hashes": hashes.SUITE,
     "corpus": corpus.SUITE,
     "int8_cost": int8_cost.SUITE,
+    "resource_cases": resource_cases.SUITE,
 }
 
 

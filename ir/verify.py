@@ -33,6 +33,9 @@ class _Checker:
         self.problems: list[str] = []
         self.schema_cache: dict[tuple[str, str, int], bool] = {}
         self.functions = set(model.functions)
+        #: each value's recorded uses as a set, made once: a constant that 50,000 nodes
+        #: read made a scan of its use list per reader quadratic (a 100,000-node chain)
+        self.recorded: dict[ir.Value, set[tuple[ir.Node, int]]] = {}
 
     def fail(self, where: str, message: str) -> None:
         self.problems.append(f"{where}: {message}")
@@ -83,7 +86,9 @@ class _Checker:
                 how = ("is used before it is defined (nodes out of order, or a cycle)"
                        if value.producer() is not None else "is defined nowhere")
                 self.fail(where, f"input {index} {value.name!r} {how}")
-            if not any(u.node is node and u.idx == index for u in value.uses()):
+            if value not in self.recorded:
+                self.recorded[value] = {(use.node, use.idx) for use in value.uses()}
+            if (node, index) not in self.recorded[value]:
                 self.fail(where, f"input {index} {value.name!r} lacks the use in its use list")
 
     def check_uses(self, value: ir.Value, where: str) -> None:

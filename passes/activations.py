@@ -20,7 +20,7 @@ import onnx_ir as ir
 from tqdm import tqdm
 
 from onnxpress.backends.ort_runner import Runner
-from onnxpress.errors import BadInputError
+from onnxpress.errors import BadInputError, RuntimeRefusedError
 from onnxpress.ir.analysis import constant_array, is_constant
 from onnxpress.ir.branches import branches, copy_model, if_nodes, reaching, specialise
 from onnxpress.passes.calibration_data import Batch, CalibrationData
@@ -180,9 +180,6 @@ def _check_batch(batch: Batch, required: Sequence[str]) -> None:
 def _run(runner: Runner | _Specialised, batch: Batch, index: int) -> dict[str, np.ndarray]:
     try:
         return runner.run(batch)
-    except BadInputError:
-        raise
-    except Exception as error:  # ORT raises its own classes for bad feeds (dtype, shape)
-        first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        raise BadInputError(f"calibration batch {index}: ONNX Runtime cannot run the model "
-                            f"on it: {first}") from None
+    except RuntimeRefusedError as error:  # a feed of the wrong dtype or shape
+        raise RuntimeRefusedError(f"calibration batch {index}: {error}", loading=error.loading,
+                                  reason=error.reason) from None

@@ -7,8 +7,8 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import tempfile
 import stat
+import tempfile
 from pathlib import Path
 
 import numpy as np

@@ -18,6 +18,11 @@ then ones: the value must not change. A sample is not a proof: a subgraph that a
 every probe but differs elsewhere (say, only from 100 tokens on) would be accepted; the
 probes include the ones such masks are written to handle (padding, batches, all-masked
 rows). Values other than 0 and 1 in ``m`` are not probed (ORT reads ``m > 0`` as kept).
+A subgraph with a node whose result would hold more than ``_MAX_ELEMENTS`` (told from
+its constants and known dims, :func:`onnxpress.ir.sizes.result_elements`) is not run: a
+mask is [B, 1, S, S] at most, and a Range or Expand of constants to billions of elements
+would be computed on every probe (an unknown dim counts as 1, so a size that only the
+probe's B and S make huge, say ``Range(0, S * 1e9)``, is not foreseen).
 
 The fusion also needs the mask's [B, S] to be the attention input's. Where the dims do not
 say so (TorchScript exports: shape inference loses the tokens' names at the position
@@ -34,9 +39,12 @@ import onnx_ir as ir
 from onnx.reference import ReferenceEvaluator
 
 from onnxpress.ir.attention.values import dims, same_dim
+from onnxpress.ir.sizes import result_elements
 
 _MAX_NODES = 400  # a mask is a few dozen ops; beyond this it is not one (or too costly)
 _SIZES = ((1, 5), (2, 7), (3, 4))  # (batch, sequence) where the mask's dims are symbolic
+#: the largest value the probe computes: a causal mask's constant [1, 1, 2048, 2048] fits
+_MAX_ELEMENTS = 1 << 24
 _INTEGER = {
     ir.DataType.INT64, ir.DataType.INT32, ir.DataType.INT16, ir.DataType.INT8,
     ir.DataType.UINT8, ir.DataType.BOOL,
@@ -53,6 +61,9 @@ def probe_mask(value: ir.Value, x_dims: tuple | None) -> tuple[ir.Value, float] 
     if isinstance(cut, str):
         return cut
     nodes, inputs, shapes = cut
+    too_big = _too_big(nodes, shapes)
+    if too_big:
+        return too_big
     candidates = [v for v in inputs if v.dtype in _INTEGER and len(dims(v) or ()) == 2]
     if not candidates:
         return "the attention mask reads no integer [B, S] graph input"
@@ -114,6 +125,17 @@ def _cut(value: ir.Value) -> tuple[list[ir.Node], list[ir.Value], list[ir.Node]]
     return nodes, inputs, shapes
 
 
+def _too_big(nodes: list[ir.Node], shapes: list[ir.Node]) -> str | None:
+    """Why the subgraph is not run, where a node of it would compute too much."""
+    opset = _opset(nodes, shapes)
+    for node in nodes:
+        count = None if node in shapes or opset is None else result_elements(node, opset)
+        if count is not None and count > _MAX_ELEMENTS:
+            return (f"the attention mask's subgraph is not run: {node.op_type} would compute "
+                    f"{count} elements (> {_MAX_ELEMENTS})")
+    return None
+
+
 def _witness(nodes: list[ir.Node], shapes: list[ir.Node], x_dims: tuple) -> ir.Value | None:
     """A value the subgraph computes whose leading dims carry the attention input's."""
     for node in nodes:
@@ -172,12 +194,18 @@ def _model(value: ir.Value, nodes: list[ir.Node], inputs: list[ir.Value],
         outputs.append(onnx.helper.make_tensor_value_info("witness", onnx.TensorProto.INT64,
                                                          None))
     graph = onnx.helper.make_graph(protos, "mask_probe", graph_inputs, outputs, initializers)
-    owner = (nodes[-1] if nodes else shapes[-1]).graph
-    version = owner.opset_imports.get("", owner.opset_imports.get("ai.onnx"))
+    version = _opset(nodes, shapes)
     if version is None:
         raise ValueError("no standard opset")
     return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", version)],
                                   ir_version=8)
+
+
+def _opset(nodes: list[ir.Node], shapes: list[ir.Node]) -> int | None:
+    """The standard opset of the graph the subgraph was cut from."""
+    owner = (nodes or shapes)[-1].graph if nodes or shapes else None
+    return None if owner is None else owner.opset_imports.get(
+        "", owner.opset_imports.get("ai.onnx"))
 
 
 def _check(evaluator: ReferenceEvaluator, source: ir.Value, inputs: list[ir.Value],

@@ -14,7 +14,8 @@ known statically (bit-exact).
 All rules are onnxscript's; static ``Shape -> Gather -> Concat`` chains with fully known
 shapes fold in ``fold-constants``. The rules need output shapes, so the pass first runs
 ONNX shape inference with data propagation (which follows a dynamic batch dimension through
-``Shape -> Gather -> Concat -> Reshape``); a model it cannot infer keeps the shapes it had.
+``Shape -> Gather -> Concat -> Reshape``; not where that would spell out a huge value, and
+a note says so); a model it cannot infer keeps the shapes it had.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ class FuseShapeOps(Pass):
         for value in declared:
             value.shape = None
         try:
-            result = run_wrapped(model, [TensorShapeInference(), rewrite_pass(shape_rules())])
+            notes = TensorShapeInference(self.name)(model).notes
+            result = run_wrapped(model, [rewrite_pass(shape_rules())])
         finally:
             for value, shape in declared.items():
                 value.shape = shape  # the file keeps what the exporter declared
@@ -80,6 +82,7 @@ class FuseShapeOps(Pass):
         folded = sum(shape_symbols.fold_static_entries(g) for g in all_graphs(model))
         result.stats["static_shape_entries_folded"] = folded
         result.modified |= folded > 0
+        result.notes += notes
         return result
 
 

@@ -23,7 +23,8 @@ of it from Attention (GELU alone: 2-5%).
 Attention and SkipLayerNormalization need shapes to prove that axes line up; TorchScript
 exports carry none for intermediate values, so ``infer_shapes`` (on by default) first runs
 ONNX shape inference with data propagation, as ``fuse-shape-ops`` does (it adds shape
-annotations, never changes what the graph computes).
+annotations, never changes what the graph computes; without data propagation where that
+would spell out a huge value, and a note says so).
 """
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ class FuseForOrt(Pass):
 
     def call(self, model: ir.Model) -> PassStats:
         nodes_before = count_nodes(model)
+        notes: list[str] = []
         if self.infer_shapes and (self.attention or self.skip_layer_norm):
-            TensorShapeInference()(model)
+            notes = TensorShapeInference(self.name)(model).notes
         live = _live(model)
         opset = opset_version(model) or 1
         kinds = ("GELU", "BiasGelu", "Softmax", "LayerNormalization")
@@ -97,7 +99,7 @@ class FuseForOrt(Pass):
             _import_ms_domain(model)
             _remove_newly_dead(model, live)
         stats["nodes_removed"] = nodes_before - count_nodes(model)
-        notes = [note for what, d in declines.items() for note in d.notes(what)]
+        notes += [note for what, d in declines.items() for note in d.notes(what)]
         logger.info("fuse-for-ort: %s", stats)
         return PassStats(model, modified=fused > 0, stats=stats, notes=notes)
 

@@ -83,7 +83,7 @@ class StaticShapes(Pass):
             for node in model.graph.all_nodes():
                 for out in node.outputs:
                     out.shape = None
-            TensorShapeInference()(model)
+            result.notes += TensorShapeInference(self.name)(model).notes
             for value, shape in old.items():
                 if value.shape is None:
                     value.shape = shape

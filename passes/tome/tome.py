@@ -89,7 +89,7 @@ class Tome(Pass):
         before = macs_by_section(graph, ends) if costs is not None else None
         size = self._rewrite(graph, blocks, counts, protected, opset, full)
         if counts[-1][2] != full:
-            _refresh_shapes(model)
+            notes += _refresh_shapes(model)
             if size is not None:
                 note = weigh_mean(graph, blocks[-1].out, size, opset)
                 notes += [note] if note else []
@@ -256,12 +256,12 @@ def _retarget(graph: ir.Graph, block: TransformerBlock, full: int, tokens: int) 
                                                                       f"{node.name}_tokens"))
 
 
-def _refresh_shapes(model: ir.Model) -> None:
+def _refresh_shapes(model: ir.Model) -> list[str]:
     """Token counts changed downstream of the first merge: forget the intermediate shapes
-    and infer them again."""
+    and infer them again; the inference's notes."""
     outputs = set(model.graph.outputs)
     for node in model.graph:
         for value in node.outputs:
             if value not in outputs:
                 value.shape = None
-    TensorShapeInference()(model)
+    return TensorShapeInference("tome")(model).notes

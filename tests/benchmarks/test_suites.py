@@ -66,7 +66,8 @@ def test_runner_lists_suites_and_rejects_bad_usage(tmp_path: Path) -> None:
     names = [line.split(":")[0] for line in listed.stdout.splitlines() if line[:1] != " "]
     assert {"baseline", "cleanup", "quant", "quant_headline", "fold_qdq", "weight_only",
             "calibration_memory", "fuse_for_ort", "ort_target", "prune", "prune_sparsity",
-            "lowrank", "tome", "output_hashes", "corpus", "int8_cost"} == set(names)
+            "lowrank", "tome", "output_hashes", "corpus", "int8_cost",
+            "resource_cases"} == set(names)
     bad = run("--suite", "baseline", "--models", "nope", out=tmp_path, cache=tmp_path)
     assert bad.returncode == 2 and "unknown model 'nope'" in bad.stderr
     bad = run("--suite", "baseline", "--set", "nope=1", out=tmp_path, cache=tmp_path)
@@ -274,6 +275,25 @@ def test_corpus(tmp_path: Path, cache: Path) -> None:
         assert r["not_paying"] == 0 and r["cosine"] >= 0.99 and r["mb"] < r["fp32_mb"], r
     ok = {r["model"]: r for r in rows if r["variant"] == "default"}
     assert all("check ok" in r["detail"] for r in ok.values())
+
+
+def test_resource_cases(tmp_path: Path, cache: Path) -> None:
+    """Tiny models asking for huge values: each pipeline keeps the huge node (or folds the
+    Shape of a Range from dims alone) and says why; the chain compiles unchanged."""
+    rows = smoke("resource_cases", tmp_path, cache)["rows"]
+    assert {(r["model"], r["variant"]) for r in rows} == {
+        *((m, v) for m in ("expand_20000x20000", "range_int64_2e8_shape")
+          for v in ("default", "fuse-for-ort", "cleanup+fuse-for-ort")), ("chain", "default")}
+    for r in rows:
+        assert r["exit"] == 0 and r["peak_rss_mb"] > 0 and r["compile_s"] > 0, r
+        if r["model"] == "expand_20000x20000":
+            assert r["ops_out"] == "Expand" and r["notes"] == (r["variant"] != "fuse-for-ort")
+        elif r["model"] == "chain":
+            assert r["nodes_in"] == r["nodes_out"] == 2000 and r["ops_out"] == "Add,Relu"
+        elif r["variant"] == "fuse-for-ort":
+            assert r["ops_out"] == "Add,Range,Shape" and r["notes"] == 1, r
+        else:
+            assert r["ops_out"] == "Constant", r
 
 
 def test_int8_cost(tmp_path: Path, cache: Path) -> None:

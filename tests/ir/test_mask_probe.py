@@ -1,7 +1,8 @@
 """The attention-mask prover (ir/attention/mask_probe.py, reached through ``trace_mask``):
 spellings of ``c * (1 - m)[:, None, None, :]`` other than the classic one are accepted
 with their fill; masks that compute something else (causal, another fill, inverted, reading
-another input's values, an infinite fill) are refused."""
+another input's values, an infinite fill) are refused, and so is a subgraph that would compute
+a huge value to find out."""
 
 import numpy as np
 import pytest
@@ -97,8 +98,21 @@ def causal():
         helper.make_node("LessOrEqual", ["k4", "q4"], ["any_q"])]
 
 
+def huge():
+    """The mask plus the maximum of zeros expanded to [20000, 20000]: the same value, but
+    one probe would compute 400 million elements (1.6 GB)."""
+    return unsqueezed() + where("m4")[:2] + [
+        helper.make_node("Where", ["m4", "kept", "fill"], ["w"]),
+        const("zeros", np.zeros([1], np.float32)),
+        const("big", np.array([20000, 20000], np.int64)),
+        helper.make_node("Expand", ["zeros", "big"], ["huge"]),
+        helper.make_node("ReduceMax", ["huge"], ["zero"], keepdims=0),
+        helper.make_node("Add", ["w", "zero"], ["out"])]
+
+
 @pytest.mark.parametrize(("body", "reason"), [
     (causal, "differs from c * (1 - m)"),
+    (huge, "is not run: Expand would compute 400000000 elements"),
     (lambda: unsqueezed() + where("m4", kept=1.0), "differs from c * (1 - m)"),  # wrong fill
     (lambda: unsqueezed() + where("m4", kept=FILL, masked=0.0), "differs from c * (1 - m)"),
     (lambda: unsqueezed() + where("m4", masked=-np.inf), "not finite and non-zero"),

@@ -166,7 +166,7 @@ class Quantize(Pass):
         if any(v.dtype is None for node in graph.all_nodes() for v in node.outputs):
             # TorchScript exports carry no intermediate types, and the policy quantizes
             # float32 tensors only: without types it would find nothing
-            TensorShapeInference()(model)
+            result.notes += TensorShapeInference(self.name)(model).notes
         chosen = plan_model(model, ops=list(self.ops), quantize_outputs=list(self.outputs),
                             activation_matmul=self.activation_matmul,
                             exclude=list(self.exclude), grouped=self.grouped,
