@@ -4,7 +4,9 @@ Classifiers (the data set has labels): top-1 accuracy. Encoders (the data set ha
 ``reference`` embeddings): how closely the model's embeddings keep the reference's
 neighbours and similarity order, see :mod:`onnxpress.embedding_metrics`; the main metric is
 ``retrieval_agreement`` (does a search over the set return the same top hit?), since that is
-the question a compressed encoder must answer, and it reads like top-1 accuracy.
+the question a compressed encoder must answer, and it reads like top-1 accuracy. Causal
+language models (the data set has ``targets``, the next token per position): perplexity,
+exp of the mean negative log-likelihood of the targets under the first output's logits.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from onnxpress.frontends.onnx_loader import ModelSource, load
 from onnxpress.models.datasets import Dataset, load_dataset
 
 ENCODER_METRIC = "retrieval_agreement"
+#: windows per batch for a language model: its logits are [B, S, vocab] (49152 for SmolLM2)
+LM_BATCH = 4
 
 
 @dataclasses.dataclass
@@ -48,9 +52,15 @@ def evaluate(
     if batch_size < 1:
         raise BadInputError(f"batch size must be at least 1, not {batch_size}")
     dataset = data if isinstance(data, Dataset) else load_dataset(os.fspath(data))
-    if dataset.labels is None and dataset.reference is None:
-        raise BadInputError(f"{dataset.name}: has no 'label' array (nor 'reference' embeddings), "
-                            "so there is no metric")
+    if dataset.labels is None and dataset.reference is None and dataset.targets is None:
+        raise BadInputError(f"{dataset.name}: has no 'label' array (nor 'reference' embeddings "
+                            "or 'targets'), so there is no metric")
+    if dataset.targets is not None:
+        outputs = _outputs(model, dataset, min(batch_size, LM_BATCH), progress)
+        nll, count = perplexity_terms(outputs, dataset.targets)
+        value = float(np.exp(nll / count))
+        return Evaluation(dataset.name, len(dataset), "perplexity", value,
+                          {"perplexity": value, "tokens": float(count)})
     outputs = _outputs(model, dataset, batch_size, progress)
     if dataset.reference is not None:
         embeddings = np.concatenate([_pooled(out, feed) for feed, out in outputs])
@@ -66,6 +76,26 @@ def evaluate(
     accuracy = correct / len(dataset)
     return Evaluation(dataset.name, len(dataset), "top1_accuracy", accuracy,
                       {"top1_accuracy": accuracy})
+
+
+def perplexity_terms(outputs: Iterator[tuple[dict, np.ndarray]], targets: np.ndarray
+                     ) -> tuple[float, int]:
+    """(sum of negative log-likelihoods, number of scored tokens) of ``targets`` [N, S]
+    (-1: not scored) under each batch's logits [B, S, vocab], in float64."""
+    total, count, start = 0.0, 0, 0
+    for _, logits in outputs:
+        if logits.ndim != 3:
+            raise BadInputError(f"the first output has shape {list(logits.shape)}; a causal "
+                                "language model's is [N, S, vocab] logits")
+        want = targets[start:start + len(logits)]
+        start += len(logits)
+        scored = want >= 0
+        chosen = logits[scored].astype(np.float64)  # [T, vocab]
+        top = chosen.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(chosen - top).sum(axis=1)) + top[:, 0]
+        total += float((log_norm - chosen[np.arange(len(chosen)), want[scored]]).sum())
+        count += int(scored.sum())
+    return total, count
 
 
 def _outputs(

@@ -152,6 +152,9 @@ class ModelInputs:
     def __init__(self, specs: Sequence[InputSpec]) -> None:
         self.specs = list(specs)
         self.by_name = {spec.name: spec for spec in self.specs}
+        #: dims that are the sum of two others: a KV-cache model's attention mask covers
+        #: the past and the new tokens (total = past + sequence)
+        self.sums = _cache_sums(self.specs)
 
     @classmethod
     def of(cls, model: ir.Model, shapes: Mapping[str, Sequence[int]] | None = None
@@ -191,11 +194,20 @@ class ModelInputs:
         (``--dim batch=1``), unknown ones are ``batch`` on the sample axis and
         ``DEFAULT_DIM`` elsewhere; integers stay within each input's range."""
         rng = np.random.default_rng(seed)
-        dims = dict(dims or {})
+        dims = self.resolved(dims)
         return {spec.name: _random(rng, spec, spec.shape(batch, dims)) for spec in self.specs}
 
+    def resolved(self, dims: Mapping[str, int] | None = None) -> dict[str, int]:
+        """``dims`` with each sum dim not given set to its parts (``DEFAULT_DIM`` where a
+        part is not given either)."""
+        dims = dict(dims or {})
+        for total, parts in self.sums.items():
+            if total not in dims:
+                dims[total] = sum(dims.get(part, DEFAULT_DIM) for part in parts)
+        return dims
+
     def guessed_dims(self, dims: Mapping[str, int] | None = None) -> list[str]:
-        return sorted({g for spec in self.specs for g in spec.guessed(dims or {})})
+        return sorted({g for spec in self.specs for g in spec.guessed(self.resolved(dims))})
 
     def describe_random(self, dims: Mapping[str, int] | None = None) -> str:
         """What ``random`` had to guess, for a message: "random inputs (dynamic dims set to
@@ -309,6 +321,26 @@ def _fits(array: np.ndarray, dtype: np.dtype) -> bool:
         return True
     limits = np.iinfo(dtype)
     return limits.min <= array.min() and array.max() <= limits.max
+
+
+def _cache_sums(specs: Sequence[InputSpec]) -> dict[str, tuple[str, str]]:
+    """``{total: (past, sequence)}`` for a decoder exported with its KV cache: rank-4
+    ``past*`` inputs sharing a symbolic length at axis 2, ``input_ids`` [B, sequence], and
+    an ``attention_mask`` [B, total] whose length no other input has."""
+    past = {spec.dims[2] for spec in specs if spec.name.startswith("past") and spec.dims
+            and len(spec.dims) == 4}
+    ids = [spec.dims[1] for spec in specs if spec.name == "input_ids" and spec.dims
+           and len(spec.dims) == 2]
+    masks = [spec for spec in specs if spec.name == "attention_mask" and spec.dims
+             and len(spec.dims) == 2]
+    if len(past) != 1 or len(ids) != 1 or len(masks) != 1:
+        return {}
+    (length,), sequence, total = past, ids[0], masks[0].dims[1]
+    named = [d for d in (length, sequence, total) if isinstance(d, str)]
+    others = [d for spec in specs if spec is not masks[0] for d in (spec.dims or ())]
+    if len(set(named)) != 3 or total in others:
+        return {}
+    return {total: (length, sequence)}
 
 
 def _shown(dims: tuple[Dim, ...] | None) -> str:

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxpress.models.digits_data import describe_npz
+
 HERE = Path(__file__).parent
 TEXTS_JSON = HERE / "minilm_texts.json"
 TEXTS_NPZ = HERE / "minilm_texts.npz"
@@ -77,9 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", default=str(TEXTS_NPZ), help="the .npz to write")
     path = build(parser.parse_args(argv).output)
-    with np.load(path) as arrays:
-        shapes = ", ".join(f"{key} {list(arrays[key].shape)}" for key in arrays.files)
-    print(f"{path} ({path.stat().st_size / 1024:.0f} KiB): {shapes}")
+    print(describe_npz(path))
     return 0
 
 

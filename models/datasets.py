@@ -10,8 +10,12 @@ whose similarities are compared). Those arrays are never fed to the model.
   augmentation (4050 images), for telling apart models a few test images from each other;
 - ``minilm-texts``: 300 hand-written sentences tokenized for all-MiniLM-L6-v2 with its fp32
   embeddings as ``reference`` (``minilm_texts.npz``, written by ``build_minilm_texts``);
+- ``smollm2-text``: the evaluation text written for this project (``llm_texts/``) in 58
+  windows of 128 SmolLM2 tokens, with ``targets`` (the next token at each position, -1
+  where none): a causal language model's set, scored by perplexity
+  (``smollm2_text.npz``, written by ``build_llm_texts``);
 - ``FILE.npz``: arrays keyed by input name (first axis = samples) and ``label``, or
-  ``reference`` (+ optional ``pairs``).
+  ``reference`` (+ optional ``pairs``), or ``targets``.
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ import numpy as np
 from onnxpress.errors import BadInputError
 
 HERE = Path(__file__).parent
-NAMED = {"digits": HERE / "digits_test.npz", "minilm-texts": HERE / "minilm_texts.npz"}
+NAMED = {"digits": HERE / "digits_test.npz", "minilm-texts": HERE / "minilm_texts.npz",
+         "smollm2-text": HERE / "smollm2_text.npz"}
 #: sets computed from a named one: name -> (source name, per-input transform, label repeats)
 DERIVED = {"digits-shifted": ("digits", "shifted", 9)}
 LABEL_KEYS = ("label", "labels")
-#: encoder metadata: scored against, never fed to the model
-EXTRA_KEYS = ("pairs", "reference")
+#: encoder and language-model metadata: scored against, never fed to the model
+EXTRA_KEYS = ("pairs", "reference", "targets")
 
 
 @dataclasses.dataclass
@@ -53,6 +58,11 @@ class Dataset:
     @property
     def pairs(self) -> np.ndarray | None:
         return self.extras.get("pairs")
+
+    @property
+    def targets(self) -> np.ndarray | None:
+        """The next token per position ``[N, S]`` (-1: none): "evaluate as a causal LM"."""
+        return self.extras.get("targets")
 
     def batches(self, size: int) -> Iterator[dict[str, np.ndarray]]:
         """The model inputs in consecutive slices of ``size`` samples (the last may be short)."""

@@ -91,3 +91,10 @@ def write_calibration_npz(
     path = Path(path)
     savez_compressed(path, {"image": x_train[:samples]})
     return path
+
+
+def describe_npz(path: Path) -> str:
+    """One line: the file, its size and each array's shape (what the builders print)."""
+    with np.load(path) as arrays:
+        shapes = ", ".join(f"{key} {list(arrays[key].shape)}" for key in arrays.files)
+    return f"{path} ({path.stat().st_size / 1024:.0f} KiB): {shapes}"

@@ -19,11 +19,9 @@ torch, tokenizers and safetensors are imported inside the functions only.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.metadata
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -31,6 +29,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from onnxpress.errors import BadInputError
+from onnxpress.models.export_cache import builder_key, cached_export
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -198,38 +197,13 @@ def export_minilm(
     return Path(path)
 
 
-def _builder_key() -> str:
+def minilm_onnx(cache_dir: Path | None = None) -> Path:
+    """The exported model (dynamo), cached (``models/export_cache.py``): the file is
+    ``minilm-<weights version>-<key>.onnx``, the key hashing this builder, ``bert.py`` and
+    the torch version."""
     from onnxpress.models import bert
 
-    digest = hashlib.sha256(importlib.metadata.version("torch").encode())
-    for source in (Path(__file__), Path(bert.__file__)):
-        digest.update(source.read_bytes())
-    return digest.hexdigest()[:12]
-
-
-def minilm_onnx(cache_dir: Path | None = None) -> Path:
-    """The exported model, cached: exported (dynamo) on first use only, then reused.
-
-    The file is ``<cache_dir>/minilm-<weights version>-<key>.onnx``, where the key hashes the
-    builder's source and the torch version, so a change to either exports afresh; ``cache_dir``
-    defaults to ``$ONNXPRESS_CACHE``, else ``~/.cache/onnxpress``. It is written to a temporary
-    file and renamed into place, so a crashed or concurrent export never leaves a partial file
-    under the final name.
-    """
     model_dir()  # the one-line install hint before anything else
-    env = os.environ.get("ONNXPRESS_CACHE")
-    directory = Path(cache_dir or env or Path.home() / ".cache" / "onnxpress").expanduser()
-    path = directory / f"minilm-{importlib.metadata.version(_PACKAGE)}-{_builder_key()}.onnx"
-    if path.is_file():
-        return path
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=directory)
-    os.close(fd)
-    try:
-        export_minilm(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    key = builder_key([Path(__file__), Path(bert.__file__)])
+    return cached_export(f"minilm-{importlib.metadata.version(_PACKAGE)}", key, export_minilm,
+                         cache_dir)
