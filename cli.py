@@ -155,7 +155,8 @@ def _run(args: argparse.Namespace) -> int:
     except Exception as error:  # the last line of defence: a bug of ours, one line, exit 3
         if args.debug:
             raise
-        _fail(f"internal error: {type(error).__name__}: {error} "
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        _fail(f"internal error: {type(error).__name__}: {first} "
               "(rerun with --debug for the traceback)")
         return InternalError.exit_code
 
