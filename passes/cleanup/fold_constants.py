@@ -10,7 +10,10 @@ the folded Constant nodes into initializers.
 
 Size cap, so folding never blows up the file: a result with more than
 ``max_output_elements`` elements is kept only when it is not larger than the constant
-inputs it frees; nodes reading an input larger than ``max_input_elements`` are left alone.
+inputs it frees; a result from a constant of more than 1024 elements that another node still
+reads is folded only up to 1024 elements (the ``Transpose`` of a tied embedding table, which
+the LM head reads, would otherwise store the table twice); nodes reading an input larger
+than ``max_input_elements`` are left alone.
 ``ConstantOfShape`` is folded only up to ``max_output_elements``; Quantize/DequantizeLinear
 are never folded (they carry quantization parameters later passes read).
 
@@ -45,6 +48,9 @@ _SEQUENCE_REWRITES = frozenset({"ConcatFromSequence", "SplitToSequence"})
 #: a domain no model imports: onnxscript's folder passes over a node of a domain the model
 #: does not import, before any rewrite, and ``should_fold`` is asked only after its rewrites
 _HELD_DOMAIN = "onnxpress.fold-constants.held"
+#: the largest result folded from a constant that stays read elsewhere: shape arithmetic
+#: is far smaller; a bigger one is a copy of weight data (a tied table's Transpose)
+_SHARED_CAP = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +118,10 @@ class FoldConstants(Pass):
         if node.op_type == "ConstantOfShape":  # onnxscript never folds it: we do, up to the cap
             limit = self.max_output_elements
         else:  # onnxscript keeps a larger result only where it frees as many input elements
-            limit = max(self.max_output_elements, _input_elements(node))
+            freed, shared = _input_elements(node)
+            cap = min(self.max_output_elements, _SHARED_CAP) if shared else \
+                self.max_output_elements
+            limit = max(cap, freed)
         if count is not None and count > limit:
             refused[node] = (count, limit)
             return False
@@ -136,6 +145,16 @@ class FoldConstants(Pass):
         return result
 
 
-def _input_elements(node: ir.Node) -> int:
-    return sum(v.const_value.size for v in node.inputs
-               if v is not None and v.const_value is not None)
+def _input_elements(node: ir.Node) -> tuple[int, bool]:
+    """(the constant input elements folding ``node`` frees: those no other node nor a graph
+    output reads; whether a constant input above ``_SHARED_CAP`` elements is read
+    elsewhere, so that a result computed from it would be a second copy of its data)."""
+    freed, shared = 0, False
+    for v in set(node.inputs):
+        if v is None or v.const_value is None:
+            continue
+        if not v.is_graph_output() and all(user is node for user, _ in v.uses()):
+            freed += v.const_value.size
+        elif v.const_value.size > _SHARED_CAP:
+            shared = True
+    return freed, shared

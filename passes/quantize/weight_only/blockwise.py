@@ -6,8 +6,12 @@ of ``block_size`` consecutive input features of one output channel (one block pe
 when per channel). Each block gets its own scale and zero point, chosen as
 ``quant_math.params_from_range`` chooses them for 8 bits, generalised to ``bits``:
 
-- symmetric: levels ``[-(2**(bits-1) - 1), 2**(bits-1) - 1]`` (int4 [-7, 7], int8
-  [-127, 127]), zero point 0, ``scale = max|block| / qmax``;
+- symmetric: int4 takes all 16 levels [-8, 7], zero point 0 (int8 keeps [-127, 127], as
+  ``quant_math`` and TensorRT do; one level in 255 is worth nothing). With ``signed_scale``
+  (MatMulNBits, whose scales may be negative) the block's value of largest magnitude maps
+  to -8 exactly (``scale = v / -8``, negative when v > 0), as ONNX Runtime's quantizer
+  does; otherwise ``scale = max(-lo / 8, hi / 7)`` (positive, what DequantizeLinear
+  consumers such as TensorRT want);
 - asymmetric: levels ``[0, 2**bits - 1]``, the block's range widened to include 0,
   ``scale = (hi - lo) / (qmax - qmin)``, ``zero_point = clip(rint(-lo / scale))``;
 - scales never go below ``quant_math.MIN_SCALE`` (an all-zero block stays exact).
@@ -27,15 +31,17 @@ import numpy as np
 
 from onnxpress.ir import quant_math
 
-__all__ = ["Blocked", "GptqFactor", "gptq", "gptq_factor", "levels", "pack_matmul_nbits",
-           "round_to_nearest"]
+__all__ = ["Blocked", "GptqFactor", "blocks", "fake_quantize", "gptq", "gptq_factor", "levels",
+           "pack_matmul_nbits", "params", "quantize_rows", "round_to_nearest", "with_params"]
+MIN_SCALE = quant_math.MIN_SCALE
 
 
 def levels(bits: int, symmetric: bool) -> tuple[int, int, np.dtype]:
     """(qmin, qmax, dtype the levels are held in): int8 when symmetric, else uint8."""
+    if symmetric and bits == 8:  # quant_math's int8 weights: [-127, 127], TensorRT's too
+        return -127, 127, np.dtype(np.int8)
     if symmetric:
-        top = 2 ** (bits - 1) - 1
-        return -top, top, np.dtype(np.int8)
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1, np.dtype(np.int8)
     return 0, 2**bits - 1, np.dtype(np.uint8)
 
 
@@ -81,24 +87,30 @@ class Blocked:
         return quant_math.QuantParams(self.scale.reshape(-1), self.zero_point.reshape(-1), 0)
 
 
-def _params(
-    lo: np.ndarray, hi: np.ndarray, bits: int, symmetric: bool
+def params(
+    lo: np.ndarray, hi: np.ndarray, bits: int, symmetric: bool, signed_scale: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scale (float32) and zero point per entry of ``lo``/``hi``: ``params_from_range``'s
-    formula on ``bits``-bit levels (it is only defined for 8-bit dtypes)."""
+    formula on ``bits``-bit levels (it is only defined for 8-bit dtypes); symmetric, as the
+    module says."""
     qmin, qmax, dtype = levels(bits, symmetric)
     lo64 = np.minimum(np.asarray(lo, np.float64), 0.0)
     hi64 = np.maximum(np.asarray(hi, np.float64), 0.0)
+    if symmetric and signed_scale and qmin < -qmax:
+        extreme = np.where(hi64 > -lo64, hi64, lo64)
+        size = np.maximum(np.abs(extreme) / -qmin, quant_math.MIN_SCALE)
+        scale = np.where(extreme > 0, -size, size)
+        return scale.astype(np.float32), np.zeros(scale.shape, dtype)
     if symmetric:
-        scale = np.maximum(np.maximum(-lo64, hi64) / qmax, quant_math.MIN_SCALE)
+        scale = np.maximum(np.maximum(-lo64 / -qmin, hi64 / qmax), quant_math.MIN_SCALE)
         return scale.astype(np.float32), np.zeros(scale.shape, dtype)
     scale = np.maximum((hi64 - lo64) / (qmax - qmin), quant_math.MIN_SCALE).astype(np.float32)
     zero = np.clip(np.rint(qmin - lo64 / scale.astype(np.float64)), qmin, qmax)
     return scale, zero.astype(dtype)
 
 
-def _quantize(x: np.ndarray, scale: np.ndarray, zero: np.ndarray, bits: int,
-              symmetric: bool) -> np.ndarray:
+def quantize_rows(x: np.ndarray, scale: np.ndarray, zero: np.ndarray, bits: int,
+                  symmetric: bool) -> np.ndarray:
     """QuantizeLinear of ``x`` (rows along axis 0 get one scale each), saturated to the
     ``bits``-bit levels."""
     qmin, qmax, dtype = levels(bits, symmetric)
@@ -106,23 +118,42 @@ def _quantize(x: np.ndarray, scale: np.ndarray, zero: np.ndarray, bits: int,
     return np.clip(q, qmin, qmax).astype(dtype)
 
 
-def _blocks(w: np.ndarray, size: int) -> np.ndarray:
+def blocks(w: np.ndarray, size: int) -> np.ndarray:
     """``[N, K]`` -> ``[N, n_blocks, size]``, the last block zero-padded."""
     n, k = w.shape
     width = -(-k // size) * size
     return np.pad(w, ((0, 0), (0, width - k))).reshape(n, width // size, size)
 
 
-def round_to_nearest(w: np.ndarray, *, bits: int, block_size: int, symmetric: bool) -> Blocked:
+def round_to_nearest(w: np.ndarray, *, bits: int, block_size: int, symmetric: bool,
+                     signed_scale: bool = False) -> Blocked:
     """Round-to-nearest of ``w [N, K]`` in blocks of ``block_size`` along K (0: one block
     per output channel)."""
     w = np.asarray(w, np.float32)
+    size = block_size or w.shape[1]
+    split = blocks(w, size)
+    scale, zero = params(split.min(axis=2), split.max(axis=2), bits, symmetric, signed_scale)
+    return with_params(w, scale, zero, bits=bits, block_size=size, symmetric=symmetric)
+
+
+def with_params(w: np.ndarray, scale: np.ndarray, zero: np.ndarray, *, bits: int,
+                block_size: int, symmetric: bool) -> Blocked:
+    """``w [N, K]`` rounded to nearest on the given ``[N, n_blocks]`` block parameters."""
     n, k = w.shape
-    size = block_size or k
-    blocks = _blocks(w, size)
-    scale, zero = _params(blocks.min(axis=2), blocks.max(axis=2), bits, symmetric)
-    q = _quantize(blocks.reshape(-1, size), scale.reshape(-1), zero.reshape(-1), bits, symmetric)
-    return Blocked(q.reshape(n, -1)[:, :k], scale, zero, bits, size, symmetric)
+    q = quantize_rows(blocks(w, block_size).reshape(-1, block_size), scale.reshape(-1),
+                  zero.reshape(-1), bits, symmetric)
+    return Blocked(q.reshape(n, -1)[:, :k], scale, zero, bits, block_size, symmetric)
+
+
+def fake_quantize(split: np.ndarray, scale: np.ndarray, zero: np.ndarray, bits: int,
+                  symmetric: bool) -> np.ndarray:
+    """Blocks ``[N, n_blocks, size]`` quantized on ``[N, n_blocks]`` parameters and back,
+    in float32, as the runtime dequantizes them."""
+    n, nb, size = split.shape
+    flat_scale, flat_zero = scale.reshape(-1), zero.reshape(-1)
+    q = quantize_rows(split.reshape(-1, size), flat_scale, flat_zero, bits, symmetric)
+    restored = quant_math.dequantize(q, quant_math.QuantParams(flat_scale, flat_zero, 0))
+    return restored.reshape(n, nb, size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +187,7 @@ def gptq(
     bits: int,
     block_size: int,
     symmetric: bool,
+    signed_scale: bool = False,
     lazy: int = 128,
 ) -> Blocked:
     """GPTQ (Frantar et al., 2023) of ``w [N, K]`` against its inputs' ``factor``: columns
@@ -178,18 +210,19 @@ def gptq(
     zero = np.empty((n, nb), dtype)
     q = np.empty((n, width), dtype)
     if not block_size:
-        scale[:, 0], zero[:, 0] = _params(weight.min(axis=1), weight.max(axis=1), bits, symmetric)
+        scale[:, 0], zero[:, 0] = params(weight.min(axis=1), weight.max(axis=1), bits,
+                                          symmetric, signed_scale)
     step = size * max(1, lazy // size) if block_size else lazy
     for start in range(0, width, step):
         stop = min(start + step, width)
         _gptq_batch(weight, factor.u, q, scale, zero, start, stop, bits,
-                    size if block_size else 0, symmetric)
+                    size if block_size else 0, symmetric, signed_scale)
     return Blocked(q[:, :k], scale, zero, bits, size, symmetric)
 
 
 def _gptq_batch(weight: np.ndarray, u: np.ndarray, q: np.ndarray, scale: np.ndarray,
                 zero: np.ndarray, start: int, stop: int, bits: int, block_size: int,
-                symmetric: bool) -> None:
+                symmetric: bool, signed_scale: bool) -> None:
     """Columns ``start:stop`` of GPTQ, then their error pushed onto the columns after them."""
     part = weight[:, start:stop].copy()
     errors = np.zeros_like(part)
@@ -198,10 +231,10 @@ def _gptq_batch(weight: np.ndarray, u: np.ndarray, q: np.ndarray, scale: np.ndar
         group = col // block_size if block_size else 0
         if block_size and col % block_size == 0:
             block = part[:, j : j + block_size]
-            scale[:, group], zero[:, group] = _params(block.min(axis=1), block.max(axis=1),
-                                                      bits, symmetric)
+            scale[:, group], zero[:, group] = params(block.min(axis=1), block.max(axis=1),
+                                                      bits, symmetric, signed_scale)
         s, z = scale[:, group], zero[:, group]
-        q[:, col] = _quantize(part[:, j], s, z, bits, symmetric)
+        q[:, col] = quantize_rows(part[:, j], s, z, bits, symmetric)
         restored = quant_math.dequantize(q[:, col], quant_math.QuantParams(s, z, 0))
         err = (part[:, j] - restored) / u[col, col]
         part[:, j:] -= np.outer(err, u[col, col:stop])

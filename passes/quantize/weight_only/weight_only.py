@@ -23,11 +23,26 @@ A weight read through ``Transpose(perm=[1, 0])`` of a constant (what PyTorch exp
 is not a multiple of ``block_size`` leaves a shorter last block (DequantizeLinear) or is
 padded with zero-valued levels (MatMulNBits); no weight is skipped for it.
 
-``method=rtn`` rounds to nearest (no data). ``method=gptq`` (Frantar et al.) needs
-calibration data: the model runs once on it (``calibration.collect``) to get ``X^T X`` of
-every quantized layer's input, then each weight is quantized column by column, spreading the
-rounding error over the columns not yet quantized. Its inputs come from the float model
-(all layers at once, not layer by layer as in the paper).
+How the levels and block parameters are chosen (``method``):
+
+- ``rtn``: round to nearest on each block's min-max range (no data).
+- ``clip``: each block's range shrunk by the best of 20 factors, then its scale and zero
+  point refitted to its levels (:mod:`.search`); the error each input feature makes is
+  weighted by the mean square of its activations where calibration data is given (one pass
+  over the data collects ``X^T X`` of every quantized layer's input), evenly without.
+- ``awq``: ``clip`` after an activation-aware scaling of the input features (AWQ): for each
+  group of weights reading one activation, ``s = rms(x)**alpha`` with alpha searched by the
+  output error; the weight columns are multiplied by ``s``, the activation divided by it
+  (folded into the gain of the RMSNorm/LayerNorm before, else one ``Mul``). Needs data.
+- ``gptq`` (Frantar et al.): each weight quantized column by column, spreading the rounding
+  error over the columns not yet quantized. Needs data. Its inputs come from the float
+  model (all layers at once, not layer by layer as in the paper).
+- ``auto`` (the default): ``awq`` with calibration data, ``clip`` without.
+
+A weight that is also an embedding table (a tied LM head: ``Gather(table)`` plus
+``MatMul(x, Transpose(table))``) is stored once in ``format=matmulnbits``: the Gather reads
+its rows from the packed weight (:mod:`.lookup`), bit-exact to what MatMulNBits computes.
+In ``format=dq`` the table stays float for the Gather beside its quantized copy.
 
 Lossy by design. Exactness promised: the float weight the runtime computes from what is
 stored is ``Blocked.dequantize()`` bit for bit (DequantizeLinear semantics). Note that ONNX
@@ -56,8 +71,13 @@ from onnxpress.ir.builder import Builder
 from onnxpress.ir.edit import MS_DOMAIN, remove_unread
 from onnxpress.ir.layers import linear_layer, weight_source
 from onnxpress.passes.base import Pass, PassStats, data_field
-from onnxpress.passes.quantize.calibrate.calibration import Observer, collect
-from onnxpress.passes.quantize.weight_only import blockwise
+from onnxpress.passes.quantize.weight_only import blockwise, search
+from onnxpress.passes.quantize.weight_only.activations import (
+    divide_input,
+    input_moments,
+    inputs_of,
+)
+from onnxpress.passes.quantize.weight_only.lookup import packed_rows
 
 __all__ = ["WeightOnly"]
 
@@ -74,7 +94,7 @@ class WeightOnly(Pass):
     block_size: int = 32  # along K; 0 = one scale per output channel
     symmetric: bool = True
     format: Literal["dq", "matmulnbits"] = "dq"
-    method: Literal["rtn", "gptq"] = "rtn"
+    method: Literal["auto", "rtn", "clip", "awq", "gptq"] = "auto"
     min_elements: int = 4096  # smaller weights stay float
     exclude: tuple[str, ...] = ()  # node names kept float
     ops: tuple[Literal["MatMul", "Gemm"], ...] = ("MatMul", "Gemm")
@@ -101,18 +121,19 @@ class WeightOnly(Pass):
     def call(self, model: ir.Model) -> PassStats:
         result = PassStats(model, modified=False, stats={
             "nodes": 0, "weights": 0, "float_bytes": 0, "quantized_bytes": 0})
-        if self.method == "gptq" and self.data is None:
-            raise BadInputError("weight-only(method=gptq) needs calibration data: give "
-                                "--calibration FILE.npz (arrays named after the model's "
-                                "inputs), or use method=rtn")
+        if self.method in ("gptq", "awq") and self.data is None:
+            raise BadInputError(f"weight-only(method={self.method}) needs calibration data: "
+                                "give --calibration FILE.npz (arrays named after the model's "
+                                "inputs), or use method=clip or rtn")
         targets, skipped = self._plan(model.graph)
         opset = opset_version(model)
         if targets and self.format == "dq" and not self._opset_ready(model, result.notes):
             return result
         if opset_version(model) != opset:
             targets, skipped = self._plan(model.graph)  # the converter may replace nodes
-        factors = self._factors(model, targets, result.notes)
-        self._rewrite(model.graph, targets, factors, result.stats)
+        lookups = _lookups(model.graph, targets) if self.format == "matmulnbits" else {}
+        plans = self._plans(model, targets, lookups, result.notes)
+        self._rewrite(model.graph, targets, plans, result.stats, lookups)
         if result.stats["nodes"] and self.format == "matmulnbits":
             model.opset_imports.setdefault(MS_DOMAIN, 1)
         result.notes.extend(_skip_notes(skipped))
@@ -192,63 +213,117 @@ class WeightOnly(Pass):
 
     # ------------------------------------------------------------------------- rewriting
 
-    def _factors(self, model: ir.Model, targets: list[_Target],
-                 notes: list[str]) -> dict[ir.Value, blockwise.GptqFactor]:
-        """GPTQ's factor of ``X^T X / n`` for each weight (over the rows of every layer that
-        reads it), computed once per distinct set of inputs (q, k and v share theirs)."""
-        if self.method != "gptq" or not targets:
-            return {}
-        inputs: dict[ir.Value, set[str]] = collections.defaultdict(set)
-        for target in targets:
-            a = target.node.inputs[0]
-            if _transposed_a(target.node) or a is None or not a.name:
-                notes.append(f"gptq: {target.node.name} rounded to nearest (its input is "
-                             "transposed or unnamed)")
-                inputs[target.source].add("")  # poisons the set: no factor for this weight
-            else:
-                inputs[target.source].add(a.name)
-        names = sorted({n for group in inputs.values() for n in group if n})
-        observers = collect(model, names, self.data, method=_Gram, max_batches=self.max_batches)
-        grams = {name: o for name, o in observers.items() if isinstance(o, _Gram)}
-        factors: dict[ir.Value, blockwise.GptqFactor] = {}
-        shared: dict[frozenset[str], blockwise.GptqFactor] = {}
-        for source, group in inputs.items():
-            key = frozenset(group)
-            if "" in key or not all(grams[n].count for n in key):
-                continue
-            if key not in shared:
-                observed = [grams[n] for n in sorted(key)]
-                hessian = sum(g.total for g in observed if g.total is not None) / sum(
-                    g.count for g in observed)
-                shared[key] = blockwise.gptq_factor(hessian, block_size=self.block_size,
-                                                    damp=self.damp)
-            factors[source] = shared[key]
-        return factors
+    @property
+    def _how(self) -> str:
+        """The method this run applies: ``auto`` is ``awq`` with data, else ``clip``."""
+        if self.method != "auto":
+            return self.method
+        return "awq" if self.data is not None else "clip"
 
-    def _quantize(self, target: _Target, factor: blockwise.GptqFactor | None,
-                  stats: dict[str, Any]) -> blockwise.Blocked:
+    def _plans(self, model: ir.Model, targets: list[_Target],
+               lookups: dict[ir.Value, list[ir.Node]], notes: list[str]
+               ) -> dict[ir.Value, _Plan]:
+        """What each weight's quantization uses from the calibration data: the second
+        moments of its input (GPTQ's factor, the clip search's weights) and, ``awq``, the
+        input scaling searched for each group of weights that read the same activation."""
+        how = self._how
+        if self.data is None or how == "rtn" or not targets:
+            return {}
+        inputs = inputs_of(targets)
+        for source, names in inputs.items():
+            if "" in names:
+                notes.append(f"{how}: {source.name} without calibration statistics (an input "
+                             "is transposed or unnamed)")
+        moments = input_moments(model, inputs, self.data, max_batches=self.max_batches)
+        plans: dict[ir.Value, _Plan] = {}
+        shared: dict[frozenset[str], blockwise.GptqFactor] = {}
+        for source, (key, hessian) in moments.items():
+            factor = None
+            if how == "gptq":
+                if key not in shared:
+                    shared[key] = blockwise.gptq_factor(hessian, block_size=self.block_size,
+                                                        damp=self.damp)
+                factor = shared[key]
+            plans[source] = _Plan(hessian, factor)
+        if how == "awq":
+            self._search_scales(model.graph, targets, plans, lookups, notes)
+        return plans
+
+    def _search_scales(self, graph: ir.Graph, targets: list[_Target],
+                       plans: dict[ir.Value, _Plan], lookups: dict[ir.Value, list[ir.Node]],
+                       notes: list[str]) -> None:
+        """AWQ's input scaling, per group of weights that read the same activation (and
+        nothing else): searched, applied to the plans, and the activation divided."""
+        groups: dict[ir.Value, list[_Target]] = collections.defaultdict(list)
+        for target in targets:
+            groups[target.node.inputs[0]].append(target)
+        readers: dict[ir.Value, set[int]] = collections.defaultdict(set)
+        for target in targets:
+            readers[target.source].add(id(target.node.inputs[0]))
+        how: collections.Counter = collections.Counter()
+        for value, members in groups.items():
+            sources = list(dict.fromkeys(t.source for t in members))
+            if any(s not in plans or len(readers[s]) > 1 or s in lookups for s in sources):
+                continue  # a tied table, or a weight also read with another input
+            weights = [self._weight_nk(next(t for t in members if t.source is s))
+                       for s in sources]
+            scale, _ = search.activation_scales(
+                weights, plans[sources[0]].hessian,
+                lambda w: blockwise.round_to_nearest(w, **self._grid).dequantize())
+            if np.all(scale == 1):
+                continue
+            for source in sources:
+                plans[source] = dataclasses.replace(plans[source], scale=scale)
+            how[divide_input(graph, value, scale, [t.node for t in members])] += 1
+        if how:
+            notes.append("awq: activations scaled for " + ", ".join(
+                f"{count} groups ({way})" for way, count in sorted(how.items())))
+
+    @property
+    def _grid(self) -> dict[str, Any]:
+        # MatMulNBits takes negative scales, so the largest magnitude can take level -8
+        return dict(bits=self.bits, block_size=self.block_size, symmetric=self.symmetric,
+                    signed_scale=self.format == "matmulnbits")
+
+    def _weight_nk(self, target: _Target) -> np.ndarray:
         w = constant_array(target.source)
         assert w is not None
+        return np.asarray(w if target.source_nk else w.T, np.float32)
+
+    def _quantize(self, target: _Target, plan: _Plan | None,
+                  stats: dict[str, Any]) -> blockwise.Blocked:
+        w_nk = self._weight_nk(target)
         stats["weights"] += 1
-        stats["float_bytes"] += w.nbytes
-        w_nk = w if target.source_nk else w.T
-        options = dict(bits=self.bits, block_size=self.block_size, symmetric=self.symmetric)
-        if factor is None:
-            return blockwise.round_to_nearest(w_nk, **options)
-        return blockwise.gptq(w_nk, factor, **options)
+        stats["float_bytes"] += w_nk.nbytes
+        if plan is not None and plan.scale is not None:
+            w_nk = w_nk * plan.scale
+        if plan is not None and plan.factor is not None:
+            return blockwise.gptq(w_nk, plan.factor, **self._grid)
+        if self._how == "rtn":
+            return blockwise.round_to_nearest(w_nk, **self._grid)
+        importance = None
+        if plan is not None:
+            importance = np.diag(plan.hessian)
+            if plan.scale is not None:
+                importance = importance / np.square(plan.scale)
+        clipped = search.clip_search(w_nk, importance=importance, **self._grid)
+        return search.refine(w_nk, clipped, signed_scale=self._grid["signed_scale"],
+                             importance=importance)
 
     def _rewrite(self, graph: ir.Graph, targets: list[_Target],
-                 factors: dict[ir.Value, blockwise.GptqFactor], stats: dict[str, Any]) -> None:
+                 plans: dict[ir.Value, _Plan], stats: dict[str, Any],
+                 lookups: dict[ir.Value, list[ir.Node]]) -> None:
         done: dict[ir.Value, blockwise.Blocked] = {}
         emitted: dict[tuple, Any] = {}
         existing = set(graph.initializers.values())
         for target in targets:
             if target.source not in done:
-                done[target.source] = self._quantize(target, factors.get(target.source), stats)
+                done[target.source] = self._quantize(target, plans.get(target.source), stats)
             if self.format == "dq":
                 self._emit_dq(graph, target, done[target.source], emitted)
             else:
-                self._emit_nbits(graph, target, done[target.source], emitted)
+                self._emit_nbits(graph, target, done[target.source], emitted,
+                                 lookups.pop(target.source, []))
             stats["nodes"] += 1
         for target in targets:
             via = target.via.outputs[0] if target.via is not None else None
@@ -267,8 +342,9 @@ class WeightOnly(Pass):
         target.node.replace_input_with(1, emitted[key])
 
     def _emit_nbits(self, graph: ir.Graph, target: _Target, blocked: blockwise.Blocked,
-                    emitted: dict[tuple, Any]) -> None:
-        """``MatMulNBits`` in place of the node."""
+                    emitted: dict[tuple, Any], gathers: list[ir.Node]) -> None:
+        """``MatMulNBits`` in place of the node; ``gathers`` (embedding lookups of the same
+        table) then read their rows from its packed weight."""
         node, name = target.node, target.source.name
         size = self.block_size or _next_power_of_two(max(target.k, 16))
         key = ("nbits", target.source)
@@ -280,6 +356,13 @@ class WeightOnly(Pass):
                             None if zero is None else
                             builder.initializer(zero, f"{name}_zero_points"))
         b_value, scale_value, zero_value = emitted[key]
+        for gather in gathers:
+            rows = Builder(graph)
+            out = packed_rows(rows, gather.inputs[1], b=b_value, scales=scale_value,
+                              zero_points=zero_value, n=target.n, k=target.k, bits=self.bits,
+                              block_size=size, rank=len(gather.inputs[1].shape))
+            ir.convenience.replace_nodes_and_values(
+                graph, gather, [gather], list(rows.nodes), [gather.outputs[0]], [out])
         builder = Builder(graph)
         c = node.inputs[2] if node.op_type == "Gemm" and len(node.inputs) > 2 else None
         bias = _gemm_bias(graph, node, c, target.n)
@@ -291,6 +374,16 @@ class WeightOnly(Pass):
         ir.convenience.replace_nodes_and_values(
             graph, node, [node], list(builder.nodes), [node.outputs[0]], [out])
         remove_unread([c], producers=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What the calibration data says about one weight: ``hessian`` (its input's ``X^T X /
+    n``), GPTQ's ``factor`` of it, AWQ's input ``scale``."""
+
+    hessian: np.ndarray
+    factor: blockwise.GptqFactor | None = None
+    scale: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,6 +416,20 @@ def _target(node: ir.Node) -> _Target | None:
     reads_nk = _reads_nk(node)
     return _Target(node, source.value, source.tensor,
                    reads_nk if source.via is None else not reads_nk, source.via)
+
+
+def _lookups(graph: ir.Graph, targets: list[_Target]) -> dict[ir.Value, list[ir.Node]]:
+    """The embedding Gathers (axis 0, indices of known rank) of each target's table, where
+    the target reads that table as ``[N, K]`` (a tied LM head): one copy serves both."""
+    tables = {t.source for t in targets if t.source_nk}
+    found: dict[ir.Value, list[ir.Node]] = collections.defaultdict(list)
+    for table in tables:
+        for user, index in table.uses():
+            if (user.op_type == "Gather" and user.domain in ("", "ai.onnx") and index == 0
+                    and _attr(user, "axis", 0) == 0 and user.graph is graph
+                    and user.inputs[1] is not None and user.inputs[1].shape is not None):
+                found[table].append(user)
+    return found
 
 
 def _reads_nk(node: ir.Node) -> bool:
@@ -388,28 +495,6 @@ def _storage_dtype(blocked: blockwise.Blocked) -> np.dtype:
     return kind[blocked.bits, blocked.symmetric].numpy()
 
 
-
-
-class _Gram(Observer):
-    """Accumulates ``X^T X`` over the rows of ``x`` (every axis but the last); not a range
-    observer (``range`` is (0, 0))."""
-
-    def __init__(self) -> None:
-        self.total: np.ndarray | None = None
-        self.count = 0
-
-    def update(self, x: np.ndarray) -> None:
-        rows = np.asarray(x, np.float32).reshape(-1, np.shape(x)[-1])
-        gram = (rows.T @ rows).astype(np.float64)  # float32 within a batch, float64 across
-        self.total = gram if self.total is None else self.total + gram
-        self.count += rows.shape[0]
-
-    def range(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.zeros(()), np.zeros(())
-
-
-def _transposed_a(node: ir.Node) -> bool:
-    return node.op_type == "Gemm" and _attr(node, "transA", 0) == 1
 
 
 def _attr(node: ir.Node, name: str, default: Any) -> Any:

@@ -384,11 +384,13 @@ def test_folded_transcendentals_agree_with_onnxruntime_within_float_rounding():
     for Exp/Tanh/Sigmoid/Log that differs from ONNX Runtime's kernels by a few ulp (up to
     ~1.3e-7 of the output's scale for ORT's Sigmoid), which is all folding may change."""
     c = np.linspace(-3.0, 3.0, 4096, dtype=np.float32).reshape(64, 64)
-    nodes = [helper.make_node(op, ["c" if op != "Log" else "c_pos"], [f"t_{op}"])
-             for op in ("Exp", "Tanh", "Sigmoid", "Log")]
+    ops = ("Exp", "Tanh", "Sigmoid", "Log")
+    # one constant each: a result computed from a constant another node still reads is
+    # folded only up to 1024 elements (it would be a second copy of that data)
+    nodes = [helper.make_node(op, [f"c_{op}"], [f"t_{op}"]) for op in ops]
     proto = make_model(
-        nodes, [f"t_{op}" for op in ("Exp", "Tanh", "Sigmoid", "Log")],
-        [init("c", c), init("c_pos", np.abs(c) + np.float32(0.5))],
+        nodes, [f"t_{op}" for op in ops],
+        [init(f"c_{op}", c if op != "Log" else np.abs(c) + np.float32(0.5)) for op in ops],
         inputs=(typed("x", [64, 64]),),
     )
     model = onnxpress.load(proto)
@@ -423,3 +425,31 @@ def test_a_wrong_declared_output_shape_does_not_steer_a_reshape():
     out = onnxpress.to_proto(onnxpress.compile(proto, "cleanup"))
     session = ort.InferenceSession(out.SerializeToString(), providers=["CPUExecutionProvider"])
     np.testing.assert_array_equal(session.run(None, {"x": x})[0], x.reshape(6, 4))
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_tied_tables_transpose_is_not_folded_into_a_second_copy(shared):
+    """An embedding table also read as the LM head's ``Transpose``: folding the Transpose
+    would store the table twice, so it stays; alone, it is folded (and the table freed)."""
+    table = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
+    nodes = [helper.make_node("Transpose", ["table"], ["head"], perm=[1, 0]),
+             helper.make_node("MatMul", ["x", "head"], ["logits"])]
+    outputs = ["logits"]
+    if shared:
+        nodes.append(helper.make_node("Gather", ["table", "ids"], ["rows"], axis=0))
+        outputs.append("rows")
+    inputs = [typed("x", [2, 16])]
+    if shared:
+        inputs.append(helper.make_tensor_value_info("ids", TensorProto.INT64, [3]))
+    proto = make_model(nodes, outputs, [init("table", table)], inputs=tuple(inputs))
+    folded = onnxpress.to_proto(onnxpress.compile(proto, "fold-constants"))
+    stored = sum(int(np.prod(i.dims)) for i in folded.graph.initializer)
+    assert stored == table.size
+    assert ("Transpose" in op_types(folded)) == shared
+    feeds = {"x": np.random.default_rng(1).standard_normal((2, 16)).astype(np.float32)}
+    if shared:
+        feeds["ids"] = np.array([0, 299, 7])
+    runs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+            .run(None, feeds) for m in (proto, folded)]
+    for before, after in zip(*runs):
+        assert np.array_equal(before, after)

@@ -27,11 +27,15 @@ MIN_SCALE = 2.0**-23  # float32 epsilon: the smallest scale, as in quant_math
 # --------------------------------------------------------------------------- references
 
 
-def reference_dequantized(w_kn: np.ndarray, bits: int, block: int, symmetric: bool) -> np.ndarray:
+def reference_dequantized(w_kn: np.ndarray, bits: int, block: int, symmetric: bool,
+                          signed: bool = False) -> np.ndarray:
     """Blocked quantization from its definition, one output channel (column) and one block of
-    ``block`` rows along K at a time: the range widened to include 0, ``scale = absmax / qmax``
-    on the levels [-qmax, qmax] (symmetric) or ``(hi - lo) / (2**bits - 1)`` with an integer
-    zero point (asymmetric), then ``(clip(rint(w / scale) + zp) - zp) * scale`` in float32."""
+    ``block`` rows along K at a time: the range widened to include 0; symmetric on levels
+    [-2**(bits-1), 2**(bits-1) - 1] (8 bits: [-127, 127]) with
+    ``scale = max(-lo / 2**(bits-1), hi / qmax)``, or (``signed``) the value of largest
+    magnitude v mapped to the bottom level, ``scale = v / -2**(bits-1)``; asymmetric
+    ``(hi - lo) / (2**bits - 1)`` with an integer zero point; then
+    ``(clip(rint(w / scale) + zp) - zp) * scale`` in float32."""
     k, n = w_kn.shape
     size = block or k
     out = np.empty((k, n), np.float32)
@@ -40,8 +44,12 @@ def reference_dequantized(w_kn: np.ndarray, bits: int, block: int, symmetric: bo
             w = w_kn[start : start + size, col].astype(np.float32)
             lo, hi = min(float(w.min()), 0.0), max(float(w.max()), 0.0)
             if symmetric:
-                qmin, qmax = -(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1
-                scale = np.float32(max(max(-lo, hi) / qmax, MIN_SCALE))
+                qmin, qmax = (-127, 127) if bits == 8 else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+                scale = np.float32(max(-lo / -qmin, hi / qmax, MIN_SCALE))
+                if signed and bits < 8:
+                    extreme = hi if hi > -lo else lo
+                    scale = np.float32(max(abs(extreme) / -qmin, MIN_SCALE))
+                    scale = -scale if extreme > 0 else scale
                 zero = 0.0
             else:
                 qmin, qmax = 0, 2**bits - 1
@@ -148,7 +156,7 @@ CONFIGS = [  # format, bits, block_size, symmetric; max relative output error vs
 @pytest.mark.parametrize(("fmt", "bits", "block", "symmetric", "tolerance"), CONFIGS)
 def test_mlp_weights_are_bit_exact_and_run_in_ort(fmt, bits, block, symmetric, tolerance):
     model, weights = mlp()
-    options = dict(format=fmt, bits=bits, block_size=block, symmetric=symmetric)
+    options = dict(format=fmt, bits=bits, block_size=block, symmetric=symmetric, method="rtn")
     out, report = onnxpress.compile(model, [WeightOnly(**options)], return_report=True)
     verify(out)
     proto = onnxpress.to_proto(out)
@@ -169,11 +177,12 @@ def test_mlp_weights_are_bit_exact_and_run_in_ort(fmt, bits, block, symmetric, t
 
     for name, w_kn in weights.items():  # what ORT computes from the stored levels
         stored = ort_weight(proto, name if fmt == "dq" else f"{name}_MatMulNBits", len(w_kn))
-        expected = reference_dequantized(w_kn, bits, block, symmetric)
+        expected = reference_dequantized(w_kn, bits, block, symmetric, fmt == "matmulnbits")
         assert np.array_equal(stored, expected), name
     x = np.random.default_rng(1).standard_normal((8, 96)).astype(np.float32)
     quantized = Runner(proto.SerializeToString(), optimize=False).run({"x": x})["y"]
-    expected = {k: reference_dequantized(w, bits, block, symmetric) for k, w in weights.items()}
+    expected = {k: reference_dequantized(w, bits, block, symmetric, fmt == "matmulnbits")
+                for k, w in weights.items()}
     np.testing.assert_allclose(quantized, mlp_forward(x, expected, model), rtol=1e-4, atol=1e-4)
     fp32 = Runner(model.SerializeToString(), optimize=False).run({"x": x})["y"]
     assert np.abs(quantized - fp32).max() / np.abs(fp32).max() < tolerance
@@ -237,10 +246,11 @@ def test_constant_node_weight_is_quantized_and_removed():
         nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 96])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
-    out = onnxpress.to_proto(onnxpress.compile(model, [WeightOnly(format="matmulnbits")]))
+    out = onnxpress.to_proto(onnxpress.compile(model, [WeightOnly(format="matmulnbits",
+                                                                   method="rtn")]))
     assert [n.op_type for n in out.graph.node] == ["MatMulNBits"]
     assert np.array_equal(ort_weight(out, "mm_MatMulNBits", 64),
-                          reference_dequantized(w, 4, 32, True))
+                          reference_dequantized(w, 4, 32, True, signed=True))
 
 
 # --------------------------------------------------------------------------- GPTQ
