@@ -99,6 +99,7 @@ class WeightOnly(Pass):
     exclude: tuple[str, ...] = ()  # node names kept float
     ops: tuple[Literal["MatMul", "Gemm"], ...] = ("MatMul", "Gemm")
     accuracy_level: int = 0  # MatMulNBits: 0 keeps A float, 4 lets ORT quantize A to int8
+    head_bits: int = 8  # the output layer and a tied embedding table; 0: ``bits``
     max_batches: int = 64  # gptq: calibration batches read
     damp: float = 0.01  # gptq: added to H's diagonal, times its mean
     data: Any = data_field()
@@ -106,8 +107,9 @@ class WeightOnly(Pass):
     def __post_init__(self) -> None:
         super().__post_init__()
         where = "weight-only"
-        if self.bits not in (4, 8):
-            raise BadInputError(f"{where}: bits must be 4 or 8, not {self.bits}")
+        if self.bits not in (4, 8) or self.head_bits not in (0, 4, 8):
+            raise BadInputError(f"{where}: bits must be 4 or 8 (head_bits 0, 4 or 8), not "
+                                f"{self.bits} ({self.head_bits})")
         if self.block_size < 0:
             raise BadInputError(f"{where}: block_size must be >= 0 (0 = per output channel)")
         if self.format == "matmulnbits" and self.block_size and not _nbits_block(self.block_size):
@@ -132,8 +134,13 @@ class WeightOnly(Pass):
         if opset_version(model) != opset:
             targets, skipped = self._plan(model.graph)  # the converter may replace nodes
         lookups = _lookups(model.graph, targets) if self.format == "matmulnbits" else {}
-        plans = self._plans(model, targets, lookups, result.notes)
-        self._rewrite(model.graph, targets, plans, result.stats, lookups)
+        heads = {t.source for t in targets if t.source in lookups or any(
+            out.is_graph_output() for out in t.node.outputs)} if self.head_bits else set()
+        plans = self._plans(model, targets, lookups | dict.fromkeys(heads, []), result.notes)
+        self._rewrite(model.graph, targets, plans, result.stats, lookups, heads)
+        if heads and self.head_bits != self.bits:
+            result.notes.append(f"{self.head_bits}-bit (the output layer or a tied embedding "
+                                f"table): {_listing(sorted(h.name or '' for h in heads))}")
         if result.stats["nodes"] and self.format == "matmulnbits":
             model.opset_imports.setdefault(MS_DOMAIN, 1)
         result.notes.extend(_skip_notes(skipped))
@@ -269,7 +276,7 @@ class WeightOnly(Pass):
                        for s in sources]
             scale, _ = search.activation_scales(
                 weights, plans[sources[0]].hessian,
-                lambda w: blockwise.round_to_nearest(w, **self._grid).dequantize())
+                lambda w: blockwise.round_to_nearest(w, **self._grid()).dequantize())
             if np.all(scale == 1):
                 continue
             for source in sources:
@@ -279,46 +286,48 @@ class WeightOnly(Pass):
             notes.append("awq: activations scaled for " + ", ".join(
                 f"{count} groups ({way})" for way, count in sorted(how.items())))
 
-    @property
-    def _grid(self) -> dict[str, Any]:
+    def _grid(self, bits: int | None = None) -> dict[str, Any]:
         # MatMulNBits takes negative scales, so the largest magnitude can take level -8
-        return dict(bits=self.bits, block_size=self.block_size, symmetric=self.symmetric,
-                    signed_scale=self.format == "matmulnbits")
+        return dict(bits=bits or self.bits, block_size=self.block_size,
+                    symmetric=self.symmetric, signed_scale=self.format == "matmulnbits")
 
     def _weight_nk(self, target: _Target) -> np.ndarray:
         w = constant_array(target.source)
         assert w is not None
         return np.asarray(w if target.source_nk else w.T, np.float32)
 
-    def _quantize(self, target: _Target, plan: _Plan | None,
-                  stats: dict[str, Any]) -> blockwise.Blocked:
+    def _quantize(self, target: _Target, plan: _Plan | None, stats: dict[str, Any],
+                  bits: int) -> blockwise.Blocked:
         w_nk = self._weight_nk(target)
         stats["weights"] += 1
         stats["float_bytes"] += w_nk.nbytes
         if plan is not None and plan.scale is not None:
             w_nk = w_nk * plan.scale
         if plan is not None and plan.factor is not None:
-            return blockwise.gptq(w_nk, plan.factor, **self._grid)
+            return blockwise.gptq(w_nk, plan.factor, **self._grid(bits))
         if self._how == "rtn":
-            return blockwise.round_to_nearest(w_nk, **self._grid)
+            return blockwise.round_to_nearest(w_nk, **self._grid(bits))
         importance = None
         if plan is not None:
             importance = np.diag(plan.hessian)
             if plan.scale is not None:
                 importance = importance / np.square(plan.scale)
-        clipped = search.clip_search(w_nk, importance=importance, **self._grid)
-        return search.refine(w_nk, clipped, signed_scale=self._grid["signed_scale"],
+        grid = self._grid(bits)
+        clipped = search.clip_search(w_nk, importance=importance, **grid)
+        return search.refine(w_nk, clipped, signed_scale=grid["signed_scale"],
                              importance=importance)
 
     def _rewrite(self, graph: ir.Graph, targets: list[_Target],
                  plans: dict[ir.Value, _Plan], stats: dict[str, Any],
-                 lookups: dict[ir.Value, list[ir.Node]]) -> None:
+                 lookups: dict[ir.Value, list[ir.Node]], heads: set[ir.Value]) -> None:
         done: dict[ir.Value, blockwise.Blocked] = {}
         emitted: dict[tuple, Any] = {}
         existing = set(graph.initializers.values())
         for target in targets:
             if target.source not in done:
-                done[target.source] = self._quantize(target, plans.get(target.source), stats)
+                bits = self.head_bits if target.source in heads else self.bits
+                done[target.source] = self._quantize(target, plans.get(target.source), stats,
+                                                     bits)
             if self.format == "dq":
                 self._emit_dq(graph, target, done[target.source], emitted)
             else:
@@ -351,7 +360,7 @@ class WeightOnly(Pass):
         if key not in emitted:
             b, scales, zero = blockwise.pack_matmul_nbits(blocked, size)
             builder = Builder(graph)
-            emitted[key] = (builder.initializer(b, f"{name}_q{self.bits}"),
+            emitted[key] = (builder.initializer(b, f"{name}_q{blocked.bits}"),
                             builder.initializer(scales, f"{name}_scales"),
                             None if zero is None else
                             builder.initializer(zero, f"{name}_zero_points"))
@@ -359,7 +368,7 @@ class WeightOnly(Pass):
         for gather in gathers:
             rows = Builder(graph)
             out = packed_rows(rows, gather.inputs[1], b=b_value, scales=scale_value,
-                              zero_points=zero_value, n=target.n, k=target.k, bits=self.bits,
+                              zero_points=zero_value, n=target.n, k=target.k, bits=blocked.bits,
                               block_size=size, rank=len(gather.inputs[1].shape))
             ir.convenience.replace_nodes_and_values(
                 graph, gather, [gather], list(rows.nodes), [gather.outputs[0]], [out])
@@ -368,7 +377,7 @@ class WeightOnly(Pass):
         bias = _gemm_bias(graph, node, c, target.n)
         inputs = _trim([node.inputs[0], b_value, scale_value, zero_value, None, bias])
         out = builder.op("MatMulNBits", inputs, {
-            "K": target.k, "N": target.n, "bits": self.bits, "block_size": size,
+            "K": target.k, "N": target.n, "bits": blocked.bits, "block_size": size,
             "accuracy_level": self.accuracy_level}, domain=MS_DOMAIN,
             name=f"{node.name}_MatMulNBits" if node.name else None)
         ir.convenience.replace_nodes_and_values(

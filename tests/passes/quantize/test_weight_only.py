@@ -156,7 +156,8 @@ CONFIGS = [  # format, bits, block_size, symmetric; max relative output error vs
 @pytest.mark.parametrize(("fmt", "bits", "block", "symmetric", "tolerance"), CONFIGS)
 def test_mlp_weights_are_bit_exact_and_run_in_ort(fmt, bits, block, symmetric, tolerance):
     model, weights = mlp()
-    options = dict(format=fmt, bits=bits, block_size=block, symmetric=symmetric, method="rtn")
+    options = dict(format=fmt, bits=bits, block_size=block, symmetric=symmetric, method="rtn",
+                   head_bits=0)
     out, report = onnxpress.compile(model, [WeightOnly(**options)], return_report=True)
     verify(out)
     proto = onnxpress.to_proto(out)
@@ -247,7 +248,7 @@ def test_constant_node_weight_is_quantized_and_removed():
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 96])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
     out = onnxpress.to_proto(onnxpress.compile(model, [WeightOnly(format="matmulnbits",
-                                                                   method="rtn")]))
+                                                                   method="rtn", head_bits=0)]))
     assert [n.op_type for n in out.graph.node] == ["MatMulNBits"]
     assert np.array_equal(ort_weight(out, "mm_MatMulNBits", 64),
                           reference_dequantized(w, 4, 32, True, signed=True))

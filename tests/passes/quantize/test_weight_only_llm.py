@@ -41,7 +41,7 @@ def tied_model() -> tuple[onnx.ModelProto, np.ndarray]:
 def test_a_tied_table_is_stored_once_and_looked_up_exactly(bits, block, symmetric):
     model, table = tied_model()
     pass_ = WeightOnly(bits=bits, block_size=block, symmetric=symmetric, format="matmulnbits",
-                       min_elements=0, method="rtn")
+                       min_elements=0, method="rtn", head_bits=0)
     out = onnxpress.to_proto(onnxpress.compile(model, [pass_]))
     onnx.checker.check_model(out, full_check=True)
     big = [i for i in out.graph.initializer if np.prod(i.dims) >= VOCAB * HIDDEN // 8]
@@ -58,6 +58,21 @@ def test_a_tied_table_is_stored_once_and_looked_up_exactly(bits, block, symmetri
     expected = np.maximum(restored[ids], 0) @ restored.T
     np.testing.assert_allclose(got["logits"], expected, rtol=1e-5, atol=1e-4)
     assert size  # the block the operator uses is checked by the exact rows above
+
+
+def test_the_output_layer_and_a_tied_table_keep_8_bits_by_default():
+    model, _ = tied_model()
+    out, report = onnxpress.compile(model, "weight-only(format=matmulnbits,min_elements=0)",
+                                    return_report=True)
+    proto = onnxpress.to_proto(out)
+    nbits = [n for n in proto.graph.node if n.op_type == "MatMulNBits"]
+    assert [a.i for n in nbits for a in n.attribute if a.name == "bits"] == [8]
+    assert any(note.startswith("8-bit (the output layer") and "table" in note
+               for note in report.passes[-1].notes)
+    four = onnxpress.to_proto(onnxpress.compile(
+        model, "weight-only(format=matmulnbits,min_elements=0,head_bits=4)"))
+    sizes = [sum(i.ByteSize() for i in m.graph.initializer) for m in (proto, four)]
+    assert sizes[1] < 0.6 * sizes[0]
 
 
 def test_the_dq_format_leaves_a_tied_table_float_and_says_why_not_shared():
