@@ -98,7 +98,9 @@ class WeightOnly(Pass):
     min_elements: int = 4096  # smaller weights stay float
     exclude: tuple[str, ...] = ()  # node names kept float
     ops: tuple[Literal["MatMul", "Gemm"], ...] = ("MatMul", "Gemm")
-    accuracy_level: int = 0  # MatMulNBits: 0 keeps A float, 4 lets ORT quantize A to int8
+    # MatMulNBits: 0 keeps A float, 4 lets ORT quantize A to int8 per block; -1: 4 for
+    # 8-bit weights (ORT 1.32 has no fast float path for them), 0 for 4-bit
+    accuracy_level: int = -1
     head_bits: int = 8  # the output layer and a tied embedding table; 0: ``bits``
     max_batches: int = 64  # gptq: calibration batches read
     damp: float = 0.01  # gptq: added to H's diagonal, times its mean
@@ -115,8 +117,8 @@ class WeightOnly(Pass):
         if self.format == "matmulnbits" and self.block_size and not _nbits_block(self.block_size):
             raise BadInputError(f"{where}: MatMulNBits needs a block_size that is a power of "
                                 "two >= 16 (or 0 for per channel)")
-        if not 0 <= self.accuracy_level <= 4:
-            raise BadInputError(f"{where}: accuracy_level must be 0 to 4")
+        if not -1 <= self.accuracy_level <= 4:
+            raise BadInputError(f"{where}: accuracy_level must be 0 to 4 (or -1: by bits)")
         if self.damp < 0 or self.max_batches < 1:
             raise BadInputError(f"{where}: damp must be >= 0 and max_batches >= 1")
 
@@ -286,6 +288,15 @@ class WeightOnly(Pass):
             notes.append("awq: activations scaled for " + ", ".join(
                 f"{count} groups ({way})" for way, count in sorted(how.items())))
 
+    def _accuracy_level(self, bits: int) -> int:
+        """What MatMulNBits is told: 8-bit weights with float activations take a slow path
+        in ONNX Runtime 1.32 (0.2x fp32 at one row, against 6.5x with int8 activations), so
+        ``-1`` gives them 4; 4-bit weights keep float activations (4 is faster at one row,
+        2.5x, but slower at 128 rows, 0.65-0.85x: pass it for token-by-token decoding)."""
+        if self.accuracy_level >= 0:
+            return self.accuracy_level
+        return 4 if bits == 8 else 0
+
     def _grid(self, bits: int | None = None) -> dict[str, Any]:
         # MatMulNBits takes negative scales, so the largest magnitude can take level -8
         return dict(bits=bits or self.bits, block_size=self.block_size,
@@ -378,7 +389,7 @@ class WeightOnly(Pass):
         inputs = _trim([node.inputs[0], b_value, scale_value, zero_value, None, bias])
         out = builder.op("MatMulNBits", inputs, {
             "K": target.k, "N": target.n, "bits": blocked.bits, "block_size": size,
-            "accuracy_level": self.accuracy_level}, domain=MS_DOMAIN,
+            "accuracy_level": self._accuracy_level(blocked.bits)}, domain=MS_DOMAIN,
             name=f"{node.name}_MatMulNBits" if node.name else None)
         ir.convenience.replace_nodes_and_values(
             graph, node, [node], list(builder.nodes), [node.outputs[0]], [out])

@@ -157,7 +157,7 @@ CONFIGS = [  # format, bits, block_size, symmetric; max relative output error vs
 def test_mlp_weights_are_bit_exact_and_run_in_ort(fmt, bits, block, symmetric, tolerance):
     model, weights = mlp()
     options = dict(format=fmt, bits=bits, block_size=block, symmetric=symmetric, method="rtn",
-                   head_bits=0)
+                   head_bits=0, accuracy_level=0)
     out, report = onnxpress.compile(model, [WeightOnly(**options)], return_report=True)
     verify(out)
     proto = onnxpress.to_proto(out)
@@ -280,7 +280,8 @@ def test_gptq_beats_round_to_nearest_on_calibration_like_data():
     x = inputs(512)
     errors = {}
     for method in ("rtn", "gptq"):
-        out = onnxpress.compile(model, [WeightOnly(method=method, format="matmulnbits")],
+        out = onnxpress.compile(model, [WeightOnly(method=method, format="matmulnbits",
+                                                   head_bits=0)],
                                 calibration=calibration)
         y = Runner(out, optimize=False).run({"x": x})["y"]
         errors[method] = float(np.mean((y - x @ w) ** 2))

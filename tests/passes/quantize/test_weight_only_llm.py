@@ -41,7 +41,7 @@ def tied_model() -> tuple[onnx.ModelProto, np.ndarray]:
 def test_a_tied_table_is_stored_once_and_looked_up_exactly(bits, block, symmetric):
     model, table = tied_model()
     pass_ = WeightOnly(bits=bits, block_size=block, symmetric=symmetric, format="matmulnbits",
-                       min_elements=0, method="rtn", head_bits=0)
+                       min_elements=0, method="rtn", head_bits=0, accuracy_level=0)
     out = onnxpress.to_proto(onnxpress.compile(model, [pass_]))
     onnx.checker.check_model(out, full_check=True)
     big = [i for i in out.graph.initializer if np.prod(i.dims) >= VOCAB * HIDDEN // 8]
