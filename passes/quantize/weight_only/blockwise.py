@@ -26,6 +26,7 @@ shorter; 0 is a level, so padding a block with zeros does not change its scale.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -34,6 +35,8 @@ from onnxpress.ir import quant_math
 __all__ = ["Blocked", "GptqFactor", "blocks", "fake_quantize", "gptq", "gptq_factor", "levels",
            "pack_matmul_nbits", "params", "quantize_rows", "round_to_nearest", "with_params"]
 MIN_SCALE = quant_math.MIN_SCALE
+#: (block [N, size] as updated so far, its first column) -> (scale [N], zero point [N])
+Chooser = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
 def levels(bits: int, symmetric: bool) -> tuple[int, int, np.dtype]:
@@ -189,14 +192,17 @@ def gptq(
     symmetric: bool,
     signed_scale: bool = False,
     lazy: int = 128,
+    choose: Chooser | None = None,
 ) -> Blocked:
     """GPTQ (Frantar et al., 2023) of ``w [N, K]`` against its inputs' ``factor``: columns
     are quantized in order, and each column's rounding error is spread over the columns not
     yet quantized (``w[:, j:] -= err_i * U[i, j:] / U[i, i]``), which minimises
     ``||X W^T - X Q^T||`` column by column. A block's scale is chosen when its first column
     is reached, from the block as updated so far; per channel, from the whole weight up
-    front. Dead inputs get a zero weight. Updates are applied lazily in batches of ``lazy``
-    columns (rounded to whole blocks), which gives the same result as column by column."""
+    front; ``choose(block, first_column)``, where given, picks a block's ``(scale,
+    zero_point)`` instead of its min-max range. Dead inputs get a zero weight. Updates are
+    applied lazily in batches of ``lazy`` columns (rounded to whole blocks), which gives the
+    same result as column by column."""
     w = np.asarray(w, np.float64)
     n, k = w.shape
     size = block_size or k
@@ -216,13 +222,13 @@ def gptq(
     for start in range(0, width, step):
         stop = min(start + step, width)
         _gptq_batch(weight, factor.u, q, scale, zero, start, stop, bits,
-                    size if block_size else 0, symmetric, signed_scale)
+                    size if block_size else 0, symmetric, signed_scale, choose)
     return Blocked(q[:, :k], scale, zero, bits, size, symmetric)
 
 
 def _gptq_batch(weight: np.ndarray, u: np.ndarray, q: np.ndarray, scale: np.ndarray,
                 zero: np.ndarray, start: int, stop: int, bits: int, block_size: int,
-                symmetric: bool, signed_scale: bool) -> None:
+                symmetric: bool, signed_scale: bool, choose: Chooser | None) -> None:
     """Columns ``start:stop`` of GPTQ, then their error pushed onto the columns after them."""
     part = weight[:, start:stop].copy()
     errors = np.zeros_like(part)
@@ -231,8 +237,8 @@ def _gptq_batch(weight: np.ndarray, u: np.ndarray, q: np.ndarray, scale: np.ndar
         group = col // block_size if block_size else 0
         if block_size and col % block_size == 0:
             block = part[:, j : j + block_size]
-            scale[:, group], zero[:, group] = params(block.min(axis=1), block.max(axis=1),
-                                                      bits, symmetric, signed_scale)
+            scale[:, group], zero[:, group] = choose(block, col) if choose else params(
+                block.min(axis=1), block.max(axis=1), bits, symmetric, signed_scale)
         s, z = scale[:, group], zero[:, group]
         q[:, col] = quantize_rows(part[:, j], s, z, bits, symmetric)
         restored = quant_math.dequantize(q[:, col], quant_math.QuantParams(s, z, 0))

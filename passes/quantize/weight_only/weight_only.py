@@ -37,6 +37,7 @@ How the levels and block parameters are chosen (``method``):
 - ``gptq`` (Frantar et al.): each weight quantized column by column, spreading the rounding
   error over the columns not yet quantized. Needs data. Its inputs come from the float
   model (all layers at once, not layer by layer as in the paper).
+- ``awq-gptq``: ``awq``'s scaling, then GPTQ on the scaled weights. Needs data.
 - ``auto`` (the default): ``awq`` with calibration data, ``clip`` without.
 
 A weight that is also an embedding table (a tied LM head: ``Gather(table)`` plus
@@ -94,7 +95,7 @@ class WeightOnly(Pass):
     block_size: int = 32  # along K; 0 = one scale per output channel
     symmetric: bool = True
     format: Literal["dq", "matmulnbits"] = "dq"
-    method: Literal["auto", "rtn", "clip", "awq", "gptq"] = "auto"
+    method: Literal["auto", "rtn", "clip", "awq", "gptq", "awq-gptq"] = "auto"
     min_elements: int = 4096  # smaller weights stay float
     exclude: tuple[str, ...] = ()  # node names kept float
     ops: tuple[Literal["MatMul", "Gemm"], ...] = ("MatMul", "Gemm")
@@ -125,7 +126,7 @@ class WeightOnly(Pass):
     def call(self, model: ir.Model) -> PassStats:
         result = PassStats(model, modified=False, stats={
             "nodes": 0, "weights": 0, "float_bytes": 0, "quantized_bytes": 0})
-        if self.method in ("gptq", "awq") and self.data is None:
+        if self.method in ("gptq", "awq", "awq-gptq") and self.data is None:
             raise BadInputError(f"weight-only(method={self.method}) needs calibration data: "
                                 "give --calibration FILE.npz (arrays named after the model's "
                                 "inputs), or use method=clip or rtn")
@@ -244,18 +245,19 @@ class WeightOnly(Pass):
                 notes.append(f"{how}: {source.name} without calibration statistics (an input "
                              "is transposed or unnamed)")
         moments = input_moments(model, inputs, self.data, max_batches=self.max_batches)
-        plans: dict[ir.Value, _Plan] = {}
-        shared: dict[frozenset[str], blockwise.GptqFactor] = {}
-        for source, (key, hessian) in moments.items():
-            factor = None
-            if how == "gptq":
-                if key not in shared:
-                    shared[key] = blockwise.gptq_factor(hessian, block_size=self.block_size,
-                                                        damp=self.damp)
-                factor = shared[key]
-            plans[source] = _Plan(hessian, factor)
-        if how == "awq":
+        plans = {source: _Plan(hessian) for source, (_, hessian) in moments.items()}
+        if how in ("awq", "awq-gptq"):
             self._search_scales(model.graph, targets, plans, lookups, notes)
+        if how in ("gptq", "awq-gptq"):  # on the scaled weights: H / (s s^T)
+            shared: dict[tuple, blockwise.GptqFactor] = {}
+            for source, (key, hessian) in moments.items():
+                scale = plans[source].scale
+                tag = (key, None if scale is None else scale.tobytes())
+                if tag not in shared:
+                    scaled = hessian if scale is None else hessian / np.outer(scale, scale)
+                    shared[tag] = blockwise.gptq_factor(scaled, block_size=self.block_size,
+                                                        damp=self.damp)
+                plans[source] = dataclasses.replace(plans[source], factor=shared[tag])
         return plans
 
     def _search_scales(self, graph: ir.Graph, targets: list[_Target],
@@ -288,6 +290,27 @@ class WeightOnly(Pass):
             notes.append("awq: activations scaled for " + ", ".join(
                 f"{count} groups ({way})" for way, count in sorted(how.items())))
 
+    def _chooser(self, plan: _Plan, bits: int) -> blockwise.Chooser | None:
+        """GPTQ's block parameters by the clip search and refit, on the block as GPTQ has
+        updated it, its features weighted by the (scaled) input moments."""
+        if not self.block_size:
+            return None
+        importance = np.diag(plan.hessian)
+        if plan.scale is not None:
+            importance = importance / np.square(plan.scale)
+        grid = dict(self._grid(bits), block_size=self.block_size)
+
+        def choose(block: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:
+            weights = np.zeros(self.block_size, np.float32)
+            part = importance[first:first + self.block_size]
+            weights[:len(part)] = part
+            block = np.asarray(block, np.float32)
+            found = search.refine(block, search.clip_search(block, importance=weights, **grid),
+                                  signed_scale=grid["signed_scale"], importance=weights)
+            return found.scale[:, 0], found.zero_point[:, 0]
+
+        return choose
+
     def _accuracy_level(self, bits: int) -> int:
         """What MatMulNBits is told: 8-bit weights with float activations take a slow path
         in ONNX Runtime 1.32 (0.2x fp32 at one row, against 6.5x with int8 activations), so
@@ -315,7 +338,8 @@ class WeightOnly(Pass):
         if plan is not None and plan.scale is not None:
             w_nk = w_nk * plan.scale
         if plan is not None and plan.factor is not None:
-            return blockwise.gptq(w_nk, plan.factor, **self._grid(bits))
+            return blockwise.gptq(w_nk, plan.factor, **self._grid(bits),
+                                  choose=self._chooser(plan, bits))
         if self._how == "rtn":
             return blockwise.round_to_nearest(w_nk, **self._grid(bits))
         importance = None

@@ -139,7 +139,7 @@ def test_awq_scales_the_activation_and_beats_rounding_to_nearest(gain, tmp_path)
     x = activations(64, 5)
     fp32 = Runner(model.SerializeToString(), optimize=False).run({"x": x})["y"]
     errors = {}
-    for method in ("rtn", "awq"):
+    for method in ("rtn", "awq", "awq-gptq"):
         out, report = onnxpress.compile(
             model, f"weight-only(block_size=32,format=matmulnbits,min_elements=0,method={method})",
             calibration=onnxpress.CalibrationData(tmp_path / "cal.npz", batch_size=64),
@@ -148,7 +148,7 @@ def test_awq_scales_the_activation_and_beats_rounding_to_nearest(gain, tmp_path)
         onnx.checker.check_model(proto, full_check=True)
         y = Runner(proto.SerializeToString(), optimize=False).run({"x": x})["y"]
         errors[method] = float(np.sqrt(np.mean(np.square(y - fp32))))
-        if method == "awq":
+        if method != "rtn":
             notes = " ".join(report.passes[-1].notes)
             readers_of_x = [n for n in proto.graph.node if "x" in n.input]
             assert "awq: activations scaled" in notes
@@ -161,10 +161,11 @@ def test_awq_scales_the_activation_and_beats_rounding_to_nearest(gain, tmp_path)
             else:
                 assert "one Mul" in notes
     assert errors["awq"] < 0.85 * errors["rtn"], errors
+    assert errors["awq-gptq"] < errors["rtn"], errors
 
 
 def test_awq_and_gptq_need_data():
     model, _ = gain_model(True)
-    for method in ("awq", "gptq"):
+    for method in ("awq", "gptq", "awq-gptq"):
         with pytest.raises(onnxpress.BadInputError, match="needs calibration data"):
             onnxpress.compile(model, f"weight-only(method={method})")
