@@ -72,7 +72,7 @@ def test_the_output_layer_and_a_tied_table_keep_8_bits_by_default():
     four = onnxpress.to_proto(onnxpress.compile(
         model, "weight-only(format=matmulnbits,min_elements=0,head_bits=4)"))
     sizes = [sum(i.ByteSize() for i in m.graph.initializer) for m in (proto, four)]
-    assert sizes[1] < 0.6 * sizes[0]
+    assert sizes[1] < 0.7 * sizes[0]  # half the levels' bytes; scales and zero points stay
 
 
 def test_the_dq_format_leaves_a_tied_table_float_and_says_why_not_shared():
