@@ -38,7 +38,7 @@ How the levels and block parameters are chosen (``method``):
   error over the columns not yet quantized. Needs data. Its inputs come from the float
   model (all layers at once, not layer by layer as in the paper).
 - ``awq-gptq``: ``awq``'s scaling, then GPTQ on the scaled weights. Needs data.
-- ``auto`` (the default): ``awq`` with calibration data, ``clip`` without.
+- ``auto`` (the default): ``awq-gptq`` with calibration data, ``clip`` without.
 
 A weight that is also an embedding table (a tied LM head: ``Gather(table)`` plus
 ``MatMul(x, Transpose(table))``) is stored once in ``format=matmulnbits``: the Gather reads
@@ -227,10 +227,10 @@ class WeightOnly(Pass):
 
     @property
     def _how(self) -> str:
-        """The method this run applies: ``auto`` is ``awq`` with data, else ``clip``."""
+        """The method this run applies: ``auto`` is ``awq-gptq`` with data, else ``clip``."""
         if self.method != "auto":
             return self.method
-        return "awq" if self.data is not None else "clip"
+        return "awq-gptq" if self.data is not None else "clip"
 
     def _plans(self, model: ir.Model, targets: list[_Target],
                lookups: dict[ir.Value, list[ir.Node]], notes: list[str]
