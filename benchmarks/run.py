@@ -36,6 +36,7 @@ from .suites import (
     fuse_for_ort,
     hashes,
     int8_cost,
+    llm_decode,
     lowrank,
     ort_target,
     prune,
@@ -66,6 +67,7 @@ SUITES: dict[str, Suite] = {
     "corpus": corpus.SUITE,
     "int8_cost": int8_cost.SUITE,
     "resource_cases": resource_cases.SUITE,
+    "llm_decode": llm_decode.SUITE,
 }
 
 

@@ -20,7 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PEERS = {"modelopt-int8": "modelopt", "inc-int8": "onnx_neural_compressor",
-         "onnxslim": "onnxslim", "onnxsim": "onnxsim", "onnxscript": "onnxscript"}
+         "onnxslim": "onnxslim", "onnxsim": "onnxsim", "onnxscript": "onnxscript",
+         "ort-hqq-b32": "torch"}
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_runner_lists_suites_and_rejects_bad_usage(tmp_path: Path) -> None:
     assert {"baseline", "cleanup", "quant", "quant_headline", "fold_qdq", "weight_only",
             "calibration_memory", "fuse_for_ort", "ort_target", "prune", "prune_sparsity",
             "lowrank", "tome", "output_hashes", "corpus", "int8_cost",
-            "resource_cases"} == set(names)
+            "resource_cases", "llm_decode"} == set(names)
     bad = run("--suite", "baseline", "--models", "nope", out=tmp_path, cache=tmp_path)
     assert bad.returncode == 2 and "unknown model 'nope'" in bad.stderr
     bad = run("--suite", "baseline", "--set", "nope=1", out=tmp_path, cache=tmp_path)
@@ -304,3 +305,34 @@ def test_int8_cost(tmp_path: Path, cache: Path) -> None:
         assert r["fp32_ms"] > 0 and r["int8_ms"] > 0 and r["weight"] > 0, r
         assert r["pays"] == (r["speedup"] > 1.0), r
         assert r["preset_layers"] == 0 and r["layers"] == 1, r  # alone, neither pays
+
+
+def test_llm_decode(tmp_path: Path, cache: Path) -> None:
+    """The tiny random LLaMA through every step: onnxpress pipelines and ONNX Runtime's
+    quantizers on the KV-cache export, perplexity with an empty past, prefill, greedy decode
+    feeding the cache back, a child's peak RSS, ratios to fp32 of the same run; then the
+    no-cache export beside it (``plain=true``)."""
+    pytest.importorskip("torch")  # the tiny model is exported from PyTorch
+    pytest.importorskip("transformers")
+    rows = by_variant(smoke("llm_decode", tmp_path, cache))
+    assert set(rows) == {"fp32", "int4-b32", "int8", "ort-rtn-b32", "ort-hqq-b32"}
+    fp32 = rows["fp32"]
+    assert fp32["perplexity_ratio"] == fp32["prefill_x"] == fp32["decode_x"] == 1.0
+    assert 100 < fp32["perplexity"] < 1000 and fp32["scored_tokens"] == 8 * 15  # vocab 256
+    for variant, r in rows.items():
+        assert r["prefill"]["median_ms"] > 0 and r["prefill"]["repeats"] == 1, variant
+        assert r["decode"]["tokens_per_s"] > 0 and r["decode"]["repeats"] == 1, variant
+        assert r["greedy_of"] == 9 and 0 <= r["greedy_same"] <= 9, variant
+        assert r["peak_rss_mb"] >= r["child"]["rss_loaded_mb"] > 0, variant
+        assert r["perplexity_ratio"] < 1.05 and r["file_mb"] > 0, variant
+    for variant in ("int4-b32", "int8", "ort-rtn-b32", "ort-hqq-b32"):
+        assert rows[variant]["size_ratio"] < 1, variant
+    assert rows["int4-b32"]["stats"]["weight-only"] and rows["ort-rtn-b32"]["ops"]["MatMulNBits"]
+    plain = by_variant(smoke("llm_decode", tmp_path / "plain", cache, "--variants", "int4-b32",
+                             "--set", "plain=true", "--no-plot"))
+    assert set(plain) == {"fp32", "int4-b32"}
+    for variant, r in plain.items():
+        assert r["plain_perplexity"] == pytest.approx(r["perplexity"], rel=1e-4), variant
+        assert r["plain_prefill"]["median_ms"] > 0 and r["plain_file_mb"] > 0, variant
+    assert "the no-cache export" in "\n".join(json.loads(
+        (tmp_path / "plain" / "llm_decode.json").read_text())["tables"])
