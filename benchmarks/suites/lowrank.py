@@ -43,8 +43,9 @@ ACCURACY = {"digits_vit": ("params=0.7", "ratio=0.5"),
             "digits_cnn": ("params=0.7,min_elements=0", "ratio=0.5,min_elements=0"),
             "minilm": ("params=0.75", "ratio=0.375")}
 #: per model, a weight pipeline whose error low-rank branches of each rank make up
-COMPENSATE = {"digits_vit": ("weight-only(bits=4,block_size=32,min_elements=0)", (8, 16)),
-              "minilm": ("weight-only(bits=4,block_size=128)", (16, 32))}
+COMPENSATE = {"digits_vit": ("weight-only(bits=4,block_size=32,min_elements=0,method=rtn)",
+                             (8, 16)),
+              "minilm": ("weight-only(bits=4,block_size=128,method=rtn)", (16, 32))}
 #: --smoke: the MLP variant on the digits ViT for speed, one budget on the (fast) digits CNN,
 #: one rank on the digits ViT (the CNN's one Gemm is too small to compensate)
 SMOKE = ({"digits_vit": SPEED["deit_small"][:1]}, {"digits_cnn": ACCURACY["digits_cnn"][1:]},

@@ -15,6 +15,7 @@ a single linear map of the same input are left as they are, with a note.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,13 +33,35 @@ from onnxpress.passes.lowrank.factor import decompose
 from onnxpress.passes.lowrank.sites import Site
 
 
+def _keeping_inputs(step: Pass) -> Pass:
+    """``step``, made to leave each layer a linear map of its own input: weight-only's
+    activation-aware scaling divides the input before the layer, which no branch on that
+    input can follow, so its ``auto`` becomes ``gptq`` (``clip`` without data) here and an
+    explicit ``awq`` is refused; its default int8 activations for 8-bit MatMulNBits become
+    float ones, the weights being what the branch corrects."""
+    method = getattr(step, "method", None)
+    if step.name != "weight-only" or method is None:
+        return step
+    if method in ("awq", "awq-gptq"):
+        raise BadInputError(f"lowrank(compensate=...): weight-only(method={method}) scales the "
+                            "layers' inputs, which a branch cannot follow; use method=gptq, "
+                            "clip or rtn")
+    changes: dict[str, Any] = {}
+    if method == "auto":
+        changes["method"] = "gptq" if getattr(step, "data", None) is not None else "clip"
+    if getattr(step, "accuracy_level", 0) == -1:  # int8 activations: an error no branch fixes
+        changes["accuracy_level"] = 0
+    return dataclasses.replace(step, **changes) if changes else step
+
+
 def compensate(model: ir.Model, found: Sequence[Site], inner: Sequence[Pass], rank: int,
                damp: float, notes: list[str]) -> dict[str, Any]:
     """Run ``inner`` (built and given its data by the manager), then add a branch per layer
     of ``found`` fitted to the weight error it left."""
-    pipeline = ",".join(p.spec() for p in inner)
     if any(p.name == "lowrank" for p in inner):
         raise BadInputError("lowrank(compensate=...): the pipeline cannot hold lowrank itself")
+    inner = [_keeping_inputs(p) for p in inner]
+    pipeline = ",".join(p.spec() for p in inner)
     # names, not values: a pass may replace the layer's node and detach the old one
     kept = [(s, (s.node.inputs[0].name, s.node.outputs[0].name), s.matrix, s.statistics())
             for s in found]
