@@ -36,3 +36,15 @@ class Declines:
             for node, reasons in self._reasons.items()
             if node.graph is not None
         ]
+
+
+def users_before(node: ir.Node, total: ir.Value, fused: set, label: str) -> str | None:
+    """Why a fused node cannot take ``node``'s place, or None: a reader of the residual sum
+    ``total`` (other than the ``fused`` nodes) comes before it in the graph."""
+    users = {use.node for use in total.uses()} - fused
+    for current in node.graph or ():
+        if current is node:
+            return None
+        if current in users:
+            return f"the sum is used by {current.op_type} before the {label}"
+    return None

@@ -28,7 +28,7 @@ from onnxscript.rewriter import MatchResult, RewriteRuleClassBase, RewriteRuleSe
 
 from onnxpress.ir.attention.values import const, dims, last_dim, same_dim
 from onnxpress.ir.edit import MS_DOMAIN
-from onnxpress.passes.ort_fusion._common import Declines
+from onnxpress.passes.ort_fusion._common import Declines, users_before
 
 __all__ = ["drop_unused_outputs", "skip_rms_norm_rules"]
 
@@ -70,7 +70,7 @@ class SkipRmsNorm(RewriteRuleClassBase):
         if reason is None and self._keep_sum:
             chain = {out.producer(), mean.producer().inputs[0].producer(),
                      *(v.producer() for v in out.producer().inputs)}
-            reason = _users_before(out.producer(), total, chain)
+            reason = users_before(out.producer(), total, chain, "norm")
         if reason is None:
             return result
         self._declines.record(out.producer(), reason)
@@ -127,17 +127,6 @@ def _same_shape_3d(a: ir.Value, b: ir.Value) -> bool:
         return False
     return all(same_dim(x, y) for x, y in zip(shape_a, shape_b)) and all(
         v.dtype == ir.DataType.FLOAT for v in (a, b))
-
-
-def _users_before(node: ir.Node, total: ir.Value, chain: set) -> str | None:
-    """The fused node takes the norm's place, so the sum's other readers must come after."""
-    users = {use.node for use in total.uses()} - chain
-    for current in node.graph or ():
-        if current is node:
-            return None
-        if current in users:
-            return f"the sum is used by {current.op_type} before the norm"
-    return None
 
 
 def skip_rms_norm_rules(*, declines: Declines) -> RewriteRuleSet:

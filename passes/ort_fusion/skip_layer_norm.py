@@ -26,7 +26,7 @@ from onnxscript.rewriter import MatchResult, RewriteRuleClassBase, RewriteRuleSe
 
 from onnxpress.ir.attention.values import const, dims, same_dim, same_dims
 from onnxpress.ir.edit import MS_DOMAIN
-from onnxpress.passes.ort_fusion._common import Declines
+from onnxpress.passes.ort_fusion._common import Declines, users_before
 
 
 class SkipLayerNorm(RewriteRuleClassBase):
@@ -45,7 +45,7 @@ class SkipLayerNorm(RewriteRuleClassBase):
         result = MatchResult()
         reason = _unsupported(out.producer(), a, b, gamma, beta, bias if self._bias else None)
         if reason is None and self._keep_sum:
-            reason = _users_before(out.producer(), total)
+            reason = users_before(out.producer(), total, {out.producer()}, "LayerNormalization")
         if reason is None:
             return result
         self._declines.record(out.producer(), reason)
@@ -106,18 +106,6 @@ def _is_skip_shape(value: ir.Value, other: tuple | None) -> bool:
     return other is not None and len(other) == 3 and _is_skip_shape_of(shape, other) and not (
         same_dims(shape, other)
     )
-
-
-def _users_before(node: ir.Node, total: ir.Value) -> str | None:
-    """The fused node replaces the LayerNormalization, so the sum's other users must come
-    after it in the graph."""
-    users = {use.node for use in total.uses()} - {node}
-    for current in node.graph or ():
-        if current is node:
-            return None
-        if current in users:
-            return f"the sum is used by {current.op_type} before the LayerNormalization"
-    return None
 
 
 def drop_statistics_outputs(model: ir.Model) -> None:
