@@ -26,6 +26,12 @@ from onnxpress.ir.analysis import parameter_bytes
 #: where the kernels are exact, are left as they are).
 PRECISE_INT8 = ("session.x64quantprecision", "1")
 
+#: an IR model with more weight bytes than this reaches ONNX Runtime through a temporary
+#: file with external data, not serialized bytes: in memory, the proto and its bytes are two
+#: more copies of the weights beside the IR's and the session's (SmolLM2-135M's 550 MB:
+#: Wanda's calibration run and save peaked at 4.2 GB in memory, 1.9 GB through a file)
+IN_MEMORY_BYTES = 256 << 20
+
 
 def session_options(*, precise: bool = True) -> Any:
     """ORT session options every onnxpress session starts from: quiet, and exact int8."""
@@ -117,7 +123,7 @@ class Runner:
             return model
         if isinstance(model, os.PathLike):
             return os.fspath(model)
-        if parameter_bytes(model) < PROTOBUF_LIMIT // 2:
+        if parameter_bytes(model) < min(IN_MEMORY_BYTES, PROTOBUF_LIMIT // 2):
             return to_proto(model).SerializeToString()  # external weights read in
         self._tmp = tempfile.TemporaryDirectory(prefix="onnxpress-run-")
         return os.fspath(save(model, Path(self._tmp.name) / "model.onnx", external_data=True))

@@ -36,6 +36,7 @@ from .suites import (
     fuse_for_ort,
     hashes,
     int8_cost,
+    llm_compress,
     llm_decode,
     lowrank,
     ort_target,
@@ -68,6 +69,7 @@ SUITES: dict[str, Suite] = {
     "int8_cost": int8_cost.SUITE,
     "resource_cases": resource_cases.SUITE,
     "llm_decode": llm_decode.SUITE,
+    "llm_compress": llm_compress.SUITE,
 }
 
 

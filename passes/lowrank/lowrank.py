@@ -12,8 +12,18 @@ kept overall, spread by each layer's measured effect on the model's outputs
 ``min_saving`` of its parameters (and so of its multiply-adds) stays dense, and the notes
 say so. ``aware`` (default: when calibration data is given) whitens by the input's second
 moments first, so truncation minimises output error on that data rather than weight error;
-``sequential`` (default with data) then factors layer after layer, each fitted to what it
-sees once the layers before it are factored (:mod:`.sequential`).
+whitened as SVD-LLM does (:mod:`.factor`: ``W S``, ``S`` the Cholesky factor of the input
+Gram, truncated, whitening undone), from one streaming run that accumulates each distinct
+layer input's Gram (:mod:`.sites`); ``sequential`` (default with data and at most
+``SEQUENTIAL_GROUPS`` distinct layer inputs) then factors layer after layer, each fitted to
+what it sees once the layers before it are factored (:mod:`.sequential`: a calibration run
+per input, which an LLM cannot afford). Only one layer's singular vectors are held at a
+time (``allocate=sensitivity``, at most ``SENSITIVITY_LAYERS`` layers, keeps them all).
+A factored layer whose estimated relative error passes ``ERROR_WARNING`` is named in a note.
+
+SmolLM2-135M (210 linear layers, ``params`` budget spread by tails, one-shot, 20 x 128
+calibration tokens): see ``benchmarks/suites/llm_compress.py`` for perplexity against
+compression, plain against whitened.
 
 ``compensate='PIPELINE'`` (EoRA-style) instead runs that pipeline (say
 ``weight-only(bits=4)``) on the model, then gives every layer it changed a parallel
@@ -39,13 +49,20 @@ from onnxpress.ir.edit import remove_unread
 from onnxpress.passes.activations import stream
 from onnxpress.passes.base import Pass, PassStats, data_field, passes_field
 from onnxpress.passes.lowrank import eora, ranks, rewrite, sites
-from onnxpress.passes.lowrank.factor import DAMP, Spectrum, decompose
+from onnxpress.passes.lowrank.factor import DAMP, Spectrum, decompose, singular_values, tail
 from onnxpress.passes.lowrank.sensitivity import measure
 from onnxpress.passes.lowrank.sequential import factor_in_order
 
 __all__ = ["LowRank"]
 
 RULES = ("ratio", "rank", "energy", "error", "params")
+#: the most distinct layer inputs a default (``sequential`` unset) sequential refit takes
+SEQUENTIAL_GROUPS = 32
+#: the most layers whose sensitivity ``allocate=sensitivity`` measures (a model run each)
+SENSITIVITY_LAYERS = 48
+#: a factored layer whose estimated relative output error (whitened: on the calibration
+#: data; plain: of its weight) passes this gets a note: the model will likely suffer
+ERROR_WARNING = 0.3
 OPS = ("MatMul", "Gemm", "Conv")
 
 
@@ -69,7 +86,8 @@ class LowRank(Pass):
     # refit each layer to its inputs once earlier ones are factored (.sequential; with
     # data): one calibration run per distinct layer input, about twice the time; digits ViT
     # logits error 0.061 -> 0.047, MiniLM at params=0.75 Spearman 0.979 -> 0.982
-    sequential: bool = True
+    # (default: with data and at most SEQUENTIAL_GROUPS distinct layer inputs)
+    sequential: bool | None = None
     compensate: str = ""  # a pipeline whose weight error a low-rank branch makes up
     compensate_passes: tuple[Pass, ...] = passes_field("compensate")  # built by the manager
     exclude: tuple[str, ...] = ()  # node names left alone
@@ -120,86 +138,134 @@ class LowRank(Pass):
             return PassStats(model, modified=bool(stats["branches"]), stats=stats,
                              notes=notes)
         weights = [s.node.inputs[1] for s in found]
-        spectra = [decompose(s.matrix, s.statistics(), self.damp) for s in found]
+        sequential = self._sequential(found, aware, notes)
+        spectra: list[Spectrum] | None = None
         sensitivity = None
-        if self.params and self.allocate == "sensitivity" and self.data is None:
-            notes.append("no calibration data: the parameter budget is spread by singular-"
-                         "value tails, not measured sensitivity")
-        elif self.params and self.allocate == "sensitivity":
+        if self._allocation(found, notes) == "sensitivity":
+            spectra = [decompose(s.matrix, s.statistics(), self.damp) for s in found]
+            energies = [s.energy for s in spectra]
             sensitivity = measure(model, found, spectra,
-                              list(itertools.islice(self.data, min(self.max_batches, 32))))
-        chosen = self._ranks(found, spectra, sensitivity)
+                                  list(itertools.islice(self.data, min(self.max_batches, 32))))
+        else:  # the values only: one layer's singular vectors in memory at a time
+            energies = [tail(singular_values(s.matrix, s.statistics(), self.damp))
+                        for s in found]
+        chosen = self._ranks(found, energies, sensitivity)
         planned, before, after = [], 0, 0
-        for site, spectrum, rank in zip(found, spectra, chosen):
+        for i, (site, energy, rank) in enumerate(zip(found, energies, chosen)):
             outputs, features = site.shape
             before += outputs * features
             top = ranks.limit(outputs, features, self.min_saving)
             if rank is None or rank > top:
-                notes.append(self._kept(site, rank, top, spectrum))
+                notes.append(self._kept(site, rank, top, energy))
                 after += outputs * features
             else:
-                planned.append((site, spectrum, rank))
+                planned.append((site, i, rank))
                 after += rank * (outputs + features)
-        if self.sequential and aware:
+        if sequential:
             batches = list(itertools.islice(self.data, self.max_batches))
             refitted = dict(factor_in_order(model, [(s, r) for s, _, r in planned], batches,
                                             self.damp))
-            planned = [(s, refitted[s], r) for s, _, r in planned]
+            errors = [refitted[s].energy[r] for s, _, r in planned]
         else:
-            for site, spectrum, rank in planned:
+            errors = []
+            for site, i, rank in planned:
+                spectrum = (spectra[i] if spectra is not None
+                            else decompose(site.matrix, site.statistics(), self.damp))
                 rewrite.factor(model.graph, site.node, site.weight, *spectrum.factors(rank))
-        layers = [{"layer": site.node.name, "rank": rank, "full": len(spectrum.values),
-                   "error": float(np.sqrt(spectrum.energy[rank]))}
-                  for site, spectrum, rank in planned]
+                errors.append(spectrum.energy[rank])
+        layers = [{"layer": site.node.name, "rank": rank, "full": len(energies[i]) - 1,
+                   "error": float(np.sqrt(error))}
+                  for (site, i, rank), error in zip(planned, errors)]
+        notes.extend(_warnings(layers, aware))
         remove_unread(weights, producers=())
         stats = {"layers_factored": len(layers), "layers": len(found), "aware": aware,
-                 "weights_before": before, "weights_after": after, "factored": layers}
+                 "sequential": sequential, "weights_before": before, "weights_after": after,
+                 "factored": layers}
         return PassStats(model, modified=bool(layers), stats=stats, notes=notes)
 
-    def _measure(self, model: ir.Model, found: list[sites.Site], notes: list[str]) -> None:
-        sinks: dict[str, list[sites.Site]] = {}
-        for site in found:
-            width = site.shape[1]
-            if width > sites.MAX_FEATURES:
-                notes.append(f"{site.label}: {width} input features; factored without "
-                             "activation statistics")
-                continue
-            sinks.setdefault(site.node.inputs[0].name, []).append(site)
-        stream(model, sinks, self.data, max_batches=self.max_batches)
+    def _sequential(self, found: list[sites.Site], aware: bool, notes: list[str]) -> bool:
+        """Whether to refit layer after layer: asked for, or (by default) with data and at
+        most ``SEQUENTIAL_GROUPS`` distinct layer inputs (each costs a calibration run of
+        two ONNX Runtime sessions: SmolLM2's 120 took over 26 minutes and 8 GB)."""
+        groups = len({s.node.inputs[0].name for s in found})
+        if not aware or self.sequential is False:
+            return False
+        if self.sequential is None and groups > SEQUENTIAL_GROUPS:
+            notes.append(f"one-shot fit from the model's own statistics: {groups} distinct "
+                         f"layer inputs, more than {SEQUENTIAL_GROUPS} for a sequential refit "
+                         "(a calibration run each; sequential=true forces it)")
+            return False
+        return True
 
-    def _ranks(self, found: list[sites.Site], spectra: list[Spectrum],
+    def _allocation(self, found: list[sites.Site], notes: list[str]) -> str:
+        """``sensitivity`` when the parameter budget is measured (a model run per layer),
+        else ``tail``; more than ``SENSITIVITY_LAYERS`` layers are spread by tails."""
+        if not self.params or self.allocate != "sensitivity":
+            return "tail"
+        if self.data is None:
+            notes.append("no calibration data: the parameter budget is spread by singular-"
+                         "value tails, not measured sensitivity")
+            return "tail"
+        if len(found) > SENSITIVITY_LAYERS:
+            notes.append(f"the parameter budget is spread by singular-value tails: measuring "
+                         f"{len(found)} layers' sensitivity would run the model "
+                         f"{len(found)} times (at most {SENSITIVITY_LAYERS})")
+            return "tail"
+        return "sensitivity"
+
+    def _measure(self, model: ir.Model, found: list[sites.Site], notes: list[str]) -> None:
+        """Every layer input's ``H``, in one streaming run (shared by its readers)."""
+        wide = [site for site in found if site.shape[1] > sites.MAX_FEATURES]
+        for site in wide:
+            notes.append(f"{site.label}: {site.shape[1]} input features; factored without "
+                         "activation statistics")
+        stream(model, sites.share([s for s in found if s not in wide]), self.data,
+               max_batches=self.max_batches)
+
+    def _ranks(self, found: list[sites.Site], energies: list[np.ndarray],
                weights: np.ndarray | None = None) -> list[int | None]:
         if self.params:
-            scale = np.ones(len(spectra)) if weights is None else weights
-            tails = [s.energy * w for s, w in zip(spectra, scale)]
+            scale = np.ones(len(energies)) if weights is None else weights
+            tails = [e * w for e, w in zip(energies, scale)]
             return ranks.by_budget(tails, [s.shape for s in found],
                                    [ranks.limit(*s.shape, self.min_saving) for s in found],
                                    self.params)
         picks: list[int | None] = []
-        for spectrum in spectra:
-            full = len(spectrum.values)
+        for energy in energies:
+            full = len(energy) - 1
             if self.rank:
                 picks.append(min(self.rank, full))
             elif self.energy:
-                picks.append(ranks.by_energy(spectrum.energy, self.energy))
+                picks.append(ranks.by_energy(energy, self.energy))
             elif self.error:
-                picks.append(ranks.by_error(spectrum.energy, self.error))
+                picks.append(ranks.by_error(energy, self.error))
             else:
                 picks.append(ranks.by_ratio(full, self.ratio or 0.5))
         return picks
 
-    def _kept(self, site: sites.Site, rank: int | None, top: int, spectrum: Spectrum) -> str:
+    def _kept(self, site: sites.Site, rank: int | None, top: int, energy: np.ndarray) -> str:
         outputs, features = site.shape
         if top == 0:
             return (f"{site.label} kept dense: {outputs}x{features} saves less than "
                     f"{self.min_saving:.0%} at any rank")
         if rank is None:
             return (f"{site.label} kept dense: the parameter budget is better spent "
-                    f"elsewhere (rank {top} would leave error {np.sqrt(spectrum.energy[top]):.3f})")
+                    f"elsewhere (rank {top} would leave error {np.sqrt(energy[top]):.3f})")
         saving = 1 - rank * (outputs + features) / (outputs * features)
-        return (f"{site.label} kept dense: rank {rank} of {len(spectrum.values)} would save "
+        return (f"{site.label} kept dense: rank {rank} of {len(energy) - 1} would save "
                 f"{saving:.0%} of its {outputs}x{features} weights, less than "
                 f"min_saving={self.min_saving:.0%} (at most rank {top})")
 
 
-
+def _warnings(layers: list[dict[str, Any]], aware: bool) -> list[str]:
+    """A note when factored layers lose much: their estimated relative error (output error
+    on the calibration data when whitened, weight error when plain)."""
+    worst = sorted((f for f in layers if f["error"] > ERROR_WARNING),
+                   key=lambda f: -f["error"])
+    if not worst:
+        return []
+    kind = "output error on the calibration data" if aware else "weight error (plain SVD)"
+    shown = ", ".join(f"{f['layer']} {f['error']:.2f}" for f in worst[:3])
+    return [f"{len(worst)} of {len(layers)} factored layers keep a relative {kind} above "
+            f"{ERROR_WARNING}: {shown}{', ...' if len(worst) > 3 else ''}; expect the model's "
+            "quality to drop well beyond that layer (lower the compression, or check it)"]

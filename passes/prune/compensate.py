@@ -66,7 +66,7 @@ class Consumer:
         weight = np.asarray(constant_array(self.node.inputs[1]), np.float64)
         matrix = as_matrix(self.node, weight)
         assert self.gram is not None
-        gram = self.gram / max(self.count, 1)
+        gram = np.asarray(self.gram, np.float64) / max(self.count, 1)
         if self.bias is not None:
             gram = gram[:-1, :-1]
         return matrix, gram, matrix.shape[1] // in_channels(self.node, weight)
@@ -83,15 +83,17 @@ class Consumer:
         matrix, gram, _ = self._weight_terms()
         return float(np.trace(matrix @ gram @ matrix.T))
 
-    def features(self, x: np.ndarray) -> np.ndarray:
+    def features(self, x: np.ndarray, dtype: type = np.float64) -> np.ndarray:
         """The layer's input as rows of features (and a constant 1 for its bias)."""
-        features = features_of(self.node, np.asarray(x, np.float64))
+        features = features_of(self.node, np.asarray(x, dtype))
         if self.bias is not None:
-            features = np.concatenate([features, np.ones((len(features), 1))], axis=1)
+            features = np.concatenate([features, np.ones((len(features), 1), dtype)], axis=1)
         return features
 
     def __call__(self, x: np.ndarray) -> None:
-        features = self.features(x)
+        # float32 products and sums (as the runtime computes the layer): half the memory,
+        # which an LLM's 30 down projections (1536^2 each) need
+        features = self.features(x, np.float32)
         gram = features.T @ features
         self.gram = gram if self.gram is None else self.gram + gram
         self.count += len(features)
@@ -141,6 +143,10 @@ def saliency(group: Group, measured: dict[ir.Node, Consumer],
         inverse, matrix, per = consumer.inverse()
         total += consumer.energy()
         where = np.arange(group.size) if item.order is None else np.argsort(item.order)
+        if per == 1:  # one feature a channel (a linear layer): all at once
+            columns = item.offset + where
+            scores += (matrix[:, columns] ** 2).sum(axis=0) / np.diag(inverse)[columns]
+            continue
         for channel in range(group.size):
             start = (item.offset + where[channel]) * per
             span = slice(start, start + per)
@@ -179,9 +185,11 @@ def _add(total: np.ndarray | None, term: np.ndarray) -> np.ndarray:
     return term if total is None else total + term
 
 
-def refit(graph: ir.Graph, consumer: Consumer) -> None:
+def refit(graph: ir.Graph, consumer: Consumer) -> float:
     """Replace the consumer's weight (and bias) by the least-squares fit on kept features;
-    the removed columns are left at zero, for the channel cut that follows to take out."""
+    the removed columns are left at zero, for the channel cut that follows to take out.
+    Returns the estimated relative output error left, ``sqrt(tr(D H D^T) / tr(W H W^T))``
+    with ``D`` the change of weight (one-shot: on the unpruned model's statistics)."""
     node = consumer.node
     weight = np.asarray(constant_array(node.inputs[1]), np.float64)
     matrix = as_matrix(node, weight)  # [outputs, features]
@@ -190,7 +198,7 @@ def refit(graph: ir.Graph, consumer: Consumer) -> None:
     for channel in consumer.removed:
         keep[channel * per_channel:(channel + 1) * per_channel] = False
     assert consumer.gram is not None
-    gram = consumer.gram / max(consumer.count, 1)
+    gram = np.asarray(consumer.gram, np.float64) / max(consumer.count, 1)
     full = matrix
     if consumer.bias is not None:
         bias_node, bias_index = consumer.bias
@@ -207,8 +215,17 @@ def refit(graph: ir.Graph, consumer: Consumer) -> None:
     solved = np.linalg.solve(kept + ridge * np.eye(len(kept)), target.T).T
     new = np.zeros_like(full)
     new[:, keep] = solved
+    error = _relative_error(full, new, gram) if consumer.cross is None else float("nan")
     if consumer.bias is not None:
         replace_constant(graph, bias_node, bias_index,
                          new[:, -1].reshape(np.shape(original)), "refit")
         new = new[:, :-1]
     replace_constant(graph, node, 1, from_matrix(node, weight, new), "refit")
+    return error
+
+
+def _relative_error(weight: np.ndarray, new: np.ndarray, gram: np.ndarray) -> float:
+    change = weight - new
+    lost = np.einsum("of,fg,og->", change, gram, change)
+    return float(np.sqrt(max(lost, 0.0) / max(np.einsum("of,fg,og->", weight, gram, weight),
+                                              1e-30)))

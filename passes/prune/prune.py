@@ -26,6 +26,15 @@ output, by ablation on calibration batches). Digits ViT, 2 of 24 heads removed: 
 
 ``structure=unstructured|nm`` zeroes weights instead (:mod:`.sparsity`).
 
+On a LLaMA decoder ``structure=mlp`` finds each SwiGLU's width (gate and up rows and the
+down projection's columns, one group); with ``importance=activation`` the channels go by the
+refit's own error estimate and the down projection is refitted, all from one streaming run
+(float32 Grams, 280 MB for SmolLM2-135M's 30). Each refitted layer's estimated relative
+output error is in ``stats["refit_error"]``, and a note names those above ``ERROR_WARNING``
+(0.3): SmolLM2-135M at 5% of its linear weights (6.7% of MLP width) goes 42.09 -> 47.7
+perplexity, so structured width is the costly way to compress it. Heads of an unfused
+(exported) GQA attention are not pruned yet: only ORT's fused Attention.
+
 Lossy: ``check`` or ``onnxpress compare`` measure the cost. Run ``cleanup`` first: folded
 BatchNorms and constant weights are what the groups are read from.
 """
@@ -49,7 +58,7 @@ from onnxpress.passes.base import Pass, PassStats, data_field
 from onnxpress.passes.prune import heads as attention
 from onnxpress.passes.prune.channels import magnitude, remove_channels, select
 from onnxpress.passes.prune.compensate import consumers, gather, gather_paired, refit, saliency
-from onnxpress.passes.prune.sparsity import sparsify
+from onnxpress.passes.prune.sparsity import error_notes, sparsify
 
 __all__ = ["Prune"]
 
@@ -150,24 +159,27 @@ class Prune(Pass):
             return False
         return True
 
-    def _refit(self, model: ir.Model, plan: list[tuple[Group, Any]], measured: dict) -> None:
+    def _refit(self, model: ir.Model, plan: list[tuple[Group, Any]],
+               measured: dict) -> dict[str, float]:
         """Refit every layer reading pruned channels: one-shot from the unpruned model's
         statistics, or (``sequential``) layer after layer in graph order, each on what it
         sees once the layers before it were pruned and refitted (the removed columns are
         zeros until the cut, so the model runs as the pruned one would)."""
         found = consumers(plan)[0]
+        errors = {}
         if not self.sequential:
             for consumer in found:
                 consumer.gram, consumer.count = (measured[consumer.node].gram,
                                                  measured[consumer.node].count)
-                refit(model.graph, consumer)
-            return
+                errors[consumer.node.name] = refit(model.graph, consumer)
+            return errors
         order = {node: i for i, node in enumerate(model.graph)}
         original = model.clone()
         batches = list(itertools.islice(self.data, self.max_batches))
         for consumer in sorted(found, key=lambda c: order[c.node]):
             gather_paired(original, model, consumer, batches)
             refit(model.graph, consumer)
+        return errors
 
     def _measure(self, model: ir.Model, groups: list[Group], notes: list[str]) -> dict:
         """The input statistics of every layer reading a candidate group's channels, in one
@@ -246,12 +258,16 @@ class Prune(Pass):
                     "; shapes are unknown here: run cleanup first (it infers them and folds "
                     f"BatchNorm), e.g. --passes 'cleanup,{self.spec()}'"
                     if any("unknown rank" in note for note in notes) else ""))
-        if measured and self.refit:
-            self._refit(model, plan, measured)
+        errors = self._refit(model, plan, measured) if measured and self.refit else {}
+        notes.extend(error_notes(errors, "refitted layers keep a relative output error on the "
+                                 "calibration data"))
         constants = remove_channels(model.graph, plan)
         removed = sum(len(r) for _, r in plan)
         total = sum(g.size for g, _ in plan)
         stats = {"groups": len(plan), "groups_kept": len(groups) - len(plan),
                  "channels_removed": removed, "channels": total, "constants_cut": constants}
+        if errors:
+            stats["refit_error"] = {"mean": float(np.mean(list(errors.values()))),
+                                    "max": max(errors.values()), "layers": errors}
         return PassStats(model, modified=removed > 0, stats=stats, notes=notes)
 

@@ -68,7 +68,7 @@ def test_runner_lists_suites_and_rejects_bad_usage(tmp_path: Path) -> None:
     assert {"baseline", "cleanup", "quant", "quant_headline", "fold_qdq", "weight_only",
             "calibration_memory", "fuse_for_ort", "ort_target", "prune", "prune_sparsity",
             "lowrank", "tome", "output_hashes", "corpus", "int8_cost",
-            "resource_cases", "llm_decode"} == set(names)
+            "resource_cases", "llm_decode", "llm_compress"} == set(names)
     bad = run("--suite", "baseline", "--models", "nope", out=tmp_path, cache=tmp_path)
     assert bad.returncode == 2 and "unknown model 'nope'" in bad.stderr
     bad = run("--suite", "baseline", "--set", "nope=1", out=tmp_path, cache=tmp_path)
@@ -336,3 +336,23 @@ def test_llm_decode(tmp_path: Path, cache: Path) -> None:
         assert r["plain_prefill"]["median_ms"] > 0 and r["plain_file_mb"] > 0, variant
     assert "the no-cache export" in "\n".join(json.loads(
         (tmp_path / "plain" / "llm_decode.json").read_text())["tables"])
+
+
+def test_llm_compress(tmp_path: Path, cache: Path) -> None:
+    """The tiny random LLaMA through every method at two fractions and at 2:4: each compile
+    in a child (its time and peak RSS), perplexity beside fp32's, the fraction of linear
+    weights each removed near what was asked."""
+    pytest.importorskip("torch")  # the tiny model is exported from PyTorch
+    pytest.importorskip("transformers")
+    rows = smoke("llm_compress", tmp_path, cache)["rows"]
+    fp32 = next(r for r in rows if r["variant"] == "fp32")
+    assert 100 < fp32["perplexity"] < 1000  # vocab 256, random weights
+    found = {(r["variant"], r["fraction"]): r for r in rows if r["variant"] != "fp32"}
+    assert {m for m, _ in found} == {"magnitude", "wanda", "mlp-refit", "svd-plain",
+                                     "svd-whitened", "magnitude-2:4", "wanda-2:4"}
+    for (method, fraction), r in found.items():
+        assert r["seconds"] > 0 and r["peak_rss_mb"] > 0 and r["perplexity"] > 1, r
+        assert 0 < r["removed"] <= fraction + 0.1, r
+        if method in ("magnitude", "wanda"):
+            assert r["removed"] == pytest.approx(fraction, abs=0.01), r
+
