@@ -168,7 +168,7 @@ def _fail(message: str) -> None:
 def _compile(args: argparse.Namespace) -> int:
     import onnxpress
     from onnxpress.api import job_inputs
-    from onnxpress.backends.files import writable
+    from onnxpress.backends.files import scratch_in, writable
     from onnxpress.backends.onnx_writer import save
     from onnxpress.models import default_model_path
     from onnxpress.models.digits_data import CALIBRATION_NPZ
@@ -190,13 +190,15 @@ def _compile(args: argparse.Namespace) -> int:
                         (args.engine, "engine")):
         if extra:
             writable(extra, reading=[*reading, output], what=what)
-    model, report = onnxpress.compile(
-        source, passes, opset=args.opset, config=args.config, target=args.target,
-        keep_initializer_inputs=args.keep_initializer_inputs,
-        calibration=calibration, report=args.report, check=args.check,
-        tolerance=args.tolerance, atol=args.atol, verify=not args.no_verify,
-        input_shapes=_shapes(args.input_shape), dims=_dim_values(args.dim), return_report=True,
-    )
+    with scratch_in(output.parent):  # a large model's temporary copies: the job's folder
+        model, report = onnxpress.compile(
+            source, passes, opset=args.opset, config=args.config, target=args.target,
+            keep_initializer_inputs=args.keep_initializer_inputs,
+            calibration=calibration, report=args.report, check=args.check,
+            tolerance=args.tolerance, atol=args.atol, verify=not args.no_verify,
+            input_shapes=_shapes(args.input_shape), dims=_dim_values(args.dim),
+            return_report=True,
+        )
     save(model, output, reading=reading)
     print(f"{source} -> {output}")
     for line in report.lines():

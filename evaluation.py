@@ -98,6 +98,33 @@ def perplexity_terms(outputs: Iterator[tuple[dict, np.ndarray]], targets: np.nda
     return total, count
 
 
+def divergence(model: ModelSource, reference: ModelSource, data: str | os.PathLike | Dataset,
+               *, progress: bool | None = None) -> float:
+    """Mean ``KL(reference || model)`` in nats over the scored tokens of a causal LM data
+    set (``targets`` >= 0): how far the model's next-token distributions moved from the
+    reference's. Unlike perplexity it cannot improve by chance: on SmolLM2's 7.4k scored
+    tokens, a 10% magnitude pruning scored below fp32's perplexity."""
+    dataset = data if isinstance(data, Dataset) else load_dataset(os.fspath(data))
+    if dataset.targets is None:
+        raise BadInputError(f"{dataset.name}: has no 'targets': divergence is for causal "
+                            "language models")
+    total, count, start = 0.0, 0, 0
+    for (_, got), (_, want) in zip(_outputs(model, dataset, LM_BATCH, progress),
+                                   _outputs(reference, dataset, LM_BATCH, False)):
+        scored = dataset.targets[start:start + len(got)] >= 0
+        start += len(got)
+        p_log, q_log = _log_softmax(want[scored]), _log_softmax(got[scored])
+        total += float((np.exp(p_log) * (p_log - q_log)).sum())
+        count += int(scored.sum())
+    return total / max(count, 1)
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
 def _outputs(
     model: ModelSource, dataset: Dataset, batch_size: int, progress: bool | None
 ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:

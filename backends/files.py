@@ -12,13 +12,37 @@ the umask gives a new file.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from onnxpress.errors import BadInputError
+
+#: the folder a command's temporary files go to (its output's); None: the system's
+_SCRATCH: contextvars.ContextVar[Path | None] = contextvars.ContextVar("onnxpress_scratch",
+                                                                      default=None)
+
+
+@contextlib.contextmanager
+def scratch_in(folder: str | os.PathLike) -> Iterator[None]:
+    """Temporary files made inside (a large model's copy for ONNX Runtime, the input's
+    snapshot) go to ``folder``: the job's own output folder, not the system's."""
+    token = _SCRATCH.set(Path(folder))
+    try:
+        yield
+    finally:
+        _SCRATCH.reset(token)
+
+
+def scratch(what: str) -> tempfile.TemporaryDirectory:
+    """A hidden temporary folder for ``what``, where ``scratch_in`` says (else the system's
+    temporary folder); removed by its ``cleanup`` or on exit of its ``with``."""
+    return tempfile.TemporaryDirectory(prefix=f".onnxpress-{what}-", suffix=".tmp",
+                                       dir=_SCRATCH.get())
 
 
 def writable(path: str | os.PathLike, *, reading: Iterable[str | os.PathLike] = (),

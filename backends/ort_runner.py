@@ -6,15 +6,18 @@ in the passes imports onnxruntime, so the runtime can be swapped.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx_ir as ir
 
+from onnxpress.backends.files import scratch
 from onnxpress.backends.onnx_writer import PROTOBUF_LIMIT, save, to_proto
 from onnxpress.errors import BadInputError, RuntimeRefusedError
 from onnxpress.ir.analysis import parameter_bytes
@@ -69,6 +72,34 @@ def inference_session(source: Any, configure: Callable[[Any], None] = lambda _: 
     return ort.InferenceSession(source, options, providers=chosen)
 
 
+def give_back_memory() -> None:
+    """Hand freed arrays and closed ONNX Runtime sessions back to the system: glibc keeps
+    freed heap for reuse, and after an LLM's calibration run or pass that is a model's worth
+    (SmolLM2-135M's Wanda: its stream's session left 1 GB, so the pass peaked at 2.1 GB
+    instead of 1.7), which the next allocation or session would add to."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: its allocator decides
+        pass
+
+
+@contextlib.contextmanager
+def materialized(model: ir.Model | str | os.PathLike | bytes) -> Iterator[str | bytes]:
+    """``model`` as ONNX Runtime and onnx.checker take it: serialized bytes (external weights
+    read in), or above ``IN_MEMORY_BYTES`` of weights a temporary file with external data,
+    removed on exit (a path or bytes pass through)."""
+    if isinstance(model, (bytes, str)):
+        yield model
+    elif isinstance(model, os.PathLike):
+        yield os.fspath(model)
+    elif parameter_bytes(model) < min(IN_MEMORY_BYTES, PROTOBUF_LIMIT // 2):
+        yield to_proto(model).SerializeToString()
+    else:
+        with scratch("run") as folder:
+            yield os.fspath(save(model, Path(folder) / "model.onnx", external_data=True))
+
+
 class Runner:
     """An ONNX Runtime CPU session over an IR model, a path or serialized bytes."""
 
@@ -99,34 +130,19 @@ class Runner:
             if not optimize:
                 options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
 
-        self._tmp: tempfile.TemporaryDirectory | None = None
         self._open = lambda precise: self._session(model, configure, providers, precise)
         self.session, self._precise = self._open(precise), precise
 
     def _session(self, model: ir.Model | str | os.PathLike | bytes,
                  configure: Callable[[Any], None], providers: list[str] | None,
                  precise: bool) -> Any:
-        source = self._materialize(model)
-        try:
-            return inference_session(source, configure, providers, precise=precise)
-        except Exception as error:  # ORT raises its own classes for every load failure
-            reason = first_line(error)
-            raise RuntimeRefusedError(f"ONNX Runtime cannot load the model: {reason}",
-                                      loading=True, reason=reason) from None
-        finally:
-            if self._tmp is not None:
-                self._tmp.cleanup()
-                self._tmp = None
-
-    def _materialize(self, model: ir.Model | str | os.PathLike | bytes) -> str | bytes:
-        if isinstance(model, (bytes, str)):
-            return model
-        if isinstance(model, os.PathLike):
-            return os.fspath(model)
-        if parameter_bytes(model) < min(IN_MEMORY_BYTES, PROTOBUF_LIMIT // 2):
-            return to_proto(model).SerializeToString()  # external weights read in
-        self._tmp = tempfile.TemporaryDirectory(prefix="onnxpress-run-")
-        return os.fspath(save(model, Path(self._tmp.name) / "model.onnx", external_data=True))
+        with materialized(model) as source:
+            try:
+                return inference_session(source, configure, providers, precise=precise)
+            except Exception as error:  # ORT raises its own classes for every load failure
+                reason = first_line(error)
+                raise RuntimeRefusedError(f"ONNX Runtime cannot load the model: {reason}",
+                                          loading=True, reason=reason) from None
 
     @property
     def input_names(self) -> list[str]:

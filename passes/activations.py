@@ -19,9 +19,9 @@ import numpy as np
 import onnx_ir as ir
 from tqdm import tqdm
 
-from onnxpress.backends.ort_runner import Runner
+from onnxpress.backends.ort_runner import IN_MEMORY_BYTES, Runner, give_back_memory
 from onnxpress.errors import BadInputError, RuntimeRefusedError
-from onnxpress.ir.analysis import constant_array, is_constant
+from onnxpress.ir.analysis import constant_array, is_constant, parameter_bytes
 from onnxpress.ir.branches import branches, copy_model, if_nodes, reaching, specialise
 from onnxpress.passes.calibration_data import Batch, CalibrationData
 
@@ -89,6 +89,9 @@ def stream(
                 sink(value)
         del outputs  # before the next batch runs: never two batches of activations
         count += 1
+    if runner is not None and parameter_bytes(model) >= IN_MEMORY_BYTES:
+        del runner  # its session's memory, back before the caller allocates its own
+        give_back_memory()
     if count == 0:
         raise BadInputError("the calibration data holds no batches; give at least one sample")
     return count

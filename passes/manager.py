@@ -4,17 +4,21 @@ after each one, and optionally checking the result's outputs against the input m
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 from tqdm import tqdm
 
+from onnxpress.backends.files import scratch
 from onnxpress.backends.inputs import ModelInputs
-from onnxpress.backends.onnx_writer import to_proto
-from onnxpress.backends.ort_runner import Runner
+from onnxpress.backends.onnx_writer import save, to_proto
+from onnxpress.backends.ort_runner import IN_MEMORY_BYTES, Runner, give_back_memory
 from onnxpress.backends.validity import (
     CHECKER,
     RUNTIME,
@@ -98,6 +102,15 @@ class PassManager:
 
     def run(self, model: ir.Model) -> Report:
         """Run the passes on ``model`` in place and return the report."""
+        self._held: tempfile.TemporaryDirectory | None = None  # a large input's snapshot
+        try:
+            return self._run(model)
+        finally:
+            if self._held is not None:
+                self._held.cleanup()
+                self._held = None
+
+    def _run(self, model: ir.Model) -> Report:
         report = Report(pipeline=format_pipeline(self.passes))
         if self.verify:
             try:
@@ -115,6 +128,7 @@ class PassManager:
             report.notes.append(f"ops no ONNX schema defines are left untouched: {listed}")
         validators = self._validators(model, report) if self.validate else ()
         original = self._snapshot(model, report) if self.check or validators else None
+        large = parameter_bytes(model) >= IN_MEMORY_BYTES
         hidden = None if self.progress is None else not self.progress  # None: tty decides
         bar = tqdm(self.passes, desc="passes", unit="pass", disable=hidden, leave=False)
         for index, current in enumerate(bar):
@@ -122,6 +136,8 @@ class PassManager:
             current = with_passes(self._prepared(current), self._build_inner)
             try:
                 report.passes.append(self._run_one(current, model))
+                if large:
+                    give_back_memory()
             except BadInputError as error:
                 # the user's input, unless an earlier pass left a model the input was not
                 # (ONNX Runtime then refuses what this pass runs): that is a bug of ours
@@ -161,7 +177,7 @@ class PassManager:
                                 f"held to it")
         return tuple(v for v in VALIDATORS if v not in found)
 
-    def _blame(self, original: bytes | None, validators: tuple[str, ...],
+    def _blame(self, original: bytes | str | None, validators: tuple[str, ...],
                found: dict[str, str]) -> OnnxpressError:
         """Which pass broke the model: the pipeline again from the input, validating after
         each pass (the passes are deterministic; a rerun that stays valid names them all).
@@ -184,7 +200,7 @@ class PassManager:
         return PassFailedError(f"{who} wrote a model that {name} rejects (the input passed): "
                                f"{why}")
 
-    def _replay(self, original: bytes | None, validators: tuple[str, ...],
+    def _replay(self, original: bytes | str | None, validators: tuple[str, ...],
                 passes: Sequence[Pass]) -> str | None:
         """The first of ``passes``, run from the input, after which a validator fails."""
         if original is None:
@@ -240,7 +256,10 @@ class PassManager:
             notes=notes,
         )
 
-    def _snapshot(self, model: ir.Model, report: Report) -> bytes | None:
+    def _snapshot(self, model: ir.Model, report: Report) -> bytes | str | None:
+        """The input as it was, for the check and for naming a pass that broke it: bytes,
+        or past ``IN_MEMORY_BYTES`` a file with external data (in memory, SmolLM2's would
+        be another 540 MB beside the IR for the whole run)."""
         weights = parameter_bytes(model)
         if weights > CHECK_MAX_BYTES:
             if self.check:  # refused before any work rather than skipped with success
@@ -249,11 +268,15 @@ class PassManager:
                     f"{CHECK_MAX_BYTES / 2**30:.0f} GiB the check keeps in memory; compile "
                     "without --check and compare the two files with `onnxpress compare`")
             return None
+        if weights >= IN_MEMORY_BYTES:  # a copy of its own: the input may be overwritten
+            self._held = scratch("input")
+            return os.fspath(save(model, Path(self._held.name) / "input.onnx",
+                                  external_data=True))
         # external weights read in: the check's session is made from bytes, and would
         # resolve their locations against the working directory (issue 22, C2)
         return to_proto(model).SerializeToString()
 
-    def _check(self, original: bytes, model: ir.Model, report: Report,
+    def _check(self, original: bytes | str, model: ir.Model, report: Report,
                inputs: ModelInputs) -> None:
         reference, candidate = Runner(original), Runner(model)
         if self.check_data is not None:
@@ -294,7 +317,9 @@ class PassManager:
         report.check_atol = self.atol
 
 
-def _proto(data: bytes) -> onnx.ModelProto:
+def _proto(data: bytes | str) -> onnx.ModelProto:
+    if isinstance(data, str):  # a snapshot's file
+        return onnx.load(data)
     proto = onnx.ModelProto()
     proto.ParseFromString(data)
     return proto

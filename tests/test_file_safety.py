@@ -265,10 +265,16 @@ def test_outputs_in_another_folder_carry_every_external_tensor(
     assert not (out_dir / "w.bin").exists()
 
 
-def test_temporary_files_live_beside_the_outputs(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("large", [False, True])
+def test_temporary_files_live_beside_the_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 large: bool) -> None:
     """"The job" is its inputs, its outputs and temporary files in the output folder:
-    nothing goes to the system's temporary folder, and nothing is left anywhere."""
+    nothing goes to the system's temporary folder, and nothing is left anywhere. ``large``:
+    as for a model past ``IN_MEMORY_BYTES``, whose snapshot and every ONNX Runtime session
+    go through files."""
+    if large:
+        monkeypatch.setattr("onnxpress.backends.ort_runner.IN_MEMORY_BYTES", 1)
+        monkeypatch.setattr("onnxpress.passes.manager.IN_MEMORY_BYTES", 1)
     model = _job(tmp_path)
     system_tmp = tmp_path / "system-tmp"
     system_tmp.mkdir()

@@ -21,17 +21,17 @@ weights count as removed (the file keeps them; a sparse kernel or format would n
 
 Every variant compiles ``cleanup`` 's output (cleaned once and cached, with external data:
 ``cleanup`` itself takes about 40 s and 3.8 GB on SmolLM2) in a fresh child process
-(:mod:`benchmarks.core.child`): its wall time and peak RSS (imports, loading the model,
-streaming the calibration data, the pass, saving; ``2 GB`` and ``5 min`` are the issue's
-bounds). The child runs the pass through a ``PassManager`` without output validation (the
-IR still verified after the pass): ``onnxpress.compile`` also holds the result to the
-input's validity, an onnx.checker run and an ONNX Runtime load of each beside the input's
-serialized snapshot, which takes SmolLM2 to about 4.6 GB whatever the pass
-(``--set validate=true`` measures that way). Calibration: ``smollm2_calibration.npz``
-(20 windows x 128 tokens, batches of 4, disjoint from the scored text); perplexity on
-``smollm2-text`` (58 x 128 tokens) through
-:func:`onnxpress.evaluation.evaluate` (fp32: 42.09). The pass's notes (layers whose
-estimated output error is large) come with each row.
+(:mod:`benchmarks.core.child`) through ``onnxpress.compile``, as a user would: its wall
+time and peak RSS (imports, loading the model, validating input and output, streaming the
+calibration data, the pass, saving; ``2 GB`` and ``5 min`` are the issue's bounds).
+``--set validate=false`` runs the pass through a ``PassManager`` without the validation
+(the pass's own cost). Calibration: ``smollm2_calibration.npz`` (20 windows x 128 tokens,
+batches of 4, disjoint from the scored text); perplexity on ``smollm2-text`` (58 x 128
+tokens) through :func:`onnxpress.evaluation.evaluate` (fp32: 42.09), and the mean
+KL(fp32 || variant) per scored token (:func:`onnxpress.evaluation.divergence`): the damage
+itself, where perplexity on 7.4k tokens moves by chance (magnitude pruning of 10% scored
+below fp32). The pass's notes (layers whose estimated output error is large) come with each
+row.
 
     python -m benchmarks.run --suite llm_compress [--set fractions=0.1,0.2]
         [--variants wanda,svd-whitened]
@@ -93,8 +93,10 @@ def measure(ctx: Context) -> list[Row]:
                 with step(r, "perplexity"):
                     r["perplexity"] = _perplexity(out, text)
                     r["perplexity_ratio"] = r["perplexity"] / base.get("perplexity", np.nan)
-                    log(f"{model} {name} {fraction:.0%}: perplexity {r['perplexity']:.2f}, "
-                        f"{r['seconds']:.0f} s, {r['peak_rss_mb']:.0f} MB")
+                with step(r, "divergence"):
+                    r["kl"] = _divergence(out, source, text)
+                    log(f"{model} {name} {fraction:.0%}: perplexity {r['perplexity']:.2f}, KL "
+                        f"{r['kl']:.4f}, {r['seconds']:.0f} s, {r['peak_rss_mb']:.0f} MB")
                 for written in (out, out.with_name(out.name + ".data")):
                     written.unlink(missing_ok=True)
             else:
@@ -136,6 +138,12 @@ def _subject(model: str, ctx: Context) -> tuple[Path, dict[str, Any], Any]:
     log(f"{model}: cleanup (and export) {entry.meta.get('seconds', 0):.0f} s, peak RSS "
         f"{entry.meta.get('peak_rss_mb', 0):.0f} MB (cached: {entry.cached})")
     return entry.path, calibration, text
+
+
+def _divergence(path: Path | str, reference: Path | str, text: Any) -> float:
+    from onnxpress.evaluation import divergence
+
+    return divergence(path, reference, text, progress=False)
 
 
 def _perplexity(path: Path | str, text: Any) -> float:
@@ -181,7 +189,7 @@ def linear_weights(model: Any, mlp: bool = False) -> tuple[int, int]:
 
 
 def compile_variant(source: str, template: str, fraction: float, calibration: dict[str, Any],
-                    out: str, validate: bool = False) -> dict[str, Any]:
+                    out: str, validate: bool = True) -> dict[str, Any]:
     """Compile ``template`` at ``fraction`` on ``source`` to ``out``: the spec, the pass's
     stats and notes, and the fraction of linear weights it removed (zeroed or cut).
     ``validate``: through ``onnxpress.compile``, which also holds the output to the
@@ -235,16 +243,23 @@ def tables(rows: list[Row]) -> dict[str, str]:
                 return "-"
             return f"{r['perplexity']:.2f} ({r['perplexity'] / base - 1:+.0%})"
 
+        def kl(method: str, x: float) -> str:
+            r = grid.get((method, x))
+            return "-" if r is None or "kl" not in r else f"{r['kl']:.4f}"
+
         header = ("method", *(f"{x:.0%} removed" for x in fractions))
+        shown = [m for m in METHODS if any((m, x) in grid for x in fractions)]
         result[f"{model}: perplexity (fp32 {base:.2f}) against linear parameters removed"] = (
-            markdown(header, [[m, *(cell(m, x) for x in fractions)] for m in METHODS
-                              if any((m, x) in grid for x in fractions)]))
+            markdown(header, [[m, *(cell(m, x) for x in fractions)] for m in shown]))
+        result[f"{model}: mean KL(fp32 || compressed) per token, nats"] = (
+            markdown(header, [[m, *(kl(m, x) for x in fractions)] for m in shown]))
         compiled = [r for r in mine if r["variant"] != "fp32"]
         result[f"{model}: each compile (fresh child process)"] = table(
-            ("model", "variant", "target", "removed", "perplexity", "compile s",
+            ("model", "variant", "target", "removed", "perplexity", "KL", "compile s",
              "peak RSS MB", "notes"),
             compiled, lambda r: (f"{r['fraction']:.0%}", f"{r['removed']:.1%}",
-                                 f"{r['perplexity']:.2f}", f"{r['seconds']:.0f}",
+                                 f"{r['perplexity']:.2f}", f"{r.get('kl', np.nan):.4f}",
+                                 f"{r['seconds']:.0f}",
                                  f"{r['peak_rss_mb']:.0f}",
                                  "; ".join(n[:120] for n in r["notes"][:2]) or "-"))
     return result
@@ -252,5 +267,5 @@ def tables(rows: list[Row]) -> dict[str, str]:
 
 SUITE = Suite("llm_compress", __doc__, models=("smollm2-135m",), smoke_models=(TINY,),
               measure=measure, tables=tables, variants=(*METHODS, *FIXED), repeats=1,
-              options={"fractions": "0.05,0.1,0.2,0.3", "validate": False},
+              options={"fractions": "0.05,0.1,0.2,0.3", "validate": True},
               smoke_options={"fractions": "0.1,0.3"})

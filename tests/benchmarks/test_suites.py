@@ -352,6 +352,7 @@ def test_llm_compress(tmp_path: Path, cache: Path) -> None:
                                      "svd-whitened", "magnitude-2:4", "wanda-2:4"}
     for (method, fraction), r in found.items():
         assert r["seconds"] > 0 and r["peak_rss_mb"] > 0 and r["perplexity"] > 1, r
+        assert r["kl"] > 0, r
         assert 0 < r["removed"] <= fraction + 0.1, r
         if method in ("magnitude", "wanda"):
             assert r["removed"] == pytest.approx(fraction, abs=0.01), r

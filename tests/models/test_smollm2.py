@@ -78,6 +78,36 @@ def test_perplexity_agrees_with_the_modules_loss(tiny: tuple) -> None:
     assert result.value == pytest.approx(np.exp(loss), rel=1e-4)
 
 
+def test_divergence_is_the_kl_of_the_modules_distributions(tiny: tuple) -> None:
+    """``divergence``: mean KL(reference || model) over the scored tokens, against torch's
+    on the module and on a copy whose weights were perturbed (and 0 against itself)."""
+    import copy
+
+    from onnxpress.evaluation import divergence
+
+    model, plain, _ = tiny
+    ids = np.random.default_rng(3).integers(0, 256, (5, 16)).astype(np.int64)
+    targets = next_tokens(ids)
+    targets[1, :4] = -1  # unscored tokens do not count
+    data = Dataset("windows", {"input_ids": ids, "attention_mask": np.ones_like(ids)}, None,
+                   {"targets": targets})
+    assert divergence(plain, plain, data) == pytest.approx(0, abs=1e-9)
+    noisy = copy.deepcopy(model)
+    with torch.no_grad():
+        for weight in noisy.parameters():
+            weight.add_(torch.randn(weight.shape, generator=torch.Generator().manual_seed(0))
+                        * 0.02)
+    other = plain.with_name("noisy.onnx")
+    export_llm(noisy, str(other), kv_cache=False)
+    with torch.no_grad():
+        p = torch.log_softmax(model(torch.from_numpy(ids)).logits.double(), -1)
+        q = torch.log_softmax(noisy(torch.from_numpy(ids)).logits.double(), -1)
+    scored = torch.from_numpy(targets >= 0)
+    want = (p.exp() * (p - q)).sum(-1)[scored].mean().item()
+    assert want > 1e-3
+    assert divergence(other, plain, data) == pytest.approx(want, rel=1e-3)
+
+
 def test_the_kv_cache_export_compiles_with_check_and_no_data(
         tiny: tuple, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     _, _, cached = tiny

@@ -52,6 +52,29 @@ def test_a_pass_that_writes_an_invalid_model_is_named() -> None:
     assert PassFailedError.exit_code == 3
 
 
+def test_large_models_are_validated_and_checked_through_files(monkeypatch) -> None:
+    """Past ``IN_MEMORY_BYTES`` of weights the input's snapshot and every validation go
+    through temporary files with external data (bytes would hold the weights twice more):
+    the same verdicts, the same check, and nothing left behind."""
+    import tempfile
+
+    from onnxpress.backends import ort_runner
+    from onnxpress.passes import manager
+
+    monkeypatch.setattr(ort_runner, "IN_MEMORY_BYTES", 1)
+    monkeypatch.setattr(manager, "IN_MEMORY_BYTES", 1)
+    before = set(Path(tempfile.gettempdir()).glob(".onnxpress-*"))
+    model = onnxpress.load(small_cnn_path())
+    report = PassManager(parse_pipeline("cleanup", _registry()), check=True).run(model)
+    assert report.check and not report.check_failed
+    model = onnxpress.load(small_cnn_path())
+    passes = parse_pipeline("eliminate-identity,corrupt,dce", _registry())
+    with pytest.raises(PassFailedError, match=r"pass 'corrupt' wrote a model that "
+                                              r"onnx.checker rejects \(the input passed\)"):
+        PassManager(passes).run(model)
+    assert set(Path(tempfile.gettempdir()).glob(".onnxpress-*")) == before
+
+
 def test_the_cli_reports_it_as_an_internal_error(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(PassRegistry, "default", classmethod(lambda cls: _registry()))
     out = tmp_path / "o.onnx"
