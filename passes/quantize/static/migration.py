@@ -26,6 +26,7 @@ constant 2-D weight) read through the pair; their other readers keep the float `
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -35,7 +36,7 @@ from onnxpress.ir import quant_math
 from onnxpress.ir.analysis import constant_array
 from onnxpress.passes.quantize.static.policy import Plan, Target
 
-__all__ = ["Migration", "candidates", "migrations"]
+__all__ = ["Migration", "RowSample", "candidates", "migrations"]
 
 #: factor bounds: beyond them a channel is dead or the weight row is all zero
 _MATMUL_LIKE = ("MatMul", "Gemm", "Attention")
@@ -79,13 +80,43 @@ def _contracts(value: ir.Value, target: Target) -> bool:
     return weight is not None and weight.ndim == 2 and node.inputs[0] is value
 
 
+#: rows of each smoothed activation kept from each calibration batch (evenly spaced, so a
+#: sequence's first token, where LLMs put their outliers, is among them) and in all
+SAMPLE_ROWS, SAMPLE_CAP = 64, 256
+
+
+class RowSample:
+    """A few rows of an activation over the calibration batches (features on the last
+    axis): what the migration's measured error runs on."""
+
+    def __init__(self) -> None:
+        self.parts: list[np.ndarray] = []
+        self.count = 0
+
+    def __call__(self, x: np.ndarray) -> None:
+        if self.count >= SAMPLE_CAP:
+            return
+        rows = np.asarray(x, np.float32).reshape(-1, np.shape(x)[-1])
+        rows = rows[::max(1, len(rows) // SAMPLE_ROWS)][:min(SAMPLE_ROWS, SAMPLE_CAP - self.count)]
+        self.parts.append(rows)
+        self.count += len(rows)
+
+    def rows(self) -> np.ndarray | None:
+        return np.concatenate(self.parts) if self.parts else None
+
+
 def migrations(
     ranges: Mapping[ir.Value, tuple[np.ndarray, np.ndarray]],
     readers: Mapping[ir.Value, Iterable[Target]],
     alpha: float,
+    samples: Mapping[ir.Value, RowSample] | None = None,
 ) -> dict[ir.Value, tuple[Migration, float, float]]:
     """Per activation with per-channel ``ranges`` (lo, hi): its migration and the smoothed
-    tensor's per-tensor (lo, hi), where migrating lowers the estimated error (``_error``)."""
+    tensor's per-tensor (lo, hi), where migrating lowers the layers' output error: measured
+    on the activation's sampled rows where ``samples`` has them (``_measured``), else
+    estimated from the ranges alone (``_error``). (Choosing each activation's alpha by its
+    layers' measured error instead, the best of alpha and alpha +- 0.1, made SmolLM2 worse:
+    perplexity 43.80 -> 44.48; the layer error is not the model's.)"""
     found = {}
     for value, (lo, hi) in ranges.items():
         lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
@@ -94,8 +125,13 @@ def migrations(
             continue  # a weight does not contract x's last axis
         act = np.maximum(-lo, hi)
         row_max = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
+        rows = None if samples is None or value not in samples else samples[value].rows()
+        if rows is None:
+            error = functools.partial(_error, lo, hi, weights)
+        else:
+            error = functools.partial(_measured, rows, lo, hi, weights)
         factors = quant_math.smoothing_factors(act, row_max, alpha)
-        if _error(lo, hi, weights, factors) < _error(lo, hi, weights, np.ones_like(factors)):
+        if error(factors) < error(np.ones_like(factors)):
             factors = factors.astype(np.float32)
             found[value] = (Migration(factors), float(np.min(lo / factors)),
                             float(np.max(hi / factors)))
@@ -129,6 +165,26 @@ def _error(lo: np.ndarray, hi: np.ndarray, weights: list[np.ndarray],
         weight_step = np.abs(scaled).max(axis=0) / 127
         total += step**2 * np.sum(scaled**2) + np.sum(weight_step**2) * np.sum(act**2)
     return float(total)
+
+
+def _measured(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray, weights: list[np.ndarray],
+              factors: np.ndarray) -> float:
+    """The readers' squared output error on ``rows`` with ``x / factors`` quantized per
+    tensor (uint8, over the calibrated range) and ``factors * W`` per column (int8), the
+    round trips the runtime makes. The estimate from ranges alone takes a channel's
+    abs-max for its RMS, which an LLM's few huge channels make useless: on SmolLM2 it
+    refused 31 of 120 migrations that lower the error (int8 perplexity +6.7% -> +4.1%)."""
+    scaled = rows / factors.astype(np.float32)
+    p = quant_math.params_from_range(float(np.min(lo / factors)), float(np.max(hi / factors)),
+                                     dtype="uint8", symmetric=False)
+    x = quant_math.dequantize(quant_math.quantize(scaled, p), p).astype(np.float32)
+    total = 0.0
+    for w in weights:
+        moved = (w * factors[:, None]).astype(np.float32)
+        wp = quant_math.weight_params(moved, axis=1, dtype="int8", symmetric=True)
+        wq = quant_math.dequantize(quant_math.quantize(moved, wp), wp).astype(np.float32)
+        total += float(np.sum((rows @ w.astype(np.float32) - x @ wq) ** 2))
+    return total
 
 
 def fold_into_norm(value: ir.Value, migration: Migration) -> bool:

@@ -22,9 +22,13 @@ layer's quantized *output* (a Conv's, after its Relu) is read dequantized by eve
 ONNX Runtime fuses ``Conv -> Q`` only when the Q is the Conv's sole reader.
 
 ``smooth=alpha`` (0: off) migrates activation outliers into the weights, SmoothQuant-style,
-for activations only MatMul-like layers quantize, where that lowers the estimated error
-(:mod:`.migration`): folded into the producing LayerNorm when nothing else reads it, else
-one ``Mul`` on the quantized branch. MiniLM: mean cosine 0.994 -> 0.996.
+for activations only MatMul-like layers quantize, where that lowers their output error
+measured on rows sampled in the calibration run (:mod:`.migration`): folded into the
+producing LayerNorm when nothing else reads it, else one ``Mul`` on the quantized branch.
+MiniLM: mean cosine 0.994 -> 0.996. SmolLM2-135M (int8 preset, perplexity on
+``smollm2-text``, fp32 42.09): 48.64 at alpha 0.5, 43.80 at 0.75 (the ``int8`` preset's),
+44.25 at 0.8; an estimate from the calibrated ranges alone refused 31 of the 120 migrations
+at 0.8 (44.93).
 
 Bias correction (``bias_correction``, on by default): each quantized layer's float bias
 absorbs the mean output shift its int8 weight causes, from per-channel input means gathered
@@ -83,6 +87,7 @@ from onnxpress.passes.quantize.static.bias_correction import (
 from onnxpress.passes.quantize.static.embeddings import quantize_embeddings
 from onnxpress.passes.quantize.static.migration import (
     Migration,
+    RowSample,
     candidates,
     fold_into_norm,
     migrations,
@@ -268,10 +273,13 @@ class Quantize(Pass):
             axis, first = input_axis(target), target.node.inputs[0]
             if axis is not None and first is not None and constant_array(first) is None:
                 means.setdefault(first, ChannelMean(axis))
+        samples = {value: RowSample() for value in readers}
+        feed: dict[str, Any] = {v.name: mean for v, mean in means.items()}
+        for value, sample in samples.items():
+            feed[value.name] = _both(feed[value.name], sample) if value.name in feed else sample
         observers = collect(model, [v.name for v in chosen.activations], data,
                             method=self.observer, max_batches=self.max_batches,
-                            per_channel={v.name: -1 for v in readers},
-                            feed={v.name: mean for v, mean in means.items()})
+                            per_channel={v.name: -1 for v in readers}, feed=feed)
         params, ranges = {}, {}
         unseen = [v.name for v in chosen.activations if v.name not in observers]
         if unseen:
@@ -290,7 +298,8 @@ class Quantize(Pass):
                 ranges[value] = (lo, hi)
             params[value] = self._params(float(np.min(lo)), float(np.max(hi)))
         moved = {}
-        for value, (migration, lo, hi) in migrations(ranges, readers, self.smooth).items():
+        for value, (migration, lo, hi) in migrations(ranges, readers, self.smooth,
+                                                     samples).items():
             moved[value] = migration
             params[value] = self._params(lo, hi)
         return params, moved, means
@@ -402,3 +411,11 @@ def _insert_qdq(
     for consumer, index in uses:
         consumer.replace_input_with(index, restored)
     return True
+
+
+def _both(first: Any, second: Any) -> Any:
+    """One feed callback that gives each batch to two."""
+    def feed(x: np.ndarray) -> None:
+        first(x)
+        second(x)
+    return feed

@@ -201,3 +201,69 @@ def test_embedding_rows_are_int8_and_looked_up_exactly(tmp_path: Path) -> None:
         next(i for i in proto.graph.initializer if i.name == "w"))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     assert np.abs(rows[0] - table[0]).max() <= np.abs(table[0]).max() / 254 + 1e-7
+
+
+def _swiglu_block(tmp_path: Path) -> Path:
+    """``Mul(a, b) -> MatMul``: a SwiGLU product, no LayerNorm to fold into (one Mul then)."""
+    rng = np.random.default_rng(2)
+    w = numpy_helper.from_array(rng.normal(0, 0.2, (K, N)).astype(np.float32), "w")
+    nodes = [helper.make_node("Mul", ["a", "b"], ["h"]),
+             helper.make_node("MatMul", ["h", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, ["b", 8, K]) for n in "ab"],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    path = tmp_path / "swiglu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                                ir_version=9), path)
+    return path
+
+
+def _massive(seed: int, count: int) -> list[dict[str, np.ndarray]]:
+    """One channel hundreds of times the rest on each sequence's first token only: an LLM's
+    massive activation (SmolLM2's down projections), whose abs-max says nothing of its RMS."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for _ in range(count):
+        a = rng.normal(0, 1, (4, 8, K)).astype(np.float32)
+        a[:, 0, 5] = 300.0
+        batches.append({"a": a, "b": rng.uniform(0.8, 1.2, (4, 8, K)).astype(np.float32)})
+    return batches
+
+
+def test_the_migration_gate_measures_the_layer_error_on_sampled_rows(tmp_path: Path) -> None:
+    """The gate's error is the readers' output error of the two round trips (numpy's own
+    per-tensor uint8 and per-column int8 here), on the rows the calibration run sampled
+    (the first token of every sequence among them); end to end, the migration it keeps
+    lowers ONNX Runtime's error on held-out batches."""
+    from onnxpress.ir import quant_math
+    from onnxpress.passes.quantize.static.migration import RowSample, _measured
+
+    sample = RowSample()
+    for batch in _massive(0, 8):
+        sample(batch["a"] * batch["b"])
+    rows = sample.rows()
+    assert rows is not None and len(rows) == 256 and np.sum(rows[:, 5] > 100) == 32
+    w = np.random.default_rng(3).normal(0, 0.2, (K, N))
+    lo, hi = rows.min(0).astype(np.float64), rows.max(0).astype(np.float64)
+    factors = quant_math.smoothing_factors(np.maximum(-lo, hi), np.abs(w).max(1), 0.75)
+    x = rows / factors
+    step = (x.max() - min(x.min(), 0)) / 255
+    zero = np.round(-min(x.min(), 0) / step)
+    xq = (np.clip(np.round(x / step) + zero, 0, 255) - zero) * step
+    moved = w * factors[:, None]
+    wstep = np.abs(moved).max(0) / 127
+    want = np.sum((rows @ w - xq @ (np.round(moved / wstep) * wstep)) ** 2)
+    assert _measured(rows, lo, hi, [w], factors) == pytest.approx(want, rel=1e-3)
+
+    path = _swiglu_block(tmp_path)
+    reference, test = Runner(str(path)), _massive(1, 4)
+    errors = {}
+    for alpha in (0.0, 0.75):
+        out, report = _compiled(path, f"quantize(smooth={alpha})", tmp_path / f"{alpha}.onnx",
+                                _massive(0, 16))
+        runner = Runner(str(out))
+        errors[alpha] = np.mean([np.abs(runner.run(f)["y"] - reference.run(f)["y"]).mean()
+                                 for f in test])
+        if alpha:
+            assert report.passes[-1].stats["smoothed"] == 1 and _ops(out).get("Mul") == 2
+    assert errors[0.75] < 0.5 * errors[0.0], errors
