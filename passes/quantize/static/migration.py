@@ -98,7 +98,7 @@ class RowSample:
             return
         rows = np.asarray(x, np.float32).reshape(-1, np.shape(x)[-1])
         rows = rows[::max(1, len(rows) // SAMPLE_ROWS)][:min(SAMPLE_ROWS, SAMPLE_CAP - self.count)]
-        self.parts.append(rows)
+        self.parts.append(rows.copy())  # not a view that would keep the whole batch alive
         self.count += len(rows)
 
     def rows(self) -> np.ndarray | None:
@@ -173,7 +173,8 @@ def _measured(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray, weights: list[np
     tensor (uint8, over the calibrated range) and ``factors * W`` per column (int8), the
     round trips the runtime makes. The estimate from ranges alone takes a channel's
     abs-max for its RMS, which an LLM's few huge channels make useless: on SmolLM2 it
-    refused 31 of 120 migrations that lower the error (int8 perplexity +6.7% -> +4.1%)."""
+    refused 31 of 120 migrations that lower the error (int8 perplexity at alpha 0.8:
+    +6.7% estimated, +5.1% measured)."""
     scaled = rows / factors.astype(np.float32)
     p = quant_math.params_from_range(float(np.min(lo / factors)), float(np.max(hi / factors)),
                                      dtype="uint8", symmetric=False)
