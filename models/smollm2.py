@@ -129,7 +129,8 @@ def _wrapper(model: Any, kv_cache: bool) -> "torch.nn.Module":
             present = tuple((layer.keys, layer.values) for layer in out.past_key_values.layers)
             return out.logits, present
 
-    return WithCache() if kv_cache else Logits()
+    # eval: the exporter warns on a module in training mode (the graph is the same)
+    return (WithCache() if kv_cache else Logits()).eval()
 
 
 def kv_shape(model: Any, batch: int, length: int) -> tuple[int, int, int, int]:

@@ -84,7 +84,7 @@ def compensate(model: ir.Model, found: Sequence[Site], inner: Sequence[Pass], ra
             continue  # the pipeline left this layer exact
         spectrum = decompose(error, gram, damp)
         r = min(rank, len(spectrum.values))
-        rewrite.branch(model.graph, node, site.weight, *spectrum.factors(r))
+        rewrite.branch(model.graph, node, site.stored, *spectrum.factors(r))
         layers.append({"layer": site.node.name, "rank": r, "weights": r * sum(site.shape),
                        "error_before": before,
                        "error_after": before * float(np.sqrt(spectrum.energy[r]))})
@@ -104,9 +104,9 @@ def _effective(model: ir.Model, node: ir.Node, site: Site, source: str,
     """What ``node`` now multiplies its input by, as ``[outputs, features]``."""
     weight = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
     if node.op_type == site.node.op_type and weight is not None \
-            and weight.shape == site.weight.shape:
+            and weight.shape == site.dims:
         return np.asarray(as_matrix(node, weight), np.float64)
-    if site.weight.ndim != 2 or node.inputs[0] is None or node.inputs[0].name != source:
+    if len(site.dims) != 2 or node.inputs[0] is None or node.inputs[0].name != source:
         return None
     probe = _probe(model, node, shape[1])
     if probe is None:

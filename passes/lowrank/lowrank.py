@@ -171,7 +171,7 @@ class LowRank(Pass):
             for site, i, rank in planned:
                 spectrum = (spectra[i] if spectra is not None
                             else decompose(site.matrix, site.statistics(), self.damp))
-                rewrite.factor(model.graph, site.node, site.weight, *spectrum.factors(rank))
+                rewrite.factor(model.graph, site.node, site.stored, *spectrum.factors(rank))
                 errors.append(spectrum.energy[rank])
         layers = [{"layer": site.node.name, "rank": rank, "full": len(energies[i]) - 1,
                    "error": float(np.sqrt(error))}

@@ -19,12 +19,16 @@ import onnx_ir as ir
 from onnxpress.ir.builder import Builder
 from onnxpress.ir.layers import drop_transposes
 
+#: a weight's stored dimensions and element type: all the surgery needs of it
+Stored = tuple[tuple[int, ...], np.dtype]
+
 _SPATIAL = ("strides", "pads", "dilations", "auto_pad", "kernel_shape")
 
 
-def factor(graph: ir.Graph, node: ir.Node, weight: np.ndarray, left: np.ndarray,
+def factor(graph: ir.Graph, node: ir.Node, weight: Stored, left: np.ndarray,
            right: np.ndarray) -> None:
-    """Replace ``node``'s weight ``weight`` by the two factors ``left @ right``."""
+    """Replace ``node``'s weight (``weight``: its stored shape and type) by the two factors
+    ``left @ right``."""
     builder = Builder(graph)
     stem = node.name or node.outputs[0].name or "layer"
     rank = left.shape[1]
@@ -38,7 +42,7 @@ def factor(graph: ir.Graph, node: ir.Node, weight: np.ndarray, left: np.ndarray,
         for key in _SPATIAL:
             node.attributes.pop(key, None)
         node.attributes["kernel_shape"] = ir.AttrInt64s("kernel_shape",
-                                                        [1] * (weight.ndim - 2))
+                                                        [1] * (len(weight[0]) - 2))
     elif node.op_type == "Gemm":
         trans_a = node.attributes.get_int("transA", 0)
         hidden = builder.op("Gemm", [x, a], {"transA": trans_a}, name=f"{stem}_lowrank")
@@ -54,7 +58,7 @@ def factor(graph: ir.Graph, node: ir.Node, weight: np.ndarray, left: np.ndarray,
     node.replace_input_with(1, b)
 
 
-def branch(graph: ir.Graph, node: ir.Node, weight: np.ndarray, left: np.ndarray,
+def branch(graph: ir.Graph, node: ir.Node, weight: Stored, left: np.ndarray,
            right: np.ndarray) -> ir.Value:
     """Add ``x -> (x A^T) B^T`` (the layer's own kind of op, no bias) beside ``node``: its
     output now feeds an Add of the two. Returns the Add's output."""
@@ -67,7 +71,7 @@ def branch(graph: ir.Graph, node: ir.Node, weight: np.ndarray, left: np.ndarray,
     if node.op_type == "Conv":
         spatial = {k: node.attributes[k].value for k in _SPATIAL if k in node.attributes}
         hidden = builder.op("Conv", [x, a], spatial, name=f"{stem}_branch")
-        delta = builder.op("Conv", [hidden, b], {"kernel_shape": [1] * (weight.ndim - 2)},
+        delta = builder.op("Conv", [hidden, b], {"kernel_shape": [1] * (len(weight[0]) - 2)},
                            name=f"{stem}_branch_up")
     else:
         hidden = builder.op("MatMul", [x, a], name=f"{stem}_branch")
@@ -86,14 +90,14 @@ def branch(graph: ir.Graph, node: ir.Node, weight: np.ndarray, left: np.ndarray,
     return total
 
 
-def _weights(node: ir.Node, weight: np.ndarray, left: np.ndarray,
+def _weights(node: ir.Node, weight: Stored, left: np.ndarray,
              right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The two factors as the layer's kind of op reads its weight."""
-    dtype = weight.dtype
+    dims, dtype = weight
     if node.op_type == "Conv":
         rank = left.shape[1]
-        first = right.reshape(rank, *weight.shape[1:])
-        second = left.reshape(weight.shape[0], rank, *([1] * (weight.ndim - 2)))
+        first = right.reshape(rank, *dims[1:])
+        second = left.reshape(dims[0], rank, *([1] * (len(dims) - 2)))
         return first.astype(dtype), second.astype(dtype)
     return right.T.astype(dtype), left.T.astype(dtype)
 

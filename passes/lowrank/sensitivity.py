@@ -43,7 +43,7 @@ def measure(model: ir.Model, found: Sequence[Site], spectra: Sequence[Spectrum],
         assert value is not None and value.const_value is not None
         saved = value.const_value
         truncated = from_matrix(site.node, site.weight, left @ right)
-        value.const_value = ir.tensor(truncated.astype(site.weight.dtype), name=value.name)
+        value.const_value = ir.tensor(truncated.astype(site.dtype), name=value.name)
         try:
             runner = Runner(model)
             moved = sum(float(np.sum((_outputs(runner, b) - r) ** 2))

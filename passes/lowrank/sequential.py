@@ -43,7 +43,7 @@ def factor_in_order(model: ir.Model, chosen: Sequence[tuple[Site, int]],
             gram, cross, count = _moments(site.node, pairs)
             spectrum = decompose(_target(site.matrix, gram / count, cross / count, damp),
                                  gram / count, damp)
-            rewrite.factor(model.graph, site.node, site.weight, *spectrum.factors(rank))
+            rewrite.factor(model.graph, site.node, site.stored, *spectrum.factors(rank))
             done.append((site, spectrum))
     return done
 
