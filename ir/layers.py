@@ -205,3 +205,12 @@ def from_matrix(node: ir.Node, weight: np.ndarray, matrix: np.ndarray) -> np.nda
     if node.op_type == "Conv":
         return matrix.reshape(weight.shape)
     return matrix if _view(node).out_axis == 0 else matrix.T
+
+
+def table_lookups(table: ir.Value, graph: ir.Graph) -> list[ir.Node]:
+    """The embedding lookups of ``table`` in ``graph``: Gathers of whole rows (axis 0) with
+    indices of known rank, which a rewrite can give the rows' shape."""
+    return [user for user, index in table.uses()
+            if user.op_type == "Gather" and user.domain in STANDARD_DOMAINS and index == 0
+            and user.attributes.get_int("axis", 0) == 0 and user.graph is graph
+            and user.inputs[1] is not None and user.inputs[1].shape is not None]

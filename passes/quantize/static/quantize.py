@@ -13,7 +13,11 @@ Calibrates the activations the policy picks (:mod:`.policy`) on the pass's data,
   ``lower-qdq`` turns it into ``QAttention``;
 - embedding tables (Gather from a constant float matrix) become int8 rows with a scale each
   (:mod:`.embeddings`; ``embeddings=false`` keeps them float; the budget does not weigh
-  them).
+  them);
+- a tied LM head (``MatMul(x, Transpose(table))`` beside the table's lookup) is first stored
+  once in the head's layout (:mod:`.tied_head`, exact), so it is quantized as a weight and
+  its lookups read the same int8 copy: SmolLM2's int8 file 250 -> 137 MB (163.3M -> 135.0M
+  parameters), prefill about 2.0x -> 2.3x fp32, perplexity 43.80 -> 44.03 (fp32 42.09).
 
 Who reads the dequantized value: the quantized layers. Other readers of a layer's *input*
 (the residual Add beside a MatMul reading a LayerNorm output) keep the float value, so the
@@ -104,11 +108,14 @@ from onnxpress.passes.quantize.static.sensitivity import (
     output_error,
     summarize,
 )
+from onnxpress.passes.quantize.static.tied_head import untie_heads
 
 __all__ = ["Quantize"]
 
 logger = logging.getLogger(__name__)
 
+#: the int8 weights a rewrite made, by float weight, migration and graph
+Weights = dict[tuple[ir.Value, Migration | None, ir.Graph], QuantizedWeight]
 #: calibration batches an opset upgrade is checked on
 UPGRADE_BATCHES = 2
 #: a calibrated |range| above this is a mask or sentinel value, not an activation
@@ -172,6 +179,7 @@ class Quantize(Pass):
             # TorchScript exports carry no intermediate types, and the policy quantizes
             # float32 tensors only: without types it would find nothing
             result.notes += TensorShapeInference(self.name)(model).notes
+        result.stats["tied_heads"] = untie_heads(graph)
         chosen = plan_model(model, ops=list(self.ops), quantize_outputs=list(self.outputs),
                             activation_matmul=self.activation_matmul,
                             exclude=list(self.exclude), grouped=self.grouped,
@@ -183,11 +191,14 @@ class Quantize(Pass):
         if self.bias_correction:
             result.stats["biases_corrected"] = 0
         if self.budget is None:
-            self._rewrite(model, chosen, params, moved, set(), result.stats, means)
+            weights = self._rewrite(model, chosen, params, moved, set(), result.stats, means)
         else:
-            self._rewrite_within_budget(model, chosen, params, moved, sample, result, means)
+            weights = self._rewrite_within_budget(model, chosen, params, moved, sample, result,
+                                                  means)
         if self.embeddings:
-            result.stats["embeddings"] = quantize_embeddings(graph)
+            # a tied head's int8 weight is the table: its lookups read that copy
+            shared = {value: q for (value, _, owner), q in weights.items() if owner is graph}
+            result.stats["embeddings"] = quantize_embeddings(graph, shared)
             remove_unread(list(graph.initializers.values()), producers=())
         result.modified = bool(result.stats["nodes"] or result.stats["activations"]
                                or result.stats.get("embeddings"))
@@ -215,30 +226,31 @@ class Quantize(Pass):
         self, model: ir.Model, chosen: Plan, params: dict[ir.Value, quant_math.QuantParams],
         moved: dict[ir.Value, Migration], sample: list[Batch], result: PassStats,
         means: Mapping[ir.Value, ChannelMean],
-    ) -> None:
+    ) -> Weights:
         assert self.budget is not None
         layers = [t for t in chosen.targets if _ready(t, params)]
         fixed = {t.node for t in chosen.targets if not _ready(t, params)}
         if not layers:
-            self._rewrite(model, chosen, params, moved, fixed, result.stats, means)
             result.notes.append("budget: no layer can be quantized, nothing to choose")
-            return
+            return self._rewrite(model, chosen, params, moved, fixed, result.stats, means)
         choice = choose_float_layers(model, layers, params, sample, self.budget, fixed, moved)
-        self._rewrite(model, chosen, params, moved, choice.float_nodes | fixed,
-                      result.stats, means)
+        weights = self._rewrite(model, chosen, params, moved, choice.float_nodes | fixed,
+                                result.stats, means)
         stats, notes = summarize(choice, self.budget,
                                  output_error(model, sample, choice.reference))
         result.stats.update(stats)
         result.notes.extend(notes)
+        return weights
 
     def _rewrite(
         self, model: ir.Model, chosen: Plan, params: dict[ir.Value, quant_math.QuantParams],
         moved: dict[ir.Value, Migration], keep_float: Collection[ir.Node],
         stats: dict[str, Any], means: Mapping[ir.Value, ChannelMean],
-    ) -> None:
+    ) -> Weights:
         """Quantize every planned layer but ``keep_float``, and each activation a quantized
-        layer wants; the float layers keep reading their float inputs."""
-        weights: dict[tuple[ir.Value, Migration | None, ir.Graph], QuantizedWeight] = {}
+        layer wants; the float layers keep reading their float inputs. The int8 weights
+        made, by float weight, migration and graph."""
+        weights: Weights = {}
         wanted: set[ir.Value] = set()
         quantized: set[ir.Node] = set()
         outputs: set[ir.Value] = set()  # quantized after a layer, not before one
@@ -258,6 +270,7 @@ class Quantize(Pass):
                 stats["activations"] += 1
         for graph in all_graphs(model):
             remove_unread(list(graph.initializers.values()), producers=())
+        return weights
 
     def _calibrate(
         self, model: ir.Model, chosen: Plan, data: Iterable[Batch], notes: list[str]
@@ -313,7 +326,7 @@ class Quantize(Pass):
         target: Target,
         params: dict[ir.Value, quant_math.QuantParams],
         moved: dict[ir.Value, Migration],
-        weights: dict[tuple[ir.Value, Migration | None, ir.Graph], QuantizedWeight],
+        weights: Weights,
         stats: dict[str, int],
         means: Mapping[ir.Value, ChannelMean],
     ) -> bool:

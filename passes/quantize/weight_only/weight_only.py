@@ -70,7 +70,7 @@ from onnxpress.errors import BadInputError
 from onnxpress.ir.analysis import constant_array, opset_version
 from onnxpress.ir.builder import Builder
 from onnxpress.ir.edit import MS_DOMAIN, remove_unread
-from onnxpress.ir.layers import linear_layer, weight_source
+from onnxpress.ir.layers import linear_layer, table_lookups, weight_source
 from onnxpress.passes.base import Pass, PassStats, data_field
 from onnxpress.passes.quantize.weight_only import blockwise, search
 from onnxpress.passes.quantize.weight_only.activations import (
@@ -469,17 +469,10 @@ def _target(node: ir.Node) -> _Target | None:
 
 
 def _lookups(graph: ir.Graph, targets: list[_Target]) -> dict[ir.Value, list[ir.Node]]:
-    """The embedding Gathers (axis 0, indices of known rank) of each target's table, where
-    the target reads that table as ``[N, K]`` (a tied LM head): one copy serves both."""
-    tables = {t.source for t in targets if t.source_nk}
-    found: dict[ir.Value, list[ir.Node]] = collections.defaultdict(list)
-    for table in tables:
-        for user, index in table.uses():
-            if (user.op_type == "Gather" and user.domain in ("", "ai.onnx") and index == 0
-                    and _attr(user, "axis", 0) == 0 and user.graph is graph
-                    and user.inputs[1] is not None and user.inputs[1].shape is not None):
-                found[table].append(user)
-    return found
+    """The embedding Gathers of each target's table, where the target reads that table as
+    ``[N, K]`` (a tied LM head): one copy serves both."""
+    found = {t.source: table_lookups(t.source, graph) for t in targets if t.source_nk}
+    return {table: gathers for table, gathers in found.items() if gathers}
 
 
 def _reads_nk(node: ir.Node) -> bool:
