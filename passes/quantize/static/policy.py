@@ -33,7 +33,7 @@ import onnx_ir as ir
 from onnxpress.ir.analysis import constant_array
 from onnxpress.ir.branches import branches
 from onnxpress.ir.edit import MS_DOMAIN, describe
-from onnxpress.ir.layers import layer_bias, linear_layer
+from onnxpress.ir.layers import layer_bias, linear_layer, weight_source
 from onnxpress.ir.marks import kept_float
 from onnxpress.passes.quantize.static.cost import unprofitable
 
@@ -98,8 +98,11 @@ def plan(
         if value is None or value.dtype != FLOAT:
             return False
         if value not in data:
-            notes.append(f"{describe(node)}: input {value.name!r} is a mask, position "
-                         "or index path; left in float")
+            source = weight_source(value)
+            notes.append(f"{describe(node)}: input {value.name!r} is " + (
+                f"a Transpose of the constant {source.value.name!r}, which other nodes read "
+                "too (not a tied LM head's table); left in float" if source is not None
+                else "a mask, position or index path; left in float"))
             return False
         if value in outputs:
             return False

@@ -128,3 +128,16 @@ def test_int8_preset_on_a_tied_llama_keeps_one_table_and_quantizes_its_head(
         logits, reference = got["logits"], exact["logits"]
         assert np.abs(logits - reference).max() <= 0.05 * np.abs(reference).max()
         assert (logits.argmax(-1) == reference.argmax(-1)).mean() >= 0.9
+
+
+def test_a_head_whose_table_has_other_readers_stays_float_and_says_why(tmp_path: Path) -> None:
+    path, _ = _tied(tmp_path)
+    proto = onnx.load(path)
+    proto.graph.node.append(helper.make_node("ReduceSum", ["T"], ["total"], keepdims=0))
+    proto.graph.output.append(helper.make_tensor_value_info("total", TensorProto.FLOAT, None))
+    onnx.save(proto, path)
+    _, report = onnxpress.compile(path, "quantize", calibration=_feeds(1, 2),
+                                  return_report=True)
+    quantize = report.passes[0]
+    assert quantize.stats["tied_heads"] == 0
+    assert any("a Transpose of the constant 'T'" in note for note in quantize.notes)
