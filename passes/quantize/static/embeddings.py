@@ -11,7 +11,9 @@ initializer: it would dequantize all 30522 rows on every run.
 Lossy: each element is off by at most half its row's step (``max|row| / 254``). Only for
 Gather on axis 0 of a float32 constant 2-D table of at least ``min_elements`` elements, or on
 axis 1 of a tied LM head's table (:mod:`.tied_head`: ``[H, V]``, a scale per column). A
-table a quantized layer reads as its int8 weight with the same scales (the tied head,
+table another layer reads in float (a tied head kept float by a budget) is left float: the
+file holds it anyway, and an int8 copy would only add bytes and error. A table a quantized
+layer reads as its int8 weight with the same scales (the tied head,
 quantized per output column) is not quantized again: the lookup gathers from that copy, and
 where migration scaled the head's input rows (``smooth``) it divides them back (one Mul on
 the looked-up rows: SmolLM2's head loses +1.8% perplexity unsmoothed, +0.45% at 0.75).
@@ -45,6 +47,9 @@ def quantize_embeddings(graph: ir.Graph,
         if node.op_type != "Gather" or node.domain != "" or axis not in (0, 1):
             continue
         table = node.inputs[0]
+        if table is not None and table not in (shared or {}) and any(
+                user.op_type != "Gather" for user, _ in table.uses()):
+            continue  # a float layer reads it too (a tied head kept float): a copy adds bytes
         array = constant_array(table)
         if (array is None or array.dtype != np.float32 or array.ndim != 2
                 or array.size < min_elements):

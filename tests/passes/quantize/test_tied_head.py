@@ -32,7 +32,7 @@ def _tied(tmp_path: Path, loud: float = 1.0) -> tuple[Path, np.ndarray]:
              helper.make_node("Add", ["rows", "x"], ["e"]),
              helper.make_node("Mul", ["e", "g"], ["h"]),
              helper.make_node("Transpose", ["T"], ["Tt"], perm=[1, 0]),
-             helper.make_node("MatMul", ["h", "Tt"], ["logits"])]
+             helper.make_node("MatMul", ["h", "Tt"], ["logits"], name="head")]
     graph = helper.make_graph(
         nodes, "tied",
         [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", 6]),
@@ -141,3 +141,17 @@ def test_a_head_whose_table_has_other_readers_stays_float_and_says_why(tmp_path:
     quantize = report.passes[0]
     assert quantize.stats["tied_heads"] == 0
     assert any("a Transpose of the constant 'T'" in note for note in quantize.notes)
+
+
+def test_a_head_kept_float_keeps_its_lookups_on_the_one_float_table(tmp_path: Path) -> None:
+    path, table = _tied(tmp_path)
+    model, report = onnxpress.compile(path, "quantize(exclude=head)",
+                                      calibration=_feeds(1, 2), return_report=True)
+    assert report.passes[0].stats["embeddings"] == 0
+    out = tmp_path / "q.onnx"
+    onnxpress.save(model, out)
+    assert [(i.name, i.data_type) for i in onnx.load(out).graph.initializer
+            if np.prod(i.dims) == V * H] == [("T_head", TensorProto.FLOAT)]
+    feed = _feeds(3, 1)[0]
+    np.testing.assert_array_equal(Runner(str(out)).run(feed)["e"],
+                                  Runner(str(path)).run(feed)["e"])
