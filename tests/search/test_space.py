@@ -1,0 +1,51 @@
+"""The search space read from the IR: the families each model offers, and pipelines that
+compile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import onnxpress
+from onnxpress.backends.ort_runner import Runner
+from onnxpress.models.datasets import load_dataset
+from onnxpress.models.digits_data import CALIBRATION_NPZ
+from onnxpress.search.space import plan
+
+MODELS = Path(onnxpress.models.__file__).parent
+
+
+def test_a_vit_offers_every_family_and_a_cnn_no_token_merging() -> None:
+    vit = plan(MODELS / "digits_vit.onnx")
+    assert vit.families() == ["tome", "prune", "lowrank", "quantize"]
+    assert "MLPs" in next(k.offer for k in vit.knobs if k.family == "prune")
+    cnn = plan(MODELS / "digits_cnn.onnx")
+    assert "tome" not in cnn.families() and "prune" in cnn.families()
+    assert any(note.startswith("tome: no transformer block") for note in cnn.notes)
+
+
+def test_settings_become_pipelines_off_values_drop_out() -> None:
+    vit = plan(MODELS / "digits_vit.onnx")
+    assert vit.pipeline({}) == "cleanup,fuse-for-ort"
+    assert vit.pipeline({"tome": 0.7, "prune": 0.0, "lowrank": 0.8, "quantize": "int8"}) == (
+        "cleanup,tome(keep=0.7),lowrank(params=0.8),int8")
+    assert vit.pipeline({"prune": 0.2}) == (
+        "cleanup,prune(structure=mlp,ratio=0.2),cleanup,fuse-for-ort")
+
+
+def test_the_strongest_setting_of_every_family_compiles_and_runs(tmp_path: Path) -> None:
+    source = MODELS / "digits_vit.onnx"
+    space = plan(source)
+    strongest = space.pipeline({k.family: k.values[-1] for k in space.knobs})
+    model = onnxpress.compile(source, strongest, calibration=str(CALIBRATION_NPZ))
+    out = tmp_path / "strongest.onnx"
+    onnxpress.save(model, out)
+    data = load_dataset("digits")
+    name = next(iter(data.inputs))
+    logits = next(iter(Runner(str(out)).run({name: data.inputs[name][:64]}).values()))
+    assert logits.shape == (64, 10) and np.isfinite(logits).all()
+    # every family took part: the file is smaller than int8 alone would make it
+    alone = onnxpress.compile(source, "int8", calibration=str(CALIBRATION_NPZ))
+    onnxpress.save(alone, tmp_path / "int8.onnx")
+    assert out.stat().st_size < (tmp_path / "int8.onnx").stat().st_size
