@@ -1,0 +1,62 @@
+"""A search's trials on the digits CNN (small, fast): compiled, judged and stored, resumed
+without repeating a finished trial, the same on the same seed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import onnxpress
+from onnxpress.models.digits_data import CALIBRATION_NPZ
+from onnxpress.search.budget import parse_budget
+from onnxpress.search.judge import metric_of
+from onnxpress.search.trials import Search
+
+CNN = Path(onnxpress.models.__file__).parent / "digits_cnn.onnx"
+BUDGET = parse_budget("top1>=-1pt")
+
+
+def _search(folder: Path) -> Search:
+    return Search(CNN, "digits", BUDGET, folder, objective="size",
+                  calibration=CALIBRATION_NPZ, seed=3)
+
+
+def test_trials_are_judged_stored_and_resumed(tmp_path: Path, monkeypatch) -> None:
+    search = _search(tmp_path / "s")
+    first = search.run(4)
+    assert len(first) == 4
+    for candidate in first:
+        if candidate.rejected is None:
+            assert Path(candidate.path).is_file()
+            # the stored metric is the file's own, measured again independently
+            assert metric_of(BUDGET, candidate.path, CNN, "digits") == pytest.approx(
+                candidate.value)
+            assert candidate.holds == (candidate.value >= search.original - 0.01)
+    # a new Search on the same folder resumes: nothing finished is compiled again
+    compiled = []
+    import onnxpress.search.trials as trials
+    real = trials.compile
+    monkeypatch.setattr(trials, "compile", lambda *a, **k: compiled.append(a[1]) or real(*a, **k))
+    again = _search(tmp_path / "s")
+    assert again.run(4) == first and compiled == []
+    more = again.run(6)
+    assert more[:4] == first and len(more) == 6
+    assert len(compiled) <= 2  # a repeated pipeline is answered from the store
+
+
+def test_the_front_holds_the_budget_and_nothing_in_it_is_dominated(tmp_path: Path) -> None:
+    search = _search(tmp_path / "s")
+    search.run(8)
+    front = search.front()
+    assert front, [c.rejected or c.value for c in search.candidates()]
+    for c in front:
+        assert c.holds
+        assert not any(o.holds and o.cost < c.cost and o.slack > c.slack
+                       for o in search.candidates())
+
+
+def test_the_same_seed_gives_the_same_candidates(tmp_path: Path) -> None:
+    a, b = (_search(tmp_path / name).run(3) for name in ("a", "b"))
+    assert [(c.pipeline, c.value, c.cost) for c in a] == [(c.pipeline, c.value, c.cost)
+                                                          for c in b]
