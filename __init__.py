@@ -21,6 +21,7 @@ _LAZY = {
     "inspect": "onnxpress.api",
     "bench": "onnxpress.api",
     "evaluate": "onnxpress.evaluation",
+    "search": "onnxpress.autotune.run",
     "PassManager": "onnxpress.passes.manager",
     "CalibrationData": "onnxpress.passes.calibration_data",
     "OnnxpressError": "onnxpress.errors",
@@ -43,11 +44,13 @@ __all__ = [
     "inspect",
     "load",
     "save",
+    "search",
     "to_proto",
 ]
 
 if TYPE_CHECKING:
     from onnxpress.api import bench, compare, compile, inspect
+    from onnxpress.autotune.run import search
     from onnxpress.backends.onnx_writer import save, to_proto
     from onnxpress.errors import BadInputError, CheckFailedError, OnnxpressError
     from onnxpress.evaluation import evaluate

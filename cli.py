@@ -93,6 +93,22 @@ def _parser() -> argparse.ArgumentParser:
     _input_options(ben)
     ben.add_argument("--provider", help="ONNX Runtime execution providers, e.g. cuda (CPU "
                      "is the fallback)")
+
+    sea = commands.add_parser("search", help="the fastest (or smallest) pipeline across the "
+                              "pass families within an accuracy budget")
+    sea.add_argument("model")
+    sea.add_argument("--data", required=True, help="the data set the budget is measured on")
+    sea.add_argument("--budget", required=True,
+                     help='e.g. "top1>=-1pt", "spearman>=0.99", "perplexity<=+5%%", '
+                     '"cosine>=0.995"')
+    sea.add_argument("--objective", choices=["latency", "size"], default="latency")
+    sea.add_argument("--batch", type=int, default=8, help="batch the latency is timed at")
+    sea.add_argument("--trials", type=int, default=24)
+    sea.add_argument("--seed", type=int, default=0)
+    sea.add_argument("--calibration", help=".npz for the passes that calibrate (int8, prune)")
+    sea.add_argument("--report", required=True, metavar="DIR",
+                     help="folder of the trials (rerun with it to resume) and front.json")
+    sea.add_argument("-o", "--output", help="write the chosen model here")
     return parser
 
 
@@ -318,10 +334,33 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search(args: argparse.Namespace) -> int:
+    import onnxpress
+
+    result = onnxpress.search(args.model, args.data, args.budget, folder=args.report,
+                              objective=args.objective, trials=args.trials, seed=args.seed,
+                              calibration=args.calibration, batch=args.batch,
+                              output=args.output)
+    print(f"{args.model}: {result.budget} (original {result.original:.4f}), "
+          f"{len(result.candidates)} trials, {args.objective} relative to the original")
+    print(f"{'trial':>5}  {'cost':>6}  {'metric':>8}  pipeline")
+    for c in result.front:
+        print(f"{c.number:>5}  {c.cost:>6.3f}  {c.value:>8.4f}  {c.pipeline}")
+    for note in result.notes:
+        print(f"note: {note}")
+    if result.chosen is None:
+        _fail(f"no candidate within the budget {result.budget} in {len(result.candidates)} "
+              "trials")
+        return 1
+    print(f"chosen: {result.chosen.pipeline}")
+    return 0
+
+
 _COMMANDS = {
     "compile": _compile,
     "inspect": _inspect,
     "compare": _compare,
     "evaluate": _evaluate,
     "bench": _bench,
+    "search": _search,
 }

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 
 import onnxpress
+from onnxpress.autotune.space import plan
 from onnxpress.backends.ort_runner import Runner
 from onnxpress.models.datasets import load_dataset
 from onnxpress.models.digits_data import CALIBRATION_NPZ
-from onnxpress.search.space import plan
 
 MODELS = Path(onnxpress.models.__file__).parent
 

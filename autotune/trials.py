@@ -23,11 +23,11 @@ from typing import Any, Literal
 import optuna
 
 from onnxpress.api import bench, compile
+from onnxpress.autotune.budget import Budget
+from onnxpress.autotune.judge import judge, metric_of
+from onnxpress.autotune.space import Space, plan
 from onnxpress.backends.onnx_writer import save
 from onnxpress.errors import BadInputError
-from onnxpress.search.budget import Budget
-from onnxpress.search.judge import judge, metric_of
-from onnxpress.search.space import Space, plan
 
 __all__ = ["Candidate", "Search"]
 

@@ -14,11 +14,11 @@ import os
 from typing import Any
 
 from onnxpress.api import compare
+from onnxpress.autotune.budget import Budget
 from onnxpress.errors import BadInputError
 from onnxpress.evaluation import evaluate
 from onnxpress.frontends.onnx_loader import ModelSource
 from onnxpress.models.datasets import Dataset, load_dataset
-from onnxpress.search.budget import Budget
 
 __all__ = ["Verdict", "judge", "metric_of"]
 

@@ -10,10 +10,10 @@ import pytest
 from onnx import numpy_helper
 
 import onnxpress
+from onnxpress.autotune.budget import parse_budget
+from onnxpress.autotune.judge import judge
 from onnxpress.backends.ort_runner import Runner
 from onnxpress.models.datasets import load_dataset
-from onnxpress.search.budget import parse_budget
-from onnxpress.search.judge import judge
 
 MODELS = Path(onnxpress.models.__file__).parent
 CNN = MODELS / "digits_cnn.onnx"

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 import onnxpress
+from onnxpress.autotune.budget import parse_budget
+from onnxpress.autotune.judge import metric_of
+from onnxpress.autotune.trials import Search
 from onnxpress.models.digits_data import CALIBRATION_NPZ
-from onnxpress.search.budget import parse_budget
-from onnxpress.search.judge import metric_of
-from onnxpress.search.trials import Search
 
 CNN = Path(onnxpress.models.__file__).parent / "digits_cnn.onnx"
 BUDGET = parse_budget("top1>=-1pt")
@@ -35,7 +35,7 @@ def test_trials_are_judged_stored_and_resumed(tmp_path: Path, monkeypatch) -> No
             assert candidate.holds == (candidate.value >= search.original - 0.01)
     # a new Search on the same folder resumes: nothing finished is compiled again
     compiled = []
-    import onnxpress.search.trials as trials
+    import onnxpress.autotune.trials as trials
     real = trials.compile
     monkeypatch.setattr(trials, "compile", lambda *a, **k: compiled.append(a[1]) or real(*a, **k))
     again = _search(tmp_path / "s")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from onnxpress.autotune.budget import parse_budget
 from onnxpress.errors import BadInputError
-from onnxpress.search.budget import parse_budget
 
 
 @pytest.mark.parametrize("text, original, inside, outside", [
