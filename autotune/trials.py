@@ -14,9 +14,11 @@ one-line reason.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +35,8 @@ __all__ = ["Candidate", "Search"]
 
 Objective = Literal["size", "latency"]
 STUDY = "onnxpress-search"
+#: the distinct warnings a candidate's compile logged that its trial keeps
+MAX_SAID = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,12 +104,15 @@ class Search:
                 return self._repeat(trial, earlier)
         path = self.folder / "candidates" / f"{trial.number:04d}.onnx"
         path.parent.mkdir(exist_ok=True)
+        said: list[str] = []
         try:
-            save(compile(self.model, pipeline, calibration=self.calibration, progress=False),
-                 path)
+            with _collected(said):
+                save(compile(self.model, pipeline, calibration=self.calibration,
+                             progress=False), path)
         except BadInputError as error:
             trial.set_user_attr("rejected", str(error))
             raise _Rejected(str(error)) from None
+        trial.set_user_attr("said", list(dict.fromkeys(said))[:MAX_SAID])
         verdict = judge(self.budget, path, self.model, self.data, self.original)
         cost = self._cost(path)
         trial.set_user_attr("path", os.fspath(path))
@@ -127,6 +134,30 @@ class Search:
             return _bytes(path) / _bytes(self.model)
         rows = bench([self.model, path], batch=self.batch, repeats=20, progress=False)
         return rows[1]["median_ms"] / rows[0]["median_ms"]
+
+
+class _Collector(logging.Handler):
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _collected(into: list[str]) -> Iterator[None]:
+    """The passes' warnings during one candidate's compile go to ``into`` (the trial's
+    record), not to the console, where a search of many candidates would repeat them."""
+    logger = logging.getLogger("onnxpress")
+    handler, propagate = _Collector(into), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def _bytes(path: Path) -> int:

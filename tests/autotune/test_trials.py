@@ -56,6 +56,17 @@ def test_the_front_holds_the_budget_and_nothing_in_it_is_dominated(tmp_path: Pat
                        for o in search.candidates())
 
 
+def test_a_candidates_warnings_go_to_its_trial_not_the_console(tmp_path: Path,
+                                                              caplog) -> None:
+    search = _search(tmp_path / "s")
+    search.run(4)
+    int8 = [t for t in search.study.trials if t.user_attrs.get("pipeline", "").endswith("int8")]
+    assert int8, [t.user_attrs.get("pipeline") for t in search.study.trials]
+    # int8 on the digits CNN: the cost rule keeps its few small layers float, and says so
+    assert any("nothing quantized" in said for t in int8 for said in t.user_attrs["said"])
+    assert not any("nothing quantized" in r.getMessage() for r in caplog.records)
+
+
 def test_the_same_seed_gives_the_same_candidates(tmp_path: Path) -> None:
     a, b = (_search(tmp_path / name).run(3) for name in ("a", "b"))
     assert [(c.pipeline, c.value, c.cost) for c in a] == [(c.pipeline, c.value, c.cost)
