@@ -43,8 +43,9 @@ guard). ``rms_norm`` is off by default: against ``cleanup`` alone it came out be
 and 1.05x over five runs, not measurably faster. The issue's 1.3x at prefill is not
 reached: ~75% of the prefill time is the MatMuls, which no fusion here changes. Bound (ORT
 profile, 12 runs of prefill 128, 2 threads): of 319 ms of kernel time in the export, the
-weight MatMuls take 228 ms, and after GroupQueryAttention (27 ms) the fused graph's other
-ops are ~31 ms: removing every one of them would give 319 / (228 + 27) = 1.25x at most.
+MatMuls take 228 ms (attention's P V among them); in the fused graph the weight MatMuls
+alone take 236 ms (profiles differ by a few %), GroupQueryAttention 27 ms and the other ops
+~31 ms: removing every one of those would give 319 / (228..236 + 27) = 1.22x-1.25x at most.
 Packing Q/K/V into one MatMul (GroupQueryAttention's packed input) and gate/up into one
 MatMul + Split measured 0.97x against the unpacked fused graph (MLAS runs the wider GEMMs
 no faster), so it is not written. Logits of
