@@ -40,7 +40,7 @@ def quantize_embeddings(graph: ir.Graph,
                         min_elements: int = 4096) -> int:
     """Rewrite every eligible Gather of the main graph; the number of tables quantized here.
     ``shared``: float weights a layer now reads as int8 (their lookups reuse that copy)."""
-    tables: dict[tuple[ir.Value, int], tuple[ir.Value, ir.Value]] = {}
+    tables: dict[tuple[ir.Value, int], tuple[ir.Value, ir.Value, np.ndarray | None]] = {}
     count = 0
     for node in list(graph):
         axis = node.attributes.get_int("axis", 0)

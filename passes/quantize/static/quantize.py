@@ -17,7 +17,7 @@ Calibrates the activations the policy picks (:mod:`.policy`) on the pass's data,
 - a tied LM head (``MatMul(x, Transpose(table))`` beside the table's lookup) is first stored
   once in the head's layout (:mod:`.tied_head`, exact), so it is quantized as a weight and
   its lookups read the same int8 copy: SmolLM2's int8 file 250 -> 137 MB (163.3M -> 135.0M
-  parameters), prefill about 2.0x -> 2.3x fp32, perplexity 43.80 -> 44.03 (fp32 42.09).
+  parameters), prefill about 2.0x -> 2.4x fp32, perplexity 43.80 -> 44.03 (fp32 42.09).
 
 Who reads the dequantized value: the quantized layers. Other readers of a layer's *input*
 (the residual Add beside a MatMul reading a LayerNorm output) keep the float value, so the
