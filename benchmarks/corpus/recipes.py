@@ -1,14 +1,14 @@
 """Realistic inputs for the corpus, made here from things that ship: text lines and pages
 drawn with the handwritten digits of ``models/digits_test.npz``, detector scenes of such
 text and coloured blocks, speech-like audio (voiced harmonics under syllable envelopes,
-with pauses), and the bytes of real files of the Python installation for the file-type
+with pauses), and the bytes of real files of Python's standard library for the file-type
 classifier. Each recipe gives ``{input name: array}`` with samples on each input's own
 sample axis (``backends.inputs``), preprocessed as the model's own package does.
 """
 
 from __future__ import annotations
 
-import sys
+import sysconfig
 from collections.abc import Callable
 from pathlib import Path
 
@@ -124,10 +124,14 @@ def vad(count: int, rate: int = 16000) -> Arrays:
 
 
 def magika(count: int) -> Arrays:
-    """Magika's features from real files of this Python installation: the first and last
-    1024 bytes (leading/trailing whitespace stripped), padded with the token 256."""
-    roots = [Path(np.__file__).parent, Path(sys.prefix) / "lib"]
+    """Magika's features from real files of Python's standard library and C headers: the
+    first and last 1024 bytes (leading/trailing whitespace stripped), padded with the token
+    256. Not site-packages: what is installed there differs between a developer's
+    environment and CI's, and so would the files drawn and the numbers they give."""
+    paths = sysconfig.get_paths()
+    roots = [Path(paths["stdlib"]), Path(paths["include"])]
     files = sorted(p for root in roots for p in root.rglob("*") if p.is_file()
+                   and "site-packages" not in p.parts
                    and p.suffix in (".py", ".so", ".txt", ".json", ".pyi", ".h", ".cfg"))
     picks = [files[i] for i in np.random.default_rng(0).choice(len(files), count,
                                                                replace=False)]
