@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_ir as ir
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from onnxpress.backends.files import scratch
@@ -104,7 +105,11 @@ class PassManager:
         """Run the passes on ``model`` in place and return the report."""
         self._held: tempfile.TemporaryDirectory | None = None  # a large input's snapshot
         try:
-            return self._run(model)
+            # LAPACK's blocked factorizations (eigh, cholesky, solve) round differently with
+            # the number of BLAS threads, which would make lossy passes' bytes depend on the
+            # machine's cores; one thread gives the same bytes everywhere
+            with threadpool_limits(limits=1, user_api="blas"):
+                return self._run(model)
         finally:
             if self._held is not None:
                 self._held.cleanup()
