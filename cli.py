@@ -109,6 +109,11 @@ def _parser() -> argparse.ArgumentParser:
     sea.add_argument("--report", required=True, metavar="DIR",
                      help="folder of the trials (rerun with it to resume) and front.json")
     sea.add_argument("-o", "--output", help="write the chosen model here")
+    sea.add_argument("--workers", type=int, default=1,
+                     help="local processes that build candidates (timing stays one at a time)")
+    sea.add_argument("--ray", nargs="?", const=True, metavar="ADDRESS",
+                     help="build candidates as Ray tasks on the cluster at ADDRESS (no "
+                     "address: a local instance of --workers CPUs)")
     return parser
 
 
@@ -340,7 +345,7 @@ def _search(args: argparse.Namespace) -> int:
     result = onnxpress.search(args.model, args.data, args.budget, folder=args.report,
                               objective=args.objective, trials=args.trials, seed=args.seed,
                               calibration=args.calibration, batch=args.batch,
-                              output=args.output)
+                              output=args.output, workers=args.workers, ray=args.ray)
     print(f"{args.model}: {result.budget} (original {result.original:.4f}), "
           f"{len(result.candidates)} trials, {args.objective} relative to the original")
     print(f"{'trial':>5}  {'cost':>6}  {'metric':>8}  pipeline")

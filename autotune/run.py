@@ -10,6 +10,7 @@ from typing import Any
 
 from onnxpress.autotune.budget import parse_budget
 from onnxpress.autotune.trials import Candidate, Objective, Search
+from onnxpress.autotune.workers import workers_for
 from onnxpress.backends.onnx_writer import save
 from onnxpress.errors import BadInputError
 from onnxpress.frontends.onnx_loader import load
@@ -37,10 +38,16 @@ class SearchResult:
 def search(model: str | os.PathLike, data: str | os.PathLike, budget: str, *,
            folder: str | os.PathLike, objective: Objective = "latency", trials: int = 24,
            seed: int = 0, calibration: str | os.PathLike | None = None, batch: int = 8,
-           output: str | os.PathLike | None = None) -> SearchResult:
+           output: str | os.PathLike | None = None, workers: int = 1,
+           ray: str | bool | None = None, progress: bool | None = None) -> SearchResult:
     """Search pipelines over every family ``model`` offers for the cheapest one within
     ``budget`` on ``data``; ``folder`` keeps the trials (rerun to resume) and
-    ``front.json``; ``output`` receives the chosen model."""
+    ``front.json``; ``output`` receives the chosen model.
+
+    ``workers``: candidates built by that many local processes; ``ray``: by Ray tasks on
+    the cluster at that address (True: a local instance of ``workers`` CPUs). Either way
+    the candidates and their metrics are the same; latencies are timed here, one at a
+    time. ``progress``: a bar with the best so far (None: when stderr is a terminal)."""
     if trials < 1:
         raise BadInputError(f"search: trials={trials}; give at least 1")
     if objective not in ("latency", "size"):
@@ -48,7 +55,8 @@ def search(model: str | os.PathLike, data: str | os.PathLike, budget: str, *,
     parsed = parse_budget(budget)
     runner = Search(model, data, parsed, folder, objective=objective, calibration=calibration,
                     seed=seed, batch=batch)
-    candidates = runner.run(trials)
+    with workers_for(workers, ray) as pool:
+        candidates = runner.run(trials, pool, progress=progress)
     front = runner.front()
     chosen = front[0] if front else None
     if chosen is not None and output is not None:

@@ -5,38 +5,48 @@ finished one can be reported again.
 
 The study has two objectives: the candidate's cost relative to the original's (``size``:
 file bytes; ``latency``: median time at ``batch``, the two measured interleaved in one
-run), minimised, and the budget's slack (:meth:`Budget.slack`), maximised. Optuna's NSGA-II
-sampler with the search's seed picks the settings; a pipeline already tried is answered
-from the store, not compiled again. A candidate that does not compile (a setting the model
-refuses, such as more token merging than it has tokens) is a failed trial with its
-one-line reason.
+run), minimised, and the budget's slack (:meth:`Budget.slack`), maximised.
+
+Trials go in rounds of ``round_size``: Optuna's NSGA-II sampler, seeded by the search's seed
+and the number of trials finished, proposes a round's settings; the new pipelines among them
+are built (compiled and judged) by the workers (:mod:`.workers`: this process, local
+processes or Ray tasks), in parallel; then the driver times each candidate against the
+original, one at a time, with no build running beside it; then the round is told to the
+study. So the candidates depend on the seed and the round size, not on how many workers
+built them, and a round cut short by an interruption is proposed again, the same, on the
+next run. A pipeline already tried is answered from the store, not built again; a candidate
+that does not compile (a setting the model refuses, such as more token merging than it has
+tokens) is a failed trial with its one-line reason.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import optuna
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
 
-from onnxpress.api import bench, compile
+from onnxpress.api import bench
 from onnxpress.autotune.budget import Budget
-from onnxpress.autotune.judge import judge, metric_of
+from onnxpress.autotune.candidate import Built, Job
+from onnxpress.autotune.judge import metric_of
 from onnxpress.autotune.space import Space, plan
-from onnxpress.backends.onnx_writer import save
-from onnxpress.errors import BadInputError
+from onnxpress.autotune.workers import InProcess, Workers
+from onnxpress.backends.files import replace_atomically
 
 __all__ = ["Candidate", "Search"]
 
 Objective = Literal["size", "latency"]
 STUDY = "onnxpress-search"
-#: the distinct warnings a candidate's compile logged that its trial keeps
-MAX_SAID = 5
+#: trials proposed together and built in parallel
+ROUND = 4
+#: NSGA-II's generation: the first is drawn at random, later ones bred from the front
+POPULATION = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,10 +59,7 @@ class Candidate:
     cost: float | None  # relative to the original (< 1: better)
     rejected: str | None  # why it did not compile, if it did not
     path: str | None
-
-
-class _Rejected(Exception):
-    pass
+    said: tuple[str, ...] = ()  # what its compile warned
 
 
 class Search:
@@ -61,28 +68,44 @@ class Search:
     def __init__(self, model: str | os.PathLike, data: str | os.PathLike, budget: Budget,
                  folder: str | os.PathLike, *, objective: Objective = "latency",
                  calibration: str | os.PathLike | None = None, seed: int = 0,
-                 batch: int = 8) -> None:
-        self.model, self.data, self.budget = Path(model), data, budget
+                 batch: int = 8, round_size: int = ROUND) -> None:
+        self.model, self.data, self.budget = Path(model), os.fspath(data), budget
         self.folder, self.objective, self.seed, self.batch = Path(folder), objective, seed, batch
-        self.calibration = None if calibration is None else os.fspath(calibration)
+        self.round_size = round_size
+        calibration = None if calibration is None else os.fspath(calibration)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.space: Space = plan(self.model)
-        self.original = metric_of(budget, self.model, self.model, data)
+        self.original = metric_of(budget, self.model, self.model, self.data)
+        self.job = Job(os.fspath(self.model), self.data, calibration, budget, self.original)
+        self.distributions = {k.family: CategoricalDistribution(list(k.values))
+                              for k in self.space.knobs}
         optuna.logging.set_verbosity(logging.WARNING)
         self.study = optuna.create_study(
             study_name=STUDY, storage=f"sqlite:///{self.folder / 'trials.db'}",
             load_if_exists=True, directions=["minimize", "maximize"],
-            sampler=optuna.samplers.NSGAIISampler(seed=seed))
+            sampler=self._sampler())
 
-    def run(self, trials: int) -> list[Candidate]:
+    def run(self, trials: int, workers: Workers | None = None,
+            progress: bool | None = False) -> list[Candidate]:
         """Run until ``trials`` trials have finished (those already stored count)."""
-        done = sum(t.state.is_finished() for t in self.study.trials)
-        if trials > done:
-            self.study.optimize(self._trial, n_trials=trials - done, catch=(_Rejected,))
+        from tqdm import tqdm
+
+        self._abandon_interrupted()
+        workers = workers or InProcess()
+        with tqdm(total=trials, initial=min(trials, len(self.candidates())), unit="trial",
+                  desc="search", disable=None if progress is None else not progress,
+                  leave=False) as bar:
+            while (done := len(self.candidates())) < trials:
+                self._round(min(self.round_size, trials - done), workers)
+                bar.update(len(self.candidates()) - done)
+                best = self.front()
+                if best:
+                    bar.set_postfix_str(f"best {best[0].cost:.3f}x: {best[0].pipeline}")
         return self.candidates()
 
     def candidates(self) -> list[Candidate]:
-        return [_candidate(t) for t in self.study.trials if t.state.is_finished()]
+        """Every finished trial: built and measured, or rejected with its reason."""
+        return [_candidate(t) for t in self.study.trials if _finished(t)]
 
     def front(self) -> list[Candidate]:
         """The candidates within the budget that no other one within it beats on both cost
@@ -93,41 +116,51 @@ class Search:
             for o in held)]
         return sorted(front, key=lambda c: (c.cost, -c.slack, c.number))
 
-    def _trial(self, trial: optuna.Trial) -> tuple[float, float]:
-        settings = {k.family: trial.suggest_categorical(k.family, list(k.values))
-                    for k in self.space.knobs}
-        pipeline = self.space.pipeline(settings)
-        trial.set_user_attr("pipeline", pipeline)
-        for earlier in self.study.trials:
-            if earlier.number != trial.number and earlier.user_attrs.get("pipeline") == pipeline \
-                    and earlier.state.is_finished():
-                return self._repeat(trial, earlier)
-        path = self.folder / "candidates" / f"{trial.number:04d}.onnx"
-        path.parent.mkdir(exist_ok=True)
-        said: list[str] = []
-        try:
-            with _collected(said):
-                save(compile(self.model, pipeline, calibration=self.calibration,
-                             progress=False), path)
-        except BadInputError as error:
-            trial.set_user_attr("rejected", str(error))
-            raise _Rejected(str(error)) from None
-        trial.set_user_attr("said", list(dict.fromkeys(said))[:MAX_SAID])
-        verdict = judge(self.budget, path, self.model, self.data, self.original)
-        cost = self._cost(path)
-        trial.set_user_attr("path", os.fspath(path))
-        for key, value in (("value", verdict.value), ("holds", verdict.holds),
-                           ("slack", verdict.slack), ("cost", cost)):
-            trial.set_user_attr(key, value)
-        return cost, verdict.slack
+    def _sampler(self) -> optuna.samplers.BaseSampler:
+        """Seeded by the search's seed and the trials finished so far, so that a round
+        proposes the same settings whether it runs first time or after an interruption."""
+        finished = len(self.candidates()) if hasattr(self, "study") else 0
+        return optuna.samplers.NSGAIISampler(population_size=POPULATION,
+                                             seed=self.seed * 1_000_003 + finished)
 
-    def _repeat(self, trial: optuna.Trial, earlier: optuna.trial.FrozenTrial
-                ) -> tuple[float, float]:
-        for key, value in earlier.user_attrs.items():
-            trial.set_user_attr(key, value)
-        if "rejected" in earlier.user_attrs:
-            raise _Rejected(earlier.user_attrs["rejected"])
-        return earlier.user_attrs["cost"], earlier.user_attrs["slack"]
+    def _round(self, count: int, workers: Workers) -> None:
+        self.study.sampler = self._sampler()
+        asked = [self.study.ask(self.distributions) for _ in range(count)]
+        pipelines = [self.space.pipeline(t.params) for t in asked]
+        known = {c.pipeline: c for c in self.candidates()}
+        new = list(dict.fromkeys(p for p in pipelines if p not in known))
+        paths = {p: self.folder / "candidates" / f"{asked[pipelines.index(p)].number:04d}.onnx"
+                 for p in new}
+        (self.folder / "candidates").mkdir(exist_ok=True)
+        built = dict(zip(new, workers.map(self.job, [(p, os.fspath(paths[p])) for p in new]),
+                         strict=True))
+        measured = {p: self._measured(b, paths[p]) for p, b in built.items()}
+        for trial, pipeline in zip(asked, pipelines, strict=True):
+            attrs = measured.get(pipeline) or _attrs(known[pipeline])
+            trial.set_user_attr("pipeline", pipeline)
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
+            if attrs.get("rejected") is not None:
+                self.study.tell(trial, state=TrialState.FAIL)
+            else:
+                self.study.tell(trial, [attrs["cost"], attrs["slack"]])
+
+    def _measured(self, built: Built, path: Path) -> dict[str, Any]:
+        """A built candidate's record: written to ``path`` if a remote worker sent bytes,
+        and timed (or sized) against the original here."""
+        if built.rejected is not None:
+            return {"rejected": built.rejected}
+        if built.model is not None:
+            replace_atomically(path, lambda tmp: tmp.write_bytes(built.model))
+        return {"value": built.value, "holds": built.holds, "slack": built.slack,
+                "said": list(built.said), "path": os.fspath(path), "cost": self._cost(path)}
+
+    def _abandon_interrupted(self) -> None:
+        """Trials asked but never told (a run stopped mid-round) are closed as failed
+        without a reason: they are not candidates, and their round is proposed again."""
+        for trial in self.study.trials:
+            if trial.state == TrialState.RUNNING:
+                self.study.tell(trial.number, state=TrialState.FAIL)
 
     def _cost(self, path: Path) -> float:
         if self.objective == "size":
@@ -136,28 +169,16 @@ class Search:
         return rows[1]["median_ms"] / rows[0]["median_ms"]
 
 
-class _Collector(logging.Handler):
-    def __init__(self, into: list[str]) -> None:
-        super().__init__(logging.WARNING)
-        self.into = into
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.into.append(record.getMessage())
+def _finished(trial: optuna.trial.FrozenTrial) -> bool:
+    return trial.state == TrialState.COMPLETE or (
+        trial.state == TrialState.FAIL and "rejected" in trial.user_attrs)
 
 
-@contextlib.contextmanager
-def _collected(into: list[str]) -> Iterator[None]:
-    """The passes' warnings during one candidate's compile go to ``into`` (the trial's
-    record), not to the console, where a search of many candidates would repeat them."""
-    logger = logging.getLogger("onnxpress")
-    handler, propagate = _Collector(into), logger.propagate
-    logger.addHandler(handler)
-    logger.propagate = False
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
+def _attrs(candidate: Candidate) -> dict[str, Any]:
+    if candidate.rejected is not None:
+        return {"rejected": candidate.rejected}
+    return {"value": candidate.value, "holds": candidate.holds, "slack": candidate.slack,
+            "said": list(candidate.said), "path": candidate.path, "cost": candidate.cost}
 
 
 def _bytes(path: Path) -> int:
@@ -170,4 +191,4 @@ def _candidate(trial: optuna.trial.FrozenTrial) -> Candidate:
     attrs: dict[str, Any] = trial.user_attrs
     return Candidate(trial.number, attrs.get("pipeline", ""), attrs.get("value"),
                      bool(attrs.get("holds", False)), attrs.get("slack"), attrs.get("cost"),
-                     attrs.get("rejected"), attrs.get("path"))
+                     attrs.get("rejected"), attrs.get("path"), tuple(attrs.get("said", ())))

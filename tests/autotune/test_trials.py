@@ -35,14 +35,16 @@ def test_trials_are_judged_stored_and_resumed(tmp_path: Path, monkeypatch) -> No
             assert candidate.holds == (candidate.value >= search.original - 0.01)
     # a new Search on the same folder resumes: nothing finished is compiled again
     compiled = []
-    import onnxpress.autotune.trials as trials
-    real = trials.compile
-    monkeypatch.setattr(trials, "compile", lambda *a, **k: compiled.append(a[1]) or real(*a, **k))
+    import onnxpress.autotune.candidate as candidate
+    real = candidate.compile
+    monkeypatch.setattr(candidate, "compile",
+                        lambda *a, **k: compiled.append(a[1]) or real(*a, **k))
     again = _search(tmp_path / "s")
     assert again.run(4) == first and compiled == []
     more = again.run(6)
     assert more[:4] == first and len(more) == 6
     assert len(compiled) <= 2  # a repeated pipeline is answered from the store
+    assert len(compiled) == len({c.pipeline for c in more[4:]} - {c.pipeline for c in first})
 
 
 def test_the_front_holds_the_budget_and_nothing_in_it_is_dominated(tmp_path: Path) -> None:
