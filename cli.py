@@ -109,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     sea.add_argument("--report", required=True, metavar="DIR",
                      help="folder of the trials (rerun with it to resume) and front.json")
     sea.add_argument("-o", "--output", help="write the chosen model here")
+    sea.add_argument("--test", help="a data set the search never looks at, on which the "
+                     "original and the chosen model are scored at the end")
     sea.add_argument("--workers", type=int, default=1,
                      help="local processes that build candidates (timing stays one at a time)")
     sea.add_argument("--ray", nargs="?", const=True, metavar="ADDRESS",
@@ -345,7 +347,8 @@ def _search(args: argparse.Namespace) -> int:
     result = onnxpress.search(args.model, args.data, args.budget, folder=args.report,
                               objective=args.objective, trials=args.trials, seed=args.seed,
                               calibration=args.calibration, batch=args.batch,
-                              output=args.output, workers=args.workers, ray=args.ray)
+                              output=args.output, workers=args.workers, ray=args.ray,
+                              test=args.test)
     print(f"{args.model}: {result.budget} (original {result.original:.4f}), "
           f"{len(result.candidates)} trials, {args.objective} relative to the original")
     print(f"{'trial':>5}  {'cost':>6}  {'metric':>8}  pipeline")
@@ -358,6 +361,10 @@ def _search(args: argparse.Namespace) -> int:
               "trials")
         return 1
     print(f"chosen: {result.chosen.pipeline}")
+    if result.test is not None:
+        print(f"on {result.test['data']}: original {result.test['original']:.4f}, chosen "
+              f"{result.test['chosen']:.4f}")
+    print(f"report: {Path(args.report) / 'report.html'}")
     return 0
 
 

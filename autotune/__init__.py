@@ -1,7 +1,9 @@
 """``onnxpress search`` and ``onnxpress.search`` (issue 24, in progress): one accuracy
 budget spent across the pass families. :mod:`.budget` parses the budget, :mod:`.space` reads
 the knobs a model offers, :mod:`.judge` measures a candidate against the budget,
-:mod:`.trials` runs the candidates as a resumable Optuna study (the ``search`` extra) and
-:mod:`.run` is the command. (Not named ``search``: importing a subpackage of that name
+:mod:`.trials` runs the candidates as a resumable Optuna study (the ``search`` extra),
+:mod:`.candidate` builds one candidate wherever it runs, :mod:`.workers` says where (this
+process, local processes, Ray tasks), :mod:`.report` writes the page and the chosen pipeline,
+and :mod:`.run` is the command. (Not named ``search``: importing a subpackage of that name
 would replace the ``onnxpress.search`` function.) Still to come: per-layer sensitivities
-shared between families, workers and Ray, the HTML report with the front."""
+shared between families."""

@@ -60,6 +60,7 @@ class Candidate:
     rejected: str | None  # why it did not compile, if it did not
     path: str | None
     said: tuple[str, ...] = ()  # what its compile warned
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # family -> value
 
 
 class Search:
@@ -191,4 +192,5 @@ def _candidate(trial: optuna.trial.FrozenTrial) -> Candidate:
     attrs: dict[str, Any] = trial.user_attrs
     return Candidate(trial.number, attrs.get("pipeline", ""), attrs.get("value"),
                      bool(attrs.get("holds", False)), attrs.get("slack"), attrs.get("cost"),
-                     attrs.get("rejected"), attrs.get("path"), tuple(attrs.get("said", ())))
+                     attrs.get("rejected"), attrs.get("path"), tuple(attrs.get("said", ())),
+                     dict(trial.params))
