@@ -94,6 +94,18 @@ def _parser() -> argparse.ArgumentParser:
     ben.add_argument("--provider", help="ONNX Runtime execution providers, e.g. cuda (CPU "
                      "is the fallback)")
 
+    many = commands.add_parser("compile-many", help="one pipeline over many models, in local "
+                               "processes or on a Ray cluster")
+    many.add_argument("models", nargs="+")
+    many.add_argument("-o", "--out-dir", required=True,
+                      help="an existing folder; each model goes to <its name>.onnx there")
+    many.add_argument("--passes", help="the pipeline (default: the target's)")
+    many.add_argument("--calibration", help=".npz for the passes that calibrate")
+    many.add_argument("--workers", type=int, default=1, help="local processes")
+    many.add_argument("--ray", nargs="?", const=True, metavar="ADDRESS",
+                      help="compile as Ray tasks on the cluster at ADDRESS (no address: a "
+                      "local instance of --workers CPUs)")
+
     sea = commands.add_parser("search", help="the fastest (or smallest) pipeline across the "
                               "pass families within an accuracy budget")
     sea.add_argument("model")
@@ -341,6 +353,22 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compile_many(args: argparse.Namespace) -> int:
+    from onnxpress.autotune.fleet import compile_many
+
+    results = compile_many(args.models, args.passes, args.out_dir,
+                           calibration=args.calibration, workers=args.workers, ray=args.ray)
+    for done in results:
+        if done.refused is None:
+            print(f"{done.model} -> {done.output}")
+        else:
+            named = done.model in done.refused  # a load error names the file already
+            _fail(done.refused if named else f"{done.model}: {done.refused}")
+    refused = sum(done.refused is not None for done in results)
+    print(f"{len(results) - refused} of {len(results)} models compiled")
+    return 2 if refused else 0
+
+
 def _search(args: argparse.Namespace) -> int:
     import onnxpress
 
@@ -374,5 +402,6 @@ _COMMANDS = {
     "compare": _compare,
     "evaluate": _evaluate,
     "bench": _bench,
+    "compile-many": _compile_many,
     "search": _search,
 }

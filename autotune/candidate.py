@@ -25,7 +25,7 @@ from onnxpress.autotune.judge import judge
 from onnxpress.backends.onnx_writer import save
 from onnxpress.errors import BadInputError
 
-__all__ = ["Built", "Job", "Shipped", "build"]
+__all__ = ["Built", "Job", "Shipped", "build", "local_path"]
 
 #: the distinct warnings a candidate's compile logged that its trial keeps
 MAX_SAID = 5
@@ -69,7 +69,7 @@ class Built:
 def build(job: Job, pipeline: str, out: str | None) -> Built:
     """Compile ``pipeline`` on the job's model and judge it; write the candidate to ``out``
     (a path on the driver's disk), or return its bytes when ``out`` is None."""
-    model, data, calibration = (_local(f) for f in (job.model, job.data, job.calibration))
+    model, data, calibration = (local_path(f) for f in (job.model, job.data, job.calibration))
     said: list[str] = []
     with contextlib.ExitStack() as stack:
         path = out or os.path.join(stack.enter_context(tempfile.TemporaryDirectory()),
@@ -88,7 +88,7 @@ def build(job: Job, pipeline: str, out: str | None) -> Built:
 _MATERIALIZED: dict[str, str] = {}
 
 
-def _local(file: File | None) -> str | None:
+def local_path(file: File | None) -> str | None:
     """A path to ``file`` on this machine: shipped bytes are written once per process."""
     if file is None or isinstance(file, str):
         return file

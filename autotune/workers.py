@@ -13,26 +13,31 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from onnxpress.autotune.candidate import Built, Job, Shipped, build
 from onnxpress.errors import BadInputError
 
-__all__ = ["InProcess", "Processes", "RayTasks", "Workers", "workers_for"]
+__all__ = ["InProcess", "Processes", "RayTasks", "Workers", "ship", "workers_for"]
 
 #: a task: the pipeline, and where a local worker writes its candidate
 Task = tuple[str, str]
 
 
 class Workers:
-    """Builds candidates; ``map`` returns one :class:`Built` per task, in order."""
+    """Runs picklable functions of this package: ``call`` returns their results in the
+    order asked; ``map`` builds a search's candidates."""
 
     name = "this process"
+    local = True  # whether the workers read and write the driver's disk
+
+    def call(self, function: Callable[..., Any], arguments: Sequence[tuple]) -> list[Any]:
+        return [function(*args) for args in arguments]
 
     def map(self, job: Job, tasks: Sequence[Task]) -> list[Built]:
-        raise NotImplementedError
+        return self.call(build, [(job, pipeline, out) for pipeline, out in tasks])
 
     def close(self) -> None:
         pass
@@ -45,8 +50,7 @@ class Workers:
 
 
 class InProcess(Workers):
-    def map(self, job: Job, tasks: Sequence[Task]) -> list[Built]:
-        return [build(job, pipeline, out) for pipeline, out in tasks]
+    pass
 
 
 class Processes(Workers):
@@ -57,8 +61,8 @@ class Processes(Workers):
         self.pool = concurrent.futures.ProcessPoolExecutor(
             count, mp_context=multiprocessing.get_context("spawn"))
 
-    def map(self, job: Job, tasks: Sequence[Task]) -> list[Built]:
-        futures = [self.pool.submit(build, job, pipeline, out) for pipeline, out in tasks]
+    def call(self, function: Callable[..., Any], arguments: Sequence[tuple]) -> list[Any]:
+        futures = [self.pool.submit(function, *args) for args in arguments]
         return [f.result() for f in futures]
 
     def close(self) -> None:
@@ -67,13 +71,16 @@ class Processes(Workers):
 
 class RayTasks(Workers):
     """Ray tasks of one CPU each, on the cluster at ``address`` (``None``: a local instance
-    of ``cpus`` CPUs, started here and stopped by :meth:`close`)."""
+    of ``cpus`` CPUs, started here and stopped by :meth:`close`). Arguments travel through
+    Ray's object store; files go as :class:`Shipped` bytes."""
+
+    local = False
 
     def __init__(self, address: str | None, cpus: int | None = None) -> None:
         try:
             import ray
         except ImportError:
-            raise BadInputError("search --ray needs Ray: pip install 'onnxpress[ray]'") from None
+            raise BadInputError("--ray needs Ray: pip install 'onnxpress[ray]'") from None
         self.ray = ray
         self.started = not ray.is_initialized()
         if self.started:
@@ -81,14 +88,19 @@ class RayTasks(Workers):
                      include_dashboard=False, logging_level="WARNING", log_to_driver=False,
                      configure_logging=False)
         self.name = f"Ray at {address}" if address else f"a local Ray instance ({cpus} CPUs)"
-        self.remote = ray.remote(num_cpus=1, max_retries=0)(build)
+        self.remotes: dict[Callable[..., Any], Any] = {}
         self.shipped: tuple[int, Any] | None = None
+
+    def call(self, function: Callable[..., Any], arguments: Sequence[tuple]) -> list[Any]:
+        if function not in self.remotes:
+            self.remotes[function] = self.ray.remote(num_cpus=1, max_retries=0)(function)
+        remote = self.remotes[function]
+        return self.ray.get([remote.remote(*args) for args in arguments])
 
     def map(self, job: Job, tasks: Sequence[Task]) -> list[Built]:
         if self.shipped is None or self.shipped[0] != id(job):
             self.shipped = (id(job), self.ray.put(_shipped(job)))
-        refs = [self.remote.remote(self.shipped[1], pipeline, None) for pipeline, _ in tasks]
-        return self.ray.get(refs)
+        return self.call(build, [(self.shipped[1], pipeline, None) for pipeline, _ in tasks])
 
     def close(self) -> None:
         if self.started:
@@ -105,11 +117,14 @@ def workers_for(workers: int = 1, ray: str | bool | None = None) -> Workers:
     return Processes(workers) if workers > 1 else InProcess()
 
 
+def ship(file: str | Shipped | None) -> str | Shipped | None:
+    """A file on the driver's disk as bytes for a remote worker (a name stays a name)."""
+    if isinstance(file, str) and os.path.isfile(file):
+        return Shipped.of(Path(file))
+    return file
+
+
 def _shipped(job: Job) -> Job:
     """The job with its files as bytes (a named data set stays a name)."""
-    def ship(file: str | Shipped | None) -> str | Shipped | None:
-        if isinstance(file, str) and os.path.isfile(file):
-            return Shipped.of(Path(file))
-        return file
     return Job(ship(job.model), ship(job.data), ship(job.calibration), job.budget,
                job.original)
