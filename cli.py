@@ -121,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     sea.add_argument("--report", required=True, metavar="DIR",
                      help="folder of the trials (rerun with it to resume) and front.json")
     sea.add_argument("-o", "--output", help="write the chosen model here")
+    _input_options(sea)
     sea.add_argument("--test", help="a data set the search never looks at, on which the "
                      "original and the chosen model are scored at the end")
     sea.add_argument("--workers", type=int, default=1,
@@ -376,7 +377,8 @@ def _search(args: argparse.Namespace) -> int:
                               objective=args.objective, trials=args.trials, seed=args.seed,
                               calibration=args.calibration, batch=args.batch,
                               output=args.output, workers=args.workers, ray=args.ray,
-                              test=args.test)
+                              test=args.test, input_shapes=_shapes(args.input_shape),
+                              dims=_dim_values(args.dim))
     print(f"{args.model}: {result.budget} (original {result.original:.4f}), "
           f"{len(result.candidates)} trials, {args.objective} relative to the original")
     print(f"{'trial':>5}  {'cost':>6}  {'metric':>8}  pipeline")

@@ -42,7 +42,9 @@ def search(model: str | os.PathLike, data: str | os.PathLike, budget: str, *,
            seed: int = 0, calibration: str | os.PathLike | None = None, batch: int = 8,
            output: str | os.PathLike | None = None, workers: int = 1,
            ray: str | bool | None = None, progress: bool | None = None,
-           test: str | os.PathLike | None = None) -> SearchResult:
+           test: str | os.PathLike | None = None,
+           input_shapes: dict[str, tuple[int, ...]] | None = None,
+           dims: dict[str, int] | None = None) -> SearchResult:
     """Search pipelines over every family ``model`` offers for the cheapest one within
     ``budget`` on ``data`` (a validation set); ``folder`` keeps the trials (rerun to
     resume), ``front.json`` and the report (:mod:`.report`); ``output`` receives the chosen
@@ -52,14 +54,16 @@ def search(model: str | os.PathLike, data: str | os.PathLike, budget: str, *,
     ``workers``: candidates built by that many local processes; ``ray``: by Ray tasks on
     the cluster at that address (True: a local instance of ``workers`` CPUs). Either way
     the candidates and their metrics are the same; latencies are timed here, one at a
-    time. ``progress``: a bar with the best so far (None: when stderr is a terminal)."""
+    time, on random inputs at ``batch`` shaped by ``input_shapes`` and ``dims`` (as
+    :func:`onnxpress.bench`). ``progress``: a bar with the best so far (None: when stderr
+    is a terminal)."""
     if trials < 1:
         raise BadInputError(f"search: trials={trials}; give at least 1")
     if objective not in ("latency", "size"):
         raise BadInputError(f"search: objective {objective!r}; give latency or size")
     parsed = parse_budget(budget)
     runner = Search(model, data, parsed, folder, objective=objective, calibration=calibration,
-                    seed=seed, batch=batch)
+                    seed=seed, batch=batch, input_shapes=input_shapes, dims=dims)
     with workers_for(workers, ray) as pool:
         candidates = runner.run(trials, pool, progress=progress)
     front = runner.front()

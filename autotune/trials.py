@@ -69,10 +69,13 @@ class Search:
     def __init__(self, model: str | os.PathLike, data: str | os.PathLike, budget: Budget,
                  folder: str | os.PathLike, *, objective: Objective = "latency",
                  calibration: str | os.PathLike | None = None, seed: int = 0,
-                 batch: int = 8, round_size: int = ROUND) -> None:
+                 batch: int = 8, round_size: int = ROUND,
+                 input_shapes: dict[str, tuple[int, ...]] | None = None,
+                 dims: dict[str, int] | None = None) -> None:
         self.model, self.data, self.budget = Path(model), os.fspath(data), budget
         self.folder, self.objective, self.seed, self.batch = Path(folder), objective, seed, batch
         self.round_size = round_size
+        self.timing = {"input_shapes": input_shapes, "dims": dims}  # the random inputs timed
         calibration = None if calibration is None else os.fspath(calibration)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.space: Space = plan(self.model)
@@ -166,7 +169,8 @@ class Search:
     def _cost(self, path: Path) -> float:
         if self.objective == "size":
             return _bytes(path) / _bytes(self.model)
-        rows = bench([self.model, path], batch=self.batch, repeats=20, progress=False)
+        rows = bench([self.model, path], batch=self.batch, repeats=20, progress=False,
+                     **self.timing)
         return rows[1]["median_ms"] / rows[0]["median_ms"]
 
 

@@ -45,6 +45,7 @@ from .suites import (
     quant,
     quant_headline,
     resource_cases,
+    search,
     tome,
     weight_only,
 )
@@ -70,6 +71,7 @@ SUITES: dict[str, Suite] = {
     "resource_cases": resource_cases.SUITE,
     "llm_decode": llm_decode.SUITE,
     "llm_compress": llm_compress.SUITE,
+    "search": search.SUITE,
 }
 
 

@@ -68,7 +68,7 @@ def test_runner_lists_suites_and_rejects_bad_usage(tmp_path: Path) -> None:
     assert {"baseline", "cleanup", "quant", "quant_headline", "fold_qdq", "weight_only",
             "calibration_memory", "fuse_for_ort", "ort_target", "prune", "prune_sparsity",
             "lowrank", "tome", "output_hashes", "corpus", "int8_cost",
-            "resource_cases", "llm_decode", "llm_compress"} == set(names)
+            "resource_cases", "llm_decode", "llm_compress", "search"} == set(names)
     bad = run("--suite", "baseline", "--models", "nope", out=tmp_path, cache=tmp_path)
     assert bad.returncode == 2 and "unknown model 'nope'" in bad.stderr
     bad = run("--suite", "baseline", "--set", "nope=1", out=tmp_path, cache=tmp_path)
@@ -357,3 +357,18 @@ def test_llm_compress(tmp_path: Path, cache: Path) -> None:
         if method in ("magnitude", "wanda"):
             assert r["removed"] == pytest.approx(fraction, abs=0.01), r
 
+
+
+def test_search(tmp_path: Path, cache: Path) -> None:
+    """The digits ViT searched in 4 trials, then timed beside fp32 and the hand-written
+    ``tome(r=10),int8``: every timed variant has its metric and speed-up, the searched one
+    is within the budget, and the front's rows are within it too."""
+    data = smoke("search", tmp_path, cache)
+    rows = by_variant(data, model="digits_vit")
+    assert rows["fp32"]["speedup"] == 1.0 and rows["fp32"]["within"]
+    hand = rows["hand: cleanup,tome(r=10),int8"]
+    assert hand["speedup"] > 0 and 0.9 < hand["metric"] <= 1.0
+    searched = [r for v, r in rows.items() if v.startswith("searched: ")]
+    front = [r for v, r in rows.items() if v.startswith("front ")]
+    assert len(searched) == 1 and searched[0]["within"] and front
+    assert all(r["within"] and r["metric"] >= rows["fp32"]["metric"] - 0.01 for r in front)
