@@ -6,7 +6,10 @@ whose similarities are compared). Those arrays are never fed to the model.
 
 - ``digits``: the held-out split of scikit-learn's digits set shipped as
   ``digits_test.npz`` (written by ``train_digits``; no scikit-learn needed to read it);
-- ``digits-shifted``: that split under the nine one-pixel shifts of the training
+- ``digits-validation``: 134 images of the training split held out of the digits models'
+  training (``digits_validation.npz``): what choices such as ``onnxpress search`` are made
+  on, so that the test split stays unseen;
+- ``digits-shifted``: the test split under the nine one-pixel shifts of the training
   augmentation (4050 images), for telling apart models a few test images from each other;
 - ``minilm-texts``: 300 hand-written sentences tokenized for all-MiniLM-L6-v2 with its fp32
   embeddings as ``reference`` (``minilm_texts.npz``, written by ``build_minilm_texts``);
@@ -31,7 +34,9 @@ import numpy as np
 from onnxpress.errors import BadInputError
 
 HERE = Path(__file__).parent
-NAMED = {"digits": HERE / "digits_test.npz", "minilm-texts": HERE / "minilm_texts.npz",
+NAMED = {"digits": HERE / "digits_test.npz",
+         "digits-validation": HERE / "digits_validation.npz",
+         "minilm-texts": HERE / "minilm_texts.npz",
          "smollm2-text": HERE / "smollm2_text.npz"}
 #: sets computed from a named one: name -> (source name, per-input transform, label repeats)
 DERIVED = {"digits-shifted": ("digits", "shifted", 9)}

@@ -1,8 +1,12 @@
 """scikit-learn's digits set (8x8 grey images of 0-9) as float32 images, and its test file.
 
 ``load_digits()`` holds 1797 images. :func:`load_split` splits them once, stratified, into
-1347 training and 450 test images; :func:`write_test_npz` writes the 450 test images to
-``digits_test.npz`` so that evaluation needs neither scikit-learn nor this split.
+1347 training and 450 test images; :func:`hold_out` then keeps a tenth of the training
+images (134) out of training as a validation split, for choices made on data the models
+never saw that are not the test images (``onnxpress search``). The files, so that
+evaluation needs neither scikit-learn nor these splits: ``digits_test.npz`` (450),
+``digits_validation.npz`` (134), ``digits_calibration.npz`` (128 of the 1213 images the
+models train on).
 
 scikit-learn is imported inside the functions only.
 """
@@ -17,6 +21,7 @@ import numpy as np
 
 TEST_NPZ = Path(__file__).with_name("digits_test.npz")
 CALIBRATION_NPZ = Path(__file__).with_name("digits_calibration.npz")
+VALIDATION_NPZ = Path(__file__).with_name("digits_validation.npz")
 CALIBRATION_SAMPLES = 128
 
 # A fixed zip timestamp (the earliest zip allows) keeps the .npz bytes reproducible.
@@ -41,6 +46,16 @@ def load_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
         images, labels, test_size=0.25, random_state=seed, stratify=labels
     )
     return x_train, y_train, x_test, y_test
+
+
+def hold_out(x_train: np.ndarray, y_train: np.ndarray, seed: int = 0
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x_fit, y_fit, x_validation, y_validation)``: the last tenth of a seeded permutation
+    of the training split is the validation split (134 of 1347), the rest (1213) what the
+    models train on."""
+    perm = np.random.default_rng(seed).permutation(len(x_train))
+    cut = len(x_train) - len(x_train) // 10
+    return x_train[perm[:cut]], y_train[perm[:cut]], x_train[perm[cut:]], y_train[perm[cut:]]
 
 
 def shifted(images: np.ndarray) -> np.ndarray:
@@ -85,11 +100,23 @@ def write_calibration_npz(
     path: str | os.PathLike[str] = CALIBRATION_NPZ, seed: int = 0,
     samples: int = CALIBRATION_SAMPLES,
 ) -> Path:
-    """Write the first ``samples`` training images to ``path`` (key ``image``): calibration
-    data for quantizing the digits models that is not the test split they are scored on."""
-    x_train, _, _, _ = load_split(seed)
+    """Write the first ``samples`` images the models train on to ``path`` (key ``image``):
+    calibration data for quantizing the digits models that is neither the test nor the
+    validation split."""
+    x_train, y_train, _, _ = load_split(seed)
+    x_fit, _, _, _ = hold_out(x_train, y_train, seed)
     path = Path(path)
-    savez_compressed(path, {"image": x_train[:samples]})
+    savez_compressed(path, {"image": x_fit[:samples]})
+    return path
+
+
+def write_validation_npz(path: str | os.PathLike[str] = VALIDATION_NPZ, seed: int = 0) -> Path:
+    """Write the validation split (:func:`hold_out`) to ``path``: keys ``image`` and
+    ``label``, as in the test file."""
+    x_train, y_train, _, _ = load_split(seed)
+    _, _, x_val, y_val = hold_out(x_train, y_train, seed)
+    path = Path(path)
+    savez_compressed(path, {"image": x_val, "label": y_val})
     return path
 
 

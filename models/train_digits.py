@@ -1,9 +1,11 @@
 """Train two small classifiers on scikit-learn's digits and export them to ONNX.
 
 Run ``python -m onnxpress.models.train_digits [--model cnn|vit|all] [--epochs N]``. It writes
-``digits_test.npz`` (the 450 test images, see :mod:`onnxpress.models.digits_data`) and
-``digits_cnn.onnx`` / ``digits_vit.onnx`` next to this file, and prints each model's top-1
-accuracy on the test split as ONNX Runtime computes it from the exported file.
+``digits_test.npz`` (the 450 test images), ``digits_validation.npz`` (134 training-split
+images held out of training) and ``digits_calibration.npz`` (see
+:mod:`onnxpress.models.digits_data`), and ``digits_cnn.onnx`` / ``digits_vit.onnx`` next to
+this file, trained on the other 1213 images, and prints each model's top-1 accuracy on the
+validation and test splits as ONNX Runtime computes it from the exported file.
 
 Both models take ``image`` float32 ``[B, 1, 8, 8]`` (pixels / 16) and return ``logits``
 float32 ``[B, 10]``; the batch axis is dynamic.
@@ -17,8 +19,8 @@ float32 ``[B, 10]``; the batch axis is dynamic.
 
 Training is deterministic (fixed seeds, 2 threads, deterministic algorithms, no data loader
 workers), so a re-run writes the same weights and prints the same accuracies.
-``--holdout`` trains on 90% of the training split and reports the accuracy on the other 10%
-instead (for choosing hyper-parameters without looking at the test split).
+``--holdout`` trains as usual but writes nothing and reports PyTorch's accuracy on the
+validation split only (for choosing hyper-parameters without looking at the test split).
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ from torch import nn
 
 from onnxpress.models.digits_data import (
     TEST_NPZ,
+    hold_out,
     load_split,
     write_calibration_npz,
     write_test_npz,
+    write_validation_npz,
 )
 from onnxpress.models.export import export_onnx
 from onnxpress.models.vit import ViTConfig, build_vit
@@ -310,7 +314,8 @@ class Result:
 
     name: str
     path: Path | None
-    accuracy: float
+    accuracy: float  # on the test split (ONNX Runtime); with --holdout: validation, PyTorch
+    validation_accuracy: float
     max_abs_diff: float
     train_seconds: float
     parameters: int
@@ -319,35 +324,33 @@ class Result:
 def run(
     name: str, cfg: TrainConfig, data: tuple[np.ndarray, ...], *, holdout: bool = False
 ) -> Result:
-    """Train ``name`` on ``data = (x_train, y_train, x_test, y_test)``.
+    """Train ``name`` on the training split of ``data = (x_train, y_train, x_test, y_test)``
+    less its validation tenth (:func:`hold_out`).
 
     Normally: export to ``digits_<name>.onnx`` and score the file with ONNX Runtime on the
-    test split, checking that its logits match PyTorch's within 1e-4. With ``holdout``:
-    train on the first 90% of a seeded permutation of the training split, score PyTorch on
-    the remaining 10%, and write nothing.
+    validation and test splits, checking that its logits match PyTorch's within 1e-4. With
+    ``holdout``: score PyTorch on the validation split only, and write nothing.
     """
-    x_train, y_train, x_eval, y_eval = data
-    if holdout:
-        perm = np.random.default_rng(SEED).permutation(len(x_train))
-        cut = len(x_train) - len(x_train) // 10
-        x_eval, y_eval = x_train[perm[cut:]], y_train[perm[cut:]]
-        x_train, y_train = x_train[perm[:cut]], y_train[perm[:cut]]
+    x_train, y_train, x_test, y_test = data
+    x_fit, y_fit, x_val, y_val = hold_out(x_train, y_train, SEED)
     model = build_model(name)
     parameters = sum(p.numel() for p in model.parameters())
     start = time.perf_counter()
-    train(model, x_train, y_train, cfg)
+    train(model, x_fit, y_fit, cfg)
     seconds = time.perf_counter() - start
-    expected = torch_logits(model, x_eval)
     if holdout:
-        accuracy = float((expected.argmax(1) == y_eval).mean())
-        return Result(name, None, accuracy, 0.0, seconds, parameters)
-    path = export(model, HERE / f"digits_{name}.onnx", x_eval[:2])
-    logits = ort_logits(path, x_eval)
-    diff = float(np.abs(logits - expected).max())
+        accuracy = float((torch_logits(model, x_val).argmax(1) == y_val).mean())
+        return Result(name, None, accuracy, accuracy, 0.0, seconds, parameters)
+    path = export(model, HERE / f"digits_{name}.onnx", x_test[:2])
+    scores = []
+    diff = 0.0
+    for x, y in ((x_val, y_val), (x_test, y_test)):
+        logits = ort_logits(path, x)
+        diff = max(diff, float(np.abs(logits - torch_logits(model, x)).max()))
+        scores.append(float((logits.argmax(1) == y).mean()))
     if diff > 1e-4:
         raise RuntimeError(f"{path.name}: ONNX Runtime logits differ from PyTorch by {diff:.2e}")
-    accuracy = float((logits.argmax(1) == y_eval).mean())
-    return Result(name, path, accuracy, diff, seconds, parameters)
+    return Result(name, path, scores[1], scores[0], diff, seconds, parameters)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -359,28 +362,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--holdout",
         action="store_true",
-        help="score on 10%% of the training split instead; write no files",
+        help="score on the validation split only (PyTorch); write no files",
     )
     args = parser.parse_args(argv)
     deterministic = set_determinism()
     data = load_split(SEED)
     print(
-        f"digits: {len(data[0])} train / {len(data[2])} test images; "
-        f"deterministic algorithms: {deterministic}"
+        f"digits: {len(data[0])} train ({len(data[0]) // 10} of them held out for "
+        f"validation) / {len(data[2])} test images; deterministic algorithms: {deterministic}"
     )
     if not args.holdout:
         print(f"wrote {write_test_npz(TEST_NPZ, SEED)}")
+        print(f"wrote {write_validation_npz(seed=SEED)}")
         print(f"wrote {write_calibration_npz(seed=SEED)}")
     for name in ["cnn", "vit"] if args.model == "all" else [args.model]:
         cfg = RECIPES[name]
         if args.epochs is not None:
             cfg = dataclasses.replace(cfg, epochs=args.epochs)
         r = run(name, cfg, data, holdout=args.holdout)
-        where = "holdout (PyTorch)" if args.holdout else "test (ONNX Runtime)"
-        print(
-            f"{name}: {r.parameters} parameters, {cfg.epochs} epochs in {r.train_seconds:.0f} s; "
-            f"{where} accuracy {r.accuracy:.4f}"
-        )
+        print(f"{name}: {r.parameters} parameters, {cfg.epochs} epochs in {r.train_seconds:.0f} s; "
+              + ("validation accuracy (PyTorch) " + f"{r.accuracy:.4f}" if args.holdout else
+                 f"validation {r.validation_accuracy:.4f}, test {r.accuracy:.4f} (ONNX Runtime)"))
         if r.path is not None:
             print(
                 f"  wrote {r.path} ({r.path.stat().st_size} bytes); "

@@ -35,7 +35,8 @@ def test_compile_with_no_model_compresses_the_embedded_digits_cnn(tmp_path: Path
     assert not ops & {"BatchNormalization", "Dropout", "Identity"}
     said = capsys.readouterr().out
     accuracy = said.split("top-1 on its 450 test digits: ")[1].split()
-    assert accuracy[0] == "100.00%" and float(accuracy[2].rstrip("%")) >= 99.0
+    # 99.78% on the CNN as first trained, 98.44% since it trains on 1213 images (README)
+    assert accuracy[0] == "100.00%" and float(accuracy[2].rstrip("%")) >= 98.0
     assert "x smaller)" in said and "batch 1 " in said and "batch 64 " in said
 
 

@@ -211,7 +211,8 @@ def test_quantize_leaves_the_similarity_in_float():
             producer = value.producer() if value is not None else None
             assert producer is None or producer.op_type != "DequantizeLinear"
     assert any("left in float" in note for note in report.passes[-1].notes)
-    assert onnxpress.evaluate(model, "digits").value >= 0.9778 - 0.015
+    original = onnxpress.evaluate(MODELS / "digits_vit.onnx", "digits").value
+    assert onnxpress.evaluate(model, "digits").value >= original - 0.015
 
 
 @pytest.mark.parametrize("spec, message", [
