@@ -8,8 +8,9 @@ Heads are ranked across the whole model, lowest first: ``magnitude`` is the L2 n
 head's Q/K/V columns and projection rows; ``activation`` is the model's output change with
 only that head removed, on calibration batches (:func:`sensitivity`: one run per head). The
 error a head's removal leaves at its own projection does not rank across blocks: on the
-digits ViT (as first trained) it picked block 0's heads (87% after removing 2), ablation picks heads whose
-removal costs least (98.89% -> 98.67%). Every block keeps at least one head.
+digits ViT (as first trained) it picked block 0's heads (87% after removing 2); ablation
+picks heads whose removal costs least (98.89% -> 98.67%). Every block keeps at least one
+head.
 ``refit`` refits each projection by least squares.
 """
 
