@@ -4,7 +4,9 @@ IR, and the pipeline string a setting of the knobs stands for.
 - transformer blocks (``ir.attention``) -> ``tome(keep=x)``: the share of the blocks' MACs
   kept after token merging;
 - channel groups a pruning can shrink (``ir.channel_groups``) -> ``prune(ratio=x)``, by
-  Conv channels (``structure=channel``) or, in a transformer, by MLP width (``mlp``);
+  MLP width (``structure=mlp``) where MatMul/Gemm widths can shrink (a transformer's MLP,
+  also where tome finds no block, as in an encoder with a padding mask), else by Conv
+  channels (``channel``);
 - layers with a constant 2-D weight (``ir.layers``) -> ``lowrank(params=x)``: the share of
   their parameters kept;
 - any of those -> ``int8`` (the preset for ONNX Runtime CPU) or float.
@@ -31,7 +33,7 @@ __all__ = ["Knob", "Space", "plan"]
 #: the settings tried per family, "off" first
 TOME_KEEP = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
 PRUNE_RATIO = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
-LOWRANK_PARAMS = (1.0, 0.9, 0.8, 0.7, 0.6)
+LOWRANK_PARAMS = (1.0, 0.95, 0.9, 0.8, 0.7, 0.6)
 QUANTIZE = ("float", "int8")
 #: what the float pipelines end with: the same cleanup and fusions the int8 preset runs, so
 #: that a candidate's speed-up is its families', not a missing fusion's
@@ -88,8 +90,9 @@ def plan(model: ModelSource) -> Space:
     else:
         notes.append("tome: no transformer block (attention with a traced token stream)")
     groups = [g for g in channel_groups(graph) if not g.blocked]
-    if blocks and any(g.kind == "linear" for g in groups):
-        knobs.append(Knob("prune", PRUNE_RATIO, f"{len(blocks)} MLPs"))
+    if any(g.kind == "linear" for g in groups):  # an MLP's width, with tome's blocks or not
+        knobs.append(Knob("prune", PRUNE_RATIO, f"{sum(g.kind == 'linear' for g in groups)} "
+                          "MLP channel groups"))
     elif any(g.kind == "conv" for g in groups):
         knobs.append(Knob("prune", PRUNE_RATIO,
                           f"{sum(g.kind == 'conv' for g in groups)} Conv channel groups"))

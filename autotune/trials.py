@@ -113,8 +113,10 @@ class Search:
 
     def front(self) -> list[Candidate]:
         """The candidates within the budget that no other one within it beats on both cost
-        and slack, cheapest first."""
-        held = [c for c in self.candidates() if c.holds and c.cost is not None]
+        and slack, cheapest first; a pipeline proposed again is listed once, as its first
+        trial."""
+        held = list({c.pipeline: c for c in reversed(self.candidates())
+                     if c.holds and c.cost is not None}.values())
         front = [c for c in held if not any(
             o.cost <= c.cost and o.slack >= c.slack and (o.cost, o.slack) != (c.cost, c.slack)
             for o in held)]

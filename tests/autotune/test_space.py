@@ -19,7 +19,7 @@ MODELS = Path(onnxpress.models.__file__).parent
 def test_a_vit_offers_every_family_and_a_cnn_no_token_merging() -> None:
     vit = plan(MODELS / "digits_vit.onnx")
     assert vit.families() == ["tome", "prune", "lowrank", "quantize"]
-    assert "MLPs" in next(k.offer for k in vit.knobs if k.family == "prune")
+    assert "MLP channel groups" in next(k.offer for k in vit.knobs if k.family == "prune")
     cnn = plan(MODELS / "digits_cnn.onnx")
     assert "tome" not in cnn.families() and "prune" in cnn.families()
     assert any(note.startswith("tome: no transformer block") for note in cnn.notes)
@@ -49,3 +49,21 @@ def test_the_strongest_setting_of_every_family_compiles_and_runs(tmp_path: Path)
     alone = onnxpress.compile(source, "int8", calibration=str(CALIBRATION_NPZ))
     onnxpress.save(alone, tmp_path / "int8.onnx")
     assert out.stat().st_size < (tmp_path / "int8.onnx").stat().st_size
+
+
+def test_an_encoder_with_a_padding_mask_offers_mlp_pruning_without_token_merging(
+        tmp_path: Path) -> None:
+    """BERT-shaped, with an attention mask: tome finds no block to merge in (its token count
+    is not static), but the MLP widths still shrink; the planner offers them."""
+    from onnxpress.models.zoo import ZOO
+
+    source = ZOO["bert_small"].export(tmp_path / "bert_small.onnx")
+    space = plan(source)
+    assert "tome" not in space.families()
+    assert space.families()[:2] == ["prune", "lowrank"]
+    assert next(k.offer for k in space.knobs if k.family == "prune") == "4 MLP channel groups"
+    model = onnxpress.compile(source, space.pipeline({"prune": 0.5}))
+    widths = [n.inputs[1].shape[1] for n in model.graph if n.op_type in ("MatMul", "Gemm")
+              and n.inputs[1] is not None and n.inputs[1].const_value is not None
+              and n.inputs[1].shape is not None and n.inputs[1].shape[1] in (512, 1024)]
+    assert widths and set(widths) == {512}  # hidden 256, MLP 1024 halved

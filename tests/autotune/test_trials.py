@@ -52,8 +52,10 @@ def test_the_front_holds_the_budget_and_nothing_in_it_is_dominated(tmp_path: Pat
     search.run(8)
     front = search.front()
     assert front, [c.rejected or c.value for c in search.candidates()]
+    assert len({c.pipeline for c in front}) == len(front)
     for c in front:
         assert c.holds
+        assert c.number == min(o.number for o in search.candidates() if o.pipeline == c.pipeline)
         assert not any(o.holds and o.cost < c.cost and o.slack > c.slack
                        for o in search.candidates())
 
