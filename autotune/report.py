@@ -133,13 +133,13 @@ def _page(summary: dict[str, Any], candidates: Sequence[Candidate],
                         [(c.number, f"{c.cost:.3f}", f"{c.value:.4f}", c.pipeline)
                          for c in front]))
     parts.append("<h2>Each family alone</h2>")
+    best = alone(candidates, space)
     parts.append(_table(("family", "what the model offers", "trial", summary["objective"],
                          summary["metric"], "pipeline"),
-                        [(k.family, k.offer, *(("", "", "", "none tried within the budget")
-                                               if (c := alone(candidates, space)[k.family])
-                                               is None else (c.number, f"{c.cost:.3f}",
-                                                             f"{c.value:.4f}", c.pipeline)))
-                         for k in space.knobs]))
+                        [(k.family, k.offer, "", "", "", "none tried within the budget")
+                         if (c := best[k.family]) is None else
+                         (k.family, k.offer, c.number, f"{c.cost:.3f}", f"{c.value:.4f}",
+                          c.pipeline) for k in space.knobs]))
     outside = [c for c in candidates if c.rejected is None and not c.holds]
     rejected = [c for c in candidates if c.rejected is not None]
     parts.append("<h2>Rejected</h2>")

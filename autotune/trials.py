@@ -87,7 +87,7 @@ class Search:
         self.study = optuna.create_study(
             study_name=STUDY, storage=f"sqlite:///{self.folder / 'trials.db'}",
             load_if_exists=True, directions=["minimize", "maximize"],
-            sampler=self._sampler())
+            sampler=self._sampler(0))
 
     def run(self, trials: int, workers: Workers | None = None,
             progress: bool | None = False) -> list[Candidate]:
@@ -122,15 +122,14 @@ class Search:
             for o in held)]
         return sorted(front, key=lambda c: (c.cost, -c.slack, c.number))
 
-    def _sampler(self) -> optuna.samplers.BaseSampler:
+    def _sampler(self, finished: int) -> optuna.samplers.BaseSampler:
         """Seeded by the search's seed and the trials finished so far, so that a round
         proposes the same settings whether it runs first time or after an interruption."""
-        finished = len(self.candidates()) if hasattr(self, "study") else 0
         return optuna.samplers.NSGAIISampler(population_size=POPULATION,
                                              seed=self.seed * 1_000_003 + finished)
 
     def _round(self, count: int, workers: Workers) -> None:
-        self.study.sampler = self._sampler()
+        self.study.sampler = self._sampler(len(self.candidates()))
         asked = [self.study.ask(self.distributions) for _ in range(count)]
         pipelines = [self.space.pipeline(t.params) for t in asked]
         known = {c.pipeline: c for c in self.candidates()}
