@@ -18,11 +18,14 @@ MODELS = Path(onnxpress.models.__file__).parent
 
 def test_a_vit_offers_every_family_and_a_cnn_no_token_merging() -> None:
     vit = plan(MODELS / "digits_vit.onnx")
-    assert vit.families() == ["tome", "prune", "lowrank", "quantize"]
+    assert vit.families() == ["tome", "prune", "lowrank", "heads", "quantize"]
     assert "MLP channel groups" in next(k.offer for k in vit.knobs if k.family == "prune")
+    assert next(k.offer for k in vit.knobs if k.family == "heads") == (
+        "24 attention heads in 6 fused blocks")
     cnn = plan(MODELS / "digits_cnn.onnx")
     assert "tome" not in cnn.families() and "prune" in cnn.families()
     assert any(note.startswith("tome: no transformer block") for note in cnn.notes)
+    assert any(note.startswith("heads: no attention") for note in cnn.notes)
 
 
 def test_settings_become_pipelines_off_values_drop_out() -> None:
@@ -34,9 +37,17 @@ def test_settings_become_pipelines_off_values_drop_out() -> None:
         "cleanup,prune(structure=mlp,ratio=0.2),cleanup,fuse-for-ort")
 
 
+def test_with_data_pruning_ranks_by_activation_and_heads_go_after_the_fusion() -> None:
+    vit = plan(MODELS / "digits_vit.onnx", calibrated=True)
+    assert vit.pipeline({"heads": 0.25, "prune": 0.2, "lowrank": 0.9, "tome": 0.8}) == (
+        "cleanup,tome(keep=0.8),prune(structure=mlp,ratio=0.2,importance=activation),"
+        "fuse-for-ort(attention_bias=false),prune(structure=head,ratio=0.25,"
+        "importance=activation),lowrank(params=0.9),cleanup,fuse-for-ort")
+
+
 def test_the_strongest_setting_of_every_family_compiles_and_runs(tmp_path: Path) -> None:
     source = MODELS / "digits_vit.onnx"
-    space = plan(source)
+    space = plan(source, calibrated=True)
     strongest = space.pipeline({k.family: k.values[-1] for k in space.knobs})
     model = onnxpress.compile(source, strongest, calibration=str(CALIBRATION_NPZ))
     out = tmp_path / "strongest.onnx"
@@ -61,6 +72,7 @@ def test_an_encoder_with_a_padding_mask_offers_mlp_pruning_without_token_merging
     space = plan(source)
     assert "tome" not in space.families()
     assert space.families()[:2] == ["prune", "lowrank"]
+    assert "heads" in space.families()  # the attention shrinks by heads instead
     assert next(k.offer for k in space.knobs if k.family == "prune") == "4 MLP channel groups"
     model = onnxpress.compile(source, space.pipeline({"prune": 0.5}))
     widths = [n.inputs[1].shape[1] for n in model.graph if n.op_type in ("MatMul", "Gemm")
