@@ -14,6 +14,8 @@ budget spent across the families by it.
    the budget in hand is proposed, per margin, as the families' share of the one budget.
    Interactions the sum misses (two prunings compound; int8 noise on a pruned layer) are
    what the margins are for, and what the sampler then explores around.
+3. **Limits.** The sampler's proposals are held to each family's limit (:func:`capped`):
+   past it, the family breaks the budget on its own.
 
 Both are functions of the finished candidates alone, so an interrupted search proposes
 the same trials when it resumes.
@@ -28,7 +30,7 @@ from typing import Any
 
 from onnxpress.autotune.space import Space
 
-__all__ = ["MARGINS", "proposals"]
+__all__ = ["MARGINS", "capped", "proposals"]
 
 #: shares of the budget a proposed combination keeps unspent, by the additive prediction
 MARGINS = (0.0, 0.3, 0.6)
@@ -45,20 +47,37 @@ def proposals(space: Space, finished: Sequence[Any], allowance: float) -> list[S
     tried = {_key(c.settings) for c in finished}
     alone = _alone(finished, off)
     probes = [dict(off)] if _key(off) not in tried else []
-    limits: dict[str, int] = {}
     for knob in space.knobs:
         state = _bisect(knob.values, alone.get(knob.family, {}))
-        if isinstance(state, int):
-            limits[knob.family] = state
-        else:
+        if not isinstance(state, int):
             probes.append({**off, knob.family: knob.values[state[0]]})
     if probes:
         return probes
+    limits = _limits(space, alone)
     baseline = alone.get(None)
     if baseline is None or baseline.cost is None or not math.isfinite(allowance):
         return []
     combos = _allocate(space, alone, limits, baseline.cost, allowance)
     return [c for c in combos if _key(c) not in tried]
+
+
+def capped(space: Space, settings: Mapping[str, Any], finished: Sequence[Any]) -> Settings:
+    """``settings`` with each family held to its strongest setting within the budget alone
+    (a setting that breaks the budget on its own breaks it beside any other family too),
+    once the sweep has found the limits; as given before."""
+    off = {k.family: k.values[0] for k in space.knobs}
+    alone = _alone(finished, off)
+    if any(not isinstance(_bisect(k.values, alone.get(k.family, {})), int)
+           for k in space.knobs):
+        return dict(settings)
+    limits = _limits(space, alone)
+    return {k.family: k.values[min(k.values.index(settings[k.family]), limits[k.family])]
+            for k in space.knobs}
+
+
+def _limits(space: Space, alone: dict) -> dict[str, int]:
+    """family -> index of its strongest setting within the budget alone (sweep finished)."""
+    return {k.family: _bisect(k.values, alone.get(k.family, {})) for k in space.knobs}
 
 
 def _key(settings: Mapping[str, Any]) -> tuple:

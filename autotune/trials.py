@@ -11,9 +11,9 @@ Trials go in rounds. The first ones are :mod:`.sweep`'s: each family alone, bise
 strongest setting within the budget, then the combinations that spend the budget across the
 families by those sensitivities. Then Optuna's NSGA-II sampler, seeded by the search's seed
 and the number of trials finished, proposes ``round_size`` settings a round, bred from all
-the trials before (the sweep's included). The new pipelines among a round's
-are built (compiled and judged) by the workers (:mod:`.workers`: this process, local
-processes or Ray tasks), in parallel; then the driver times each candidate against the
+the trials before (the sweep's included), each family held to its limit. The new pipelines
+among a round's are built (compiled and judged) by the workers (:mod:`.workers`: this
+process, local processes or Ray tasks), in parallel; then the driver times each candidate against the
 original, one at a time, with no build running beside it; then the round is told to the
 study. So the candidates depend on the seed and the round size, not on how many workers
 built them, and a round cut short by an interruption is proposed again, the same, on the
@@ -39,7 +39,7 @@ from onnxpress.autotune.budget import Budget
 from onnxpress.autotune.candidate import Built, Job
 from onnxpress.autotune.judge import metric_of
 from onnxpress.autotune.space import Space, plan
-from onnxpress.autotune.sweep import proposals
+from onnxpress.autotune.sweep import capped, proposals
 from onnxpress.autotune.workers import InProcess, Workers
 from onnxpress.backends.files import replace_atomically
 
@@ -145,7 +145,7 @@ class Search:
         planned = proposals(self.space, finished, self.allowance)[:left]
         for settings in planned:
             self.study.enqueue_trial(settings)
-        asked = [self.study.ask(self.distributions)
+        asked = [self._ask(bool(planned), finished)
                  for _ in range(len(planned) or min(self.round_size, left))]
         pipelines = [self.space.pipeline(t.params) for t in asked]
         known = {c.pipeline: c for c in self.candidates()}
@@ -168,6 +168,20 @@ class Search:
                 # however cheap, so it breeds from the budget's side of the front
                 trial.set_constraint("budget", -attrs["slack"])
                 self.study.tell(trial, [attrs["cost"], attrs["slack"]])
+
+    def _ask(self, planned: bool, finished: list[Candidate]) -> optuna.trial.Trial:
+        """The next trial: the queued proposal, or the sampler's held to the families'
+        limits (the sampler's own trial is closed as pruned, not a candidate, and the
+        capped settings asked in its place)."""
+        trial = self.study.ask(self.distributions)
+        if planned:
+            return trial
+        settings = capped(self.space, trial.params, finished)
+        if settings == trial.params:
+            return trial
+        self.study.tell(trial, state=TrialState.PRUNED)
+        self.study.enqueue_trial(settings)
+        return self.study.ask(self.distributions)
 
     def _measured(self, built: Built, path: Path) -> dict[str, Any]:
         """A built candidate's record: written to ``path`` if a remote worker sent bytes,

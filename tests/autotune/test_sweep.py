@@ -9,7 +9,7 @@ import math
 from types import SimpleNamespace
 
 from onnxpress.autotune.space import Knob, Space
-from onnxpress.autotune.sweep import proposals
+from onnxpress.autotune.sweep import capped, proposals
 
 SPACE = Space((Knob("tome", (1.0, 0.9, 0.8, 0.7, 0.6, 0.5), ""),
                Knob("prune", (0.0, 0.1, 0.2, 0.3, 0.4, 0.5), ""),
@@ -77,3 +77,13 @@ def test_a_finished_sweep_proposes_nothing_more_and_a_resumed_one_the_same() -> 
     assert proposals(SPACE, finished, ALLOWANCE) == []
     # cut after the first round: the same second round
     assert proposals(SPACE, [world(s) for s in rounds[0]], ALLOWANCE) == rounds[1]
+
+
+def test_past_the_sweep_a_family_is_held_to_its_limit_alone() -> None:
+    rounds = run_sweep()
+    finished = [world(s) for r in rounds for s in r]
+    strongest = {"tome": 0.5, "prune": 0.5, "quantize": "int8"}
+    # tome spends 1.2 of 1.05 at 0.6 alone, so 0.7 is as far as it goes; prune holds at 0.5
+    assert capped(SPACE, strongest, finished) == {"tome": 0.7, "prune": 0.5, "quantize": "int8"}
+    # before the sweep has finished, nothing is held
+    assert capped(SPACE, strongest, finished[:4]) == strongest
