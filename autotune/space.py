@@ -9,8 +9,9 @@ IR, and the pipeline string a setting of the knobs stands for.
   channels (``channel``);
 - layers with a constant 2-D weight (``ir.layers``) -> ``lowrank(params=x)``: the share of
   their parameters kept;
-- attention that ``fuse-for-ort`` fuses into ONNX Runtime's Attention (``prune.heads``) ->
-  ``prune(structure=head,ratio=x)``: the share of all heads removed;
+- attention that ``fuse-for-ort`` fuses into ONNX Runtime's Attention
+  (:mod:`onnxpress.ir.attention.fused`) -> ``prune(structure=head,ratio=x)``: the share of
+  all heads removed;
 - any of those -> ``int8`` (the preset for ONNX Runtime CPU) or float.
 
 With calibration data, pruning ranks by ``importance=activation`` (what removing a channel
@@ -31,9 +32,9 @@ import onnx_ir as ir
 from onnxpress.api import compile
 from onnxpress.frontends.onnx_loader import ModelSource
 from onnxpress.ir.attention.blocks import transformer_blocks
+from onnxpress.ir.attention.fused import fused_blocks
 from onnxpress.ir.channel_groups import channel_groups
 from onnxpress.ir.layers import linear_layer, weight_source
-from onnxpress.passes.prune import heads
 
 __all__ = ["Knob", "Space", "plan"]
 
@@ -127,7 +128,7 @@ def plan(model: ModelSource, calibrated: bool = False) -> Space:
         knobs.append(Knob("lowrank", LOWRANK_PARAMS, f"{weights} MatMul/Gemm weights"))
     else:
         notes.append("lowrank: no MatMul/Gemm with a constant 2-D weight")
-    fused, _ = heads.blocks(compile(model, f"cleanup,{FUSE}", progress=False).graph)
+    fused, _ = fused_blocks(compile(model, f"cleanup,{FUSE}", progress=False).graph)
     if any(block.heads > 1 for block in fused):
         knobs.append(Knob("heads", HEAD_RATIO, f"{sum(b.heads for b in fused)} attention "
                           f"heads in {len(fused)} fused blocks"))

@@ -13,11 +13,11 @@ families by those sensitivities. Then Optuna's NSGA-II sampler, seeded by the se
 and the number of trials finished, proposes ``round_size`` settings a round, bred from all
 the trials before (the sweep's included), each family held to its limit. The new pipelines
 among a round's are built (compiled and judged) by the workers (:mod:`.workers`: this
-process, local processes or Ray tasks), in parallel; then the driver times each candidate against the
-original, one at a time, with no build running beside it; then the round is told to the
-study. So the candidates depend on the seed and the round size, not on how many workers
-built them, and a round cut short by an interruption is proposed again, the same, on the
-next run. A pipeline already tried is answered from the store, not built again; a candidate
+process, local processes or Ray tasks), in parallel; then the driver times each candidate
+against the original, one at a time, with no build running beside it; then the round is
+told to the study. So the candidates depend on the seed and the round size, not on how many
+workers built them, and a round cut short by an interruption is proposed again, the same,
+on the next run. A pipeline already tried is answered from the store, not built again; a candidate
 that does not compile (a setting the model refuses, such as more token merging than it has
 tokens) is a failed trial with its one-line reason.
 """

@@ -1,2 +1,3 @@
 """Attention in exported graphs: tracing q, k, v to their projections (:mod:`.heads`),
-reshape layouts (:mod:`.reshape`), additive masks (:mod:`.mask`)."""
+reshape layouts (:mod:`.reshape`), additive masks (:mod:`.mask`), ONNX Runtime's fused
+Attention read as heads (:mod:`.fused`)."""

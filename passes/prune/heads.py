@@ -24,59 +24,21 @@ import onnx_ir as ir
 
 from onnxpress.backends.ort_runner import Runner
 from onnxpress.ir.analysis import constant_array
-from onnxpress.ir.edit import MS_DOMAIN
-from onnxpress.ir.layers import layer_bias, linear_layer
+from onnxpress.ir.attention.fused import FusedBlock, fused_blocks
+from onnxpress.ir.layers import layer_bias
 from onnxpress.passes.calibration_data import Batch
 from onnxpress.passes.prune.channels import replace_constant
 from onnxpress.passes.prune.compensate import Consumer, gather, refit
 
 
 @dataclasses.dataclass
-class Block:
-    attention: ir.Node
-    projection: ir.Node  # MatMul/Gemm reading the Attention output as its input 0
-    heads: int
-    head_size: int
-    consumer: Consumer | None = None
-
-    def spans(self) -> list[slice]:
-        return [slice(h * self.head_size, (h + 1) * self.head_size) for h in range(self.heads)]
+class Block(FusedBlock):
+    consumer: Consumer | None = None  # the projection's input statistics, for its refit
 
 
 def blocks(graph: ir.Graph) -> tuple[list[Block], list[str]]:
-    found, notes = [], []
-    for node in graph:
-        if node.op_type != "Attention" or node.domain != MS_DOMAIN:
-            continue
-        reason = _unsupported(node)
-        uses = list(node.outputs[0].uses())
-        projection = uses[0].node if len(uses) == 1 else None
-        if reason is None and (projection is None or projection.op_type not in (
-                "MatMul", "Gemm") or uses[0].idx != 0 or constant_array(
-                projection.inputs[1]) is None or linear_layer(projection).out_axis == 0):
-            reason = "its output is not read by one projection with a constant weight"
-        if reason is not None:
-            notes.append(f"Attention {node.name!r}: {reason}; its heads are kept")
-            continue
-        weight = constant_array(node.inputs[1])
-        assert weight is not None and projection is not None
-        heads = node.attributes.get_int("num_heads", 1)
-        found.append(Block(node, projection, heads, weight.shape[1] // 3 // heads))
-    return found, notes
-
-
-def _unsupported(node: ir.Node) -> str | None:
-    weight = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
-    if weight is None or weight.ndim != 2:
-        return "its Q/K/V weight is not a constant matrix"
-    if node.attributes.get("qkv_hidden_sizes") is not None:
-        return "Q, K and V have different sizes (qkv_hidden_sizes)"
-    if len(node.inputs) > 2 and node.inputs[2] is not None and constant_array(
-            node.inputs[2]) is None:
-        return "its bias is computed"
-    if any(o.uses() or o.is_graph_output() for o in node.outputs[1:]):
-        return "it returns its present key/value state"
-    return None
+    found, notes = fused_blocks(graph)
+    return [Block(**vars(b)) for b in found], notes
 
 
 def measure(model: ir.Model, found: list[Block], data: Iterable[Batch],
