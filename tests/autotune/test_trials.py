@@ -75,3 +75,33 @@ def test_the_same_seed_gives_the_same_candidates(tmp_path: Path) -> None:
     a, b = (_search(tmp_path / name).run(3) for name in ("a", "b"))
     assert [(c.pipeline, c.value, c.cost) for c in a] == [(c.pipeline, c.value, c.cost)
                                                           for c in b]
+
+
+def test_the_fastest_candidates_race_once_side_by_side(tmp_path: Path, monkeypatch) -> None:
+    """Latency: the candidates within the budget near the cheapest are timed again together,
+    their race's costs are the ones reported, and a finished search does not race again."""
+    import onnxpress.autotune.trials as trials
+
+    timed: list[int] = []
+    real = trials.bench
+    monkeypatch.setattr(trials, "bench", lambda models, **k: timed.append(len(models))
+                        or real(models, **k))
+    search = Search(CNN, "digits", BUDGET, tmp_path / "s", objective="latency",
+                    calibration=CALIBRATION_NPZ, seed=3)
+    candidates = search.run(8)
+    race = search.study.user_attrs["race"]
+    raced = {c.number: c for c in candidates if c.number in race["trials"]}
+    assert len(raced) >= 2 and timed[-1] == len(raced) + 1  # one run: the original and all
+    held = [c for c in search._measured_candidates() if c.holds]
+    cheapest = min(c.cost for c in held)
+    for number, candidate in raced.items():
+        assert candidate.holds
+        assert candidate.cost == race["costs"][str(number)]
+        measured = next(c for c in held if c.number == number)
+        assert measured.cost <= cheapest * trials.RACE_SPREAD
+    # the front and the choice read the race's costs
+    assert search.front()[0].cost == min(c.cost for c in candidates if c.holds)
+    timed.clear()
+    again = Search(CNN, "digits", BUDGET, tmp_path / "s", objective="latency",
+                   calibration=CALIBRATION_NPZ, seed=3)
+    assert again.run(8) == candidates and timed == []
