@@ -123,6 +123,11 @@ def _page(summary: dict[str, Any], candidates: Sequence[Candidate],
                          + "</p>")
     else:
         parts.append("<p><b>no candidate is within the budget</b></p>")
+    if summary.get("raced"):
+        parts.append("<p>" + e(f"{summary['objective']} of trials "
+                               f"{', '.join(map(str, summary['raced']))}: the final race, "
+                               "timed together in one run; of the others, each trial's own "
+                               "run beside the original") + "</p>")
     if plot is not None:
         parts.append(f"<img alt='the front' src='data:image/png;base64,"
                      f"{base64.b64encode(plot).decode()}'>")

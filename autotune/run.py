@@ -81,7 +81,7 @@ def search(model: str | os.PathLike, data: str | os.PathLike, budget: str, *,
                           Path(folder), list(runner.space.notes), scored)
     summary = {"model": os.fspath(model), "data": os.fspath(data), "budget": parsed.text,
                "objective": objective, "metric": parsed.metric, "original": runner.original,
-               "test": scored}
+               "test": scored, "raced": runner.raced()}
     write_report(Path(folder), summary, candidates, front, chosen, runner.space,
                  runner.job.calibration, parsed.limit(runner.original))
     text = json.dumps(result.as_dict(), indent=1) + "\n"

@@ -15,7 +15,8 @@ budget spent across the families by it.
    Interactions the sum misses (two prunings compound; int8 noise on a pruned layer) are
    what the margins are for, and what the sampler then explores around.
 3. **Limits.** The sampler's proposals are held to each family's limit (:func:`capped`):
-   past it, the family breaks the budget on its own.
+   past it, the family breaks the budget on its own; and a proposal whose families spent
+   well over the budget between them alone is not built (:func:`plausible`).
 
 Both are functions of the finished candidates alone, so an interrupted search proposes
 the same trials when it resumes.
@@ -30,10 +31,12 @@ from typing import Any
 
 from onnxpress.autotune.space import Space
 
-__all__ = ["MARGINS", "capped", "proposals"]
+__all__ = ["MARGINS", "PLAUSIBLE", "capped", "plausible", "proposals"]
 
 #: shares of the budget a proposed combination keeps unspent, by the additive prediction
 MARGINS = (0.0, 0.3, 0.6)
+#: the sampler's proposals predicted to spend more than this many budgets are not built
+PLAUSIBLE = 1.25
 
 Settings = dict[str, Any]
 
@@ -73,6 +76,22 @@ def capped(space: Space, settings: Mapping[str, Any], finished: Sequence[Any]) -
     limits = _limits(space, alone)
     return {k.family: k.values[min(k.values.index(settings[k.family]), limits[k.family])]
             for k in space.knobs}
+
+
+def plausible(space: Space, settings: Mapping[str, Any], finished: Sequence[Any],
+              allowance: float) -> bool:
+    """Whether capped ``settings`` may hold: the shares of the budget its families spent
+    alone add up to at most ``PLAUSIBLE`` times the budget (on MiniLM the sum predicted
+    every combination measured within 0.001 of Spearman; the slack covers models where
+    errors partly cancel). True before the sweep has finished."""
+    off = {k.family: k.values[0] for k in space.knobs}
+    alone = _alone(finished, off)
+    if any(not isinstance(_bisect(k.values, alone.get(k.family, {})), int)
+           for k in space.knobs) or not math.isfinite(allowance):
+        return True
+    curves = _curves(space, alone, _limits(space, alone), 1.0, allowance)
+    spent = sum(curves[k.family][k.values.index(settings[k.family])][0] for k in space.knobs)
+    return spent <= allowance * PLAUSIBLE
 
 
 def _limits(space: Space, alone: dict) -> dict[str, int]:
@@ -117,16 +136,7 @@ def _holds(candidate: Any) -> bool:
 def _allocate(space: Space, alone: dict, limits: Mapping[str, int], baseline: float,
               allowance: float) -> list[Settings]:
     """Per margin, the combination of two or more families cheapest by the prediction."""
-    curves = {}
-    for knob in space.knobs:
-        measured = alone.get(knob.family, {})
-        points = {0: (0.0, 1.0)}
-        for i, value in enumerate(knob.values[1:limits[knob.family] + 1], start=1):
-            if value in measured:
-                c = measured[value]
-                points[i] = (allowance - c.slack, c.cost / baseline)
-        curves[knob.family] = [_interpolate(points, i)
-                               for i in range(limits[knob.family] + 1)]
+    curves = _curves(space, alone, limits, baseline, allowance)
     families = [k.family for k in space.knobs]
     combos = []
     for indices in itertools.product(*(range(len(curves[f])) for f in families)):
@@ -146,6 +156,22 @@ def _allocate(space: Space, alone: dict, limits: Mapping[str, int], baseline: fl
         if settings not in chosen:
             chosen.append(settings)
     return chosen
+
+
+def _curves(space: Space, alone: dict, limits: Mapping[str, int], baseline: float,
+            allowance: float) -> dict[str, list[tuple[float, float]]]:
+    """family -> (budget spent, time kept) at each setting up to its limit."""
+    curves = {}
+    for knob in space.knobs:
+        measured = alone.get(knob.family, {})
+        points = {0: (0.0, 1.0)}
+        for i, value in enumerate(knob.values[1:limits[knob.family] + 1], start=1):
+            if value in measured:
+                c = measured[value]
+                points[i] = (allowance - c.slack, c.cost / baseline)
+        curves[knob.family] = [_interpolate(points, i)
+                               for i in range(limits[knob.family] + 1)]
+    return curves
 
 
 def _interpolate(points: Mapping[int, tuple[float, float]], index: int) -> tuple[float, float]:

@@ -39,7 +39,7 @@ from onnxpress.autotune.budget import Budget
 from onnxpress.autotune.candidate import Built, Job
 from onnxpress.autotune.judge import metric_of
 from onnxpress.autotune.space import Space, plan
-from onnxpress.autotune.sweep import capped, proposals
+from onnxpress.autotune.sweep import capped, plausible, proposals
 from onnxpress.autotune.workers import InProcess, Workers
 from onnxpress.backends.files import replace_atomically
 
@@ -51,12 +51,14 @@ STUDY = "onnxpress-search"
 ROUND = 4
 #: NSGA-II's generation: the first is drawn at random, later ones bred from the front
 POPULATION = 8
+#: the sampler's proposals asked for one trial, at most, while they look doomed
+ASKS = 20
 #: a cost's timing: about this many seconds of the original per model, in so many runs
 TIMING_SECONDS = 1.0
 REPEATS = (20, 200)
 #: the final race: candidates within this factor of the cheapest one's cost, at most this
 #: many, timed over this many times a trial's runs
-RACE_SPREAD = 1.25
+RACE_SPREAD = 1.5
 RACE_SIZE = 6
 RACE_REPEATS = 2
 
@@ -130,6 +132,10 @@ class Search:
             "costs", {}).items()}
         return [dataclasses.replace(c, cost=raced.get(c.number, c.cost))
                 for c in self._measured_candidates()]
+
+    def raced(self) -> list[int]:
+        """The trials of the final race, whose costs were timed together."""
+        return list(self.study.user_attrs.get("race", {}).get("trials", []))
 
     def _race(self) -> None:
         """Time the fastest candidates within the budget again, all interleaved in one run.
@@ -211,11 +217,18 @@ class Search:
     def _ask(self, planned: bool, finished: list[Candidate]) -> optuna.trial.Trial:
         """The next trial: the queued proposal, or the sampler's held to the families'
         limits (the sampler's own trial is closed as pruned, not a candidate, and the
-        capped settings asked in its place)."""
+        capped settings asked in its place); a proposal the sweep predicts far outside the
+        budget is closed as pruned and the sampler asked again, ``ASKS`` times at most."""
         trial = self.study.ask(self.distributions)
         if planned:
             return trial
-        settings = capped(self.space, trial.params, finished)
+        for attempt in range(ASKS):
+            settings = capped(self.space, trial.params, finished)
+            if attempt == ASKS - 1 or plausible(self.space, settings, finished,
+                                                self.allowance):
+                break
+            self.study.tell(trial, state=TrialState.PRUNED)
+            trial = self.study.ask(self.distributions)
         if settings == trial.params:
             return trial
         self.study.tell(trial, state=TrialState.PRUNED)

@@ -9,7 +9,7 @@ import math
 from types import SimpleNamespace
 
 from onnxpress.autotune.space import Knob, Space
-from onnxpress.autotune.sweep import capped, proposals
+from onnxpress.autotune.sweep import capped, plausible, proposals
 
 SPACE = Space((Knob("tome", (1.0, 0.9, 0.8, 0.7, 0.6, 0.5), ""),
                Knob("prune", (0.0, 0.1, 0.2, 0.3, 0.4, 0.5), ""),
@@ -87,3 +87,16 @@ def test_past_the_sweep_a_family_is_held_to_its_limit_alone() -> None:
     assert capped(SPACE, strongest, finished) == {"tome": 0.7, "prune": 0.5, "quantize": "int8"}
     # before the sweep has finished, nothing is held
     assert capped(SPACE, strongest, finished[:4]) == strongest
+
+
+def test_a_combination_the_sweep_predicts_far_outside_the_budget_is_not_plausible() -> None:
+    rounds = run_sweep()
+    finished = [world(s) for r in rounds for s in r]
+    # tome 0.7 spends 0.9 and prune 0.5 spends 1.0 alone: 1.9 of 1.05 together
+    assert not plausible(SPACE, {"tome": 0.7, "prune": 0.5, "quantize": "float"}, finished,
+                         ALLOWANCE)
+    assert plausible(SPACE, {"tome": 0.9, "prune": 0.2, "quantize": "int8"}, finished,
+                     ALLOWANCE)
+    # before the sweep has finished, anything may hold
+    assert plausible(SPACE, {"tome": 0.7, "prune": 0.5, "quantize": "float"}, finished[:4],
+                     ALLOWANCE)
