@@ -1,4 +1,4 @@
-"""``onnxpress search`` and ``onnxpress.search`` (issue 24, in progress): one accuracy
+"""``onnxpress search`` and ``onnxpress.search`` (issue 24): one accuracy
 budget spent across the pass families. :mod:`.budget` parses the budget, :mod:`.space` reads
 the knobs a model offers, :mod:`.judge` measures a candidate against the budget,
 :mod:`.sweep` measures each family's sensitivity and spends the budget across them by it,
