@@ -56,7 +56,7 @@ def proposals(space: Space, finished: Sequence[Any], allowance: float) -> list[S
             probes.append({**off, knob.family: knob.values[state[0]]})
     if probes:
         return probes
-    limits = _limits(space, alone)
+    _, limits = _swept(space, finished)
     baseline = alone.get(None)
     if baseline is None or baseline.cost is None or not math.isfinite(allowance):
         return []
@@ -68,12 +68,10 @@ def capped(space: Space, settings: Mapping[str, Any], finished: Sequence[Any]) -
     """``settings`` with each family held to its strongest setting within the budget alone
     (a setting that breaks the budget on its own breaks it beside any other family too),
     once the sweep has found the limits; as given before."""
-    off = {k.family: k.values[0] for k in space.knobs}
-    alone = _alone(finished, off)
-    if any(not isinstance(_bisect(k.values, alone.get(k.family, {})), int)
-           for k in space.knobs):
+    swept = _swept(space, finished)
+    if swept is None:
         return dict(settings)
-    limits = _limits(space, alone)
+    limits = swept[1]
     return {k.family: k.values[min(k.values.index(settings[k.family]), limits[k.family])]
             for k in space.knobs}
 
@@ -84,19 +82,22 @@ def plausible(space: Space, settings: Mapping[str, Any], finished: Sequence[Any]
     alone add up to at most ``PLAUSIBLE`` times the budget (on MiniLM the sum predicted
     every combination measured within 0.001 of Spearman; the slack covers models where
     errors partly cancel). True before the sweep has finished."""
-    off = {k.family: k.values[0] for k in space.knobs}
-    alone = _alone(finished, off)
-    if any(not isinstance(_bisect(k.values, alone.get(k.family, {})), int)
-           for k in space.knobs) or not math.isfinite(allowance):
+    swept = _swept(space, finished)
+    if swept is None or not math.isfinite(allowance):
         return True
-    curves = _curves(space, alone, _limits(space, alone), 1.0, allowance)
+    curves = _curves(space, *swept, 1.0, allowance)
     spent = sum(curves[k.family][k.values.index(settings[k.family])][0] for k in space.knobs)
     return spent <= allowance * PLAUSIBLE
 
 
-def _limits(space: Space, alone: dict) -> dict[str, int]:
-    """family -> index of its strongest setting within the budget alone (sweep finished)."""
-    return {k.family: _bisect(k.values, alone.get(k.family, {})) for k in space.knobs}
+def _swept(space: Space, finished: Sequence[Any]) -> tuple[dict, dict[str, int]] | None:
+    """Once every family's limit is known: the single-family candidates (:func:`_alone`)
+    and family -> index of its strongest setting within the budget alone; else None."""
+    alone = _alone(finished, {k.family: k.values[0] for k in space.knobs})
+    limits = {k.family: _bisect(k.values, alone.get(k.family, {})) for k in space.knobs}
+    if not all(isinstance(i, int) for i in limits.values()):
+        return None
+    return alone, limits
 
 
 def _key(settings: Mapping[str, Any]) -> tuple:

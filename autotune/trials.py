@@ -149,8 +149,7 @@ class Search:
         held = {c.pipeline: c for c in reversed(self._measured_candidates())
                 if c.holds and c.cost is not None and c.path is not None}
         field = sorted(held.values(), key=lambda c: (c.cost, c.number))
-        field = [c for c in field if c.cost <= field[0].cost * RACE_SPREAD][:RACE_SIZE] \
-            if field else []
+        field = [c for c in field if c.cost <= field[0].cost * RACE_SPREAD][:RACE_SIZE]
         numbers = sorted(c.number for c in field)
         stored = self.study.user_attrs.get("race", {})
         if len(field) < 2 or stored.get("trials") == numbers:

@@ -56,7 +56,7 @@ def test_every_family_is_probed_at_once_and_bisected_to_its_limit() -> None:
 
 def test_the_allocation_proposes_the_best_combination_the_model_of_the_world_allows() -> None:
     rounds = run_sweep()
-    combined = [s for s in rounds[-1]]
+    combined = list(rounds[-1])
     assert all(sum(v != k.values[0] for k, v in zip(SPACE.knobs, s.values())) >= 2
                for s in combined)
     best = min((world(dict(zip(("tome", "prune", "quantize"), values)))
