@@ -105,3 +105,33 @@ def test_the_fastest_candidates_race_once_side_by_side(tmp_path: Path, monkeypat
     again = Search(CNN, "digits", BUDGET, tmp_path / "s", objective="latency",
                    calibration=CALIBRATION_NPZ, seed=3)
     assert again.run(8) == candidates and timed == []
+
+
+def test_a_candidate_left_out_of_the_race_does_not_beat_it(tmp_path: Path,
+                                                           monkeypatch) -> None:
+    """A race run in a slower phase of the machine than the trials (here: every raced
+    model 1.5x slower) must not let a candidate it left out win on its trial's cost."""
+    import onnxpress.autotune.trials as trials
+
+    real = trials.bench
+
+    def slow_race(models, **k):
+        rows = real(models, **k)
+        if len(models) > 2:  # the race: the original and several candidates
+            for row in rows[1:]:
+                row["median_ms"] *= 1.5
+        return rows
+
+    monkeypatch.setattr(trials, "bench", slow_race)
+    monkeypatch.setattr(trials, "RACE_SIZE", 2)
+    search = Search(CNN, "digits", BUDGET, tmp_path / "s", objective="latency",
+                    calibration=CALIBRATION_NPZ, seed=3)
+    candidates = search.run(8)
+    race = search.study.user_attrs["race"]
+    held = [c for c in candidates if c.holds]
+    assert len({c.pipeline for c in held}) > len(race["trials"])  # some were left out
+    slowest = max(race["costs"].values())
+    for candidate in held:
+        if candidate.number not in race["trials"]:
+            assert candidate.cost >= slowest
+    assert search.front()[0].number in race["trials"]
