@@ -60,8 +60,12 @@ def calibration_batches() -> list[dict[str, np.ndarray]]:
     from the ``minilm-texts`` evaluation set, 22 topics), each tokenized as its own
     unpadded batch: calibration data for the data-driven passes that is not what they are
     scored on."""
-    sentences = json.loads(CALIBRATION_JSON.read_text())["sentences"]
-    return [tokenize([s["text"]]) for s in sentences]
+    return [tokenize([text]) for text in calibration_sentences()]
+
+
+def calibration_sentences() -> list[str]:
+    """The 320 sentences of ``minilm_calibration.json``."""
+    return [s["text"] for s in json.loads(CALIBRATION_JSON.read_text())["sentences"]]
 
 
 def model_dir() -> Path:
