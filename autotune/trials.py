@@ -133,16 +133,19 @@ class Search:
         compare with theirs (on the digits ViT the 7th fastest, left out of a race of 6
         that ran in a slow phase, came out cheapest by its trial's 0.72 against the race's
         0.73 to 0.81, and was chosen)."""
-        raced = {int(k): v for k, v in self.study.user_attrs.get("race", {}).get(
+        measured = self._measured_candidates()
+        numbers = {int(k): v for k, v in self.study.user_attrs.get("race", {}).get(
             "costs", {}).items()}
+        # a pipeline proposed again carries its race cost too
+        raced = {c.pipeline: numbers[c.number] for c in measured if c.number in numbers}
         floor = max(raced.values(), default=0.0)
 
         def cost(c: Candidate) -> float | None:
-            if c.number in raced:
-                return raced[c.number]
+            if c.pipeline in raced:
+                return raced[c.pipeline]
             return max(c.cost, floor) if c.holds and c.cost is not None else c.cost
 
-        return [dataclasses.replace(c, cost=cost(c)) for c in self._measured_candidates()]
+        return [dataclasses.replace(c, cost=cost(c)) for c in measured]
 
     def raced(self) -> list[int]:
         """The trials of the final race, whose costs were timed together."""

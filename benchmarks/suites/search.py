@@ -54,6 +54,10 @@ class Case:
     calibration: Callable[[Any], dict[str, np.ndarray]] | None = None  # default: the subject's
 
 
+#: ViT-S's calibration: so many seeded standard-normal images
+CALIBRATION_IMAGES, CALIBRATION_SEED = 64, 1
+
+
 def _digits_calibration(_: Any) -> dict[str, np.ndarray]:
     from onnxpress.models.digits_data import CALIBRATION_NPZ
 
@@ -86,7 +90,6 @@ CASES = {
                        calibration=_normal_images),
 }
 BATCH = 8
-CALIBRATION_IMAGES, CALIBRATION_SEED = 64, 1
 
 
 def measure(ctx: Context) -> list[Row]:
